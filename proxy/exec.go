@@ -1,0 +1,190 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/exed-dev/exed/sshcmd"
+	"github.com/exed-dev/exed/tokens"
+)
+
+// maxExecBody bounds a /exec body (SPEC §5): it is one command line, and
+// the largest real one (an ssh-key add with an RSA 16384 key) is far below.
+const maxExecBody = 64 << 10
+
+// serveAPI serves the API host <Domain>.
+func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/exec" {
+		writeJSON(w, http.StatusNotFound, errorBody("not found"))
+		return
+	}
+	start := time.Now()
+	res := h.exec(w, r)
+	switch res.status {
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", http.MethodPost)
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", "Bearer")
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(h.c.ExecRate)))
+	}
+	writeJSON(w, res.status, res.body)
+	h.logExec(r, start, res)
+}
+
+// execResult is what one /exec request came to.
+type execResult struct {
+	status  int
+	body    []byte
+	path    string // canonical command path, once resolved
+	carrier string
+	grant   *tokens.Grant
+	reason  error // why it was refused, for the log only
+}
+
+// exec runs one /exec request: method → token → body → split → resolve →
+// verify (with the command) → rate limit → run.
+func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) {
+	fail := func(status int, msg string) execResult {
+		res.status, res.body = status, errorBody(msg)
+		return res
+	}
+	if r.Method != http.MethodPost {
+		return fail(http.StatusMethodNotAllowed, "method not allowed: use POST")
+	}
+	token, carrier, err := findToken(r.Header, false)
+	res.carrier = carrier
+	switch {
+	case errors.Is(err, errConflict):
+		res.reason = err
+		return fail(http.StatusBadRequest, "conflicting tokens")
+	case err != nil:
+		res.reason = err
+		return fail(http.StatusUnauthorized, "invalid token")
+	case token == "":
+		return fail(http.StatusUnauthorized, "missing token: send Authorization: Bearer TOKEN")
+	}
+
+	if r.ContentLength > maxExecBody {
+		return fail(http.StatusRequestEntityTooLarge, "body over 64 KiB")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxExecBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return fail(http.StatusRequestEntityTooLarge, "body over 64 KiB")
+	case err != nil:
+		return fail(http.StatusBadRequest, "cannot read body")
+	case len(body) == 0:
+		return fail(http.StatusBadRequest, "empty body: send one command line")
+	case bytes.IndexByte(body, 0) >= 0:
+		return fail(http.StatusBadRequest, "NUL byte in command line")
+	}
+	args, err := sshcmd.Split(string(body))
+	if err != nil {
+		return fail(http.StatusBadRequest, err.Error())
+	}
+	if len(args) == 0 {
+		return fail(http.StatusBadRequest, "empty command line")
+	}
+	res.path, err = h.c.Suite.Resolve(args)
+	if err != nil {
+		return fail(http.StatusNotFound, err.Error())
+	}
+
+	target := tokens.Target{Namespace: "v0@" + h.domain, Command: res.path}
+	if sshcmd.IsHelp(args) {
+		target.Command = "" // --help is always allowed
+	}
+	res.grant, err = h.c.Verifier.Verify(r.Context(), token, target)
+	if errors.Is(err, tokens.ErrNotGranted) {
+		res.reason = err
+		return fail(http.StatusForbidden, "command not granted by this token: "+res.path)
+	}
+	if err != nil {
+		res.reason = err
+		return fail(http.StatusUnauthorized, "invalid token")
+	}
+	if h.c.LastUsed != nil {
+		h.c.LastUsed.Touch(res.grant.Key.Fingerprint)
+	}
+	if !h.limits.allow(res.grant.Key.Fingerprint, h.c.Now()) {
+		return fail(http.StatusTooManyRequests, "rate limit exceeded")
+	}
+
+	ctx, cancel := context.WithTimeout(r.Context(), h.c.ExecTimeout)
+	defer cancel()
+	var out bytes.Buffer
+	caller := sshcmd.Caller{User: res.grant.User, Key: res.grant.Key, RemoteAddr: r.RemoteAddr}
+	stdio := sshcmd.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard}
+	if err := h.c.Suite.Run(ctx, caller, args, stdio, true); err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fail(http.StatusGatewayTimeout, "command timed out")
+		}
+		return fail(http.StatusUnprocessableEntity, err.Error())
+	}
+	res.status, res.body = http.StatusOK, out.Bytes()
+	return res
+}
+
+// errorBody is {"error":msg}.
+func errorBody(msg string) []byte {
+	b, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{msg})
+	return b
+}
+
+// writeJSON writes a JSON reply; body is already encoded.
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(body)
+	if len(body) > 0 && body[len(body)-1] != '\n' {
+		w.Write([]byte{'\n'})
+	}
+}
+
+// retryAfter is the whole seconds until one more request is allowed.
+func retryAfter(l rate.Limit) int {
+	if l <= 0 || l == rate.Inf {
+		return 1
+	}
+	return max(1, int(math.Ceil(1/float64(l))))
+}
+
+// logExec writes the one log line of a /exec request: the command path,
+// never its arguments (they may hold a token) nor its error text.
+func (h *Handler) logExec(r *http.Request, start time.Time, res execResult) {
+	attrs := []slog.Attr{
+		slog.String("route", "exec"),
+		slog.Int("status", res.status),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("remote_addr", r.RemoteAddr),
+	}
+	if res.path != "" {
+		attrs = append(attrs, slog.String("command", res.path))
+	}
+	if res.carrier != "" {
+		attrs = append(attrs, slog.String("carrier", res.carrier))
+	}
+	if g := res.grant; g != nil {
+		attrs = append(attrs, slog.String("user_id", g.User.ID), slog.String("fingerprint", g.Key.Fingerprint))
+	}
+	if res.reason != nil {
+		attrs = append(attrs, reasonAttrs(res.reason)...)
+	}
+	h.c.Log.LogAttrs(context.Background(), slog.LevelInfo, "exec", attrs...)
+}

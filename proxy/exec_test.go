@@ -1,0 +1,202 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// postExec sends body to /exec on the API host.
+func (w *world) postExec(body string, hdr map[string]string) (*http.Response, map[string]any) {
+	w.t.Helper()
+	resp, raw := w.do(w.request(http.MethodPost, testDomain, "/exec", strings.NewReader(body), hdr))
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		w.t.Errorf("Content-Type %q, want application/json", ct)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		w.t.Fatalf("reply is not a JSON object: %q: %v", raw, err)
+	}
+	return resp, m
+}
+
+func TestExecStatuses(t *testing.T) {
+	w := newWorld(t, nil)
+	api := w.mint(w.alice.signer, apiNamespace, `{}`)
+	auth := map[string]string{"Authorization": bearerHdr(api)}
+	onlyWhoami := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{"cmds":["whoami"]}`))}
+	nothing := map[string]string{"X-Exedev-Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{"cmds":[]}`))}
+	exe1 := map[string]string{"Authorization": bearerHdr(w.exe1(w.alice, "", api))}
+
+	for _, tc := range []struct {
+		name string
+		body string
+		hdr  map[string]string
+		want int
+	}{
+		{"whoami", "whoami", auth, 200},
+		{"whoami via X-Exedev-Authorization", "whoami", map[string]string{"X-Exedev-Authorization": bearerHdr(api)}, 200},
+		{"whoami via exe1", "whoami", exe1, 200},
+		{"trailing newline", "whoami\n", auth, 200},
+		{"quoted", `'ssh-key' "list"`, auth, 200},
+		{"granted", "whoami", onlyWhoami, 200},
+		{"help always allowed", "ssh-key generate-api-key --help", auth, 200},
+		{"help with cmds []", "ls --help", nothing, 200},
+
+		{"empty body", "", auth, 400},
+		{"blank body", "  \n", auth, 400},
+		{"NUL byte", "whoami\x00", auth, 400},
+		{"bad quoting", "whoami 'oops", auth, 400},
+		{"two commands", "whoami; ls", auth, 400},
+		{"expansion", "whoami $HOME", auth, 400},
+		{"conflicting tokens", "whoami", map[string]string{"Authorization": bearerHdr(api), "X-Exedev-Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{"ctx":1}`))}, 400},
+
+		{"no token", "whoami", nil, 401},
+		{"basic not accepted", "whoami", map[string]string{"Authorization": basicHdr("x", api)}, 401},
+		{"VM token at /exec", "whoami", map[string]string{"Authorization": bearerHdr(w.vmToken("web", `{}`))}, 401},
+		{"expired", "whoami", map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, fmt.Sprintf(`{"exp":%d}`, past())))}, 401},
+		{"unknown key", "whoami", map[string]string{"Authorization": bearerHdr(w.mint(mustGenerate(t), apiNamespace, `{}`))}, 401},
+		{"not a token", "whoami", map[string]string{"Authorization": "Bearer hello"}, 401},
+
+		{"not granted", "ls", onlyWhoami, 403},
+		{"cmds [] grants nothing", "whoami", nothing, 403},
+		{"generate-api-key never by default", "ssh-key generate-api-key", auth, 403},
+		{"parent does not grant child", "ssh-key rename a b", map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{"cmds":["ssh-key"]}`))}, 403},
+
+		{"unknown command", "nosuchcommand", auth, 404},
+		{"unknown subcommand", "ssh-key frobnicate", auth, 404},
+
+		{"command fails", "exe0-to-exe1 not-a-token", auth, 422},
+		{"flag error", "whoami --no-such-flag", auth, 422},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, m := w.postExec(tc.body, tc.hdr)
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d (reply %v)", resp.StatusCode, tc.want, m)
+			}
+			if tc.want != 200 {
+				if msg, _ := m["error"].(string); msg == "" {
+					t.Errorf("reply %v has no error", m)
+				}
+			}
+			switch tc.want {
+			case 200:
+				if tc.body == "whoami" && m["user_id"] != w.alice.user.ID {
+					t.Errorf("whoami = %v, want alice", m)
+				}
+			case 401:
+				if got := resp.Header.Get("WWW-Authenticate"); got != "Bearer" {
+					t.Errorf("WWW-Authenticate = %q, want Bearer", got)
+				}
+			}
+		})
+	}
+}
+
+func TestExecMethodAndPath(t *testing.T) {
+	w := newWorld(t, nil)
+	api := w.mint(w.alice.signer, apiNamespace, `{}`)
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodHead} {
+		resp, _ := w.do(w.request(m, testDomain, "/exec", nil, map[string]string{"Authorization": bearerHdr(api)}))
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" {
+			t.Errorf("%s: status %d Allow %q, want 405 POST", m, resp.StatusCode, resp.Header.Get("Allow"))
+		}
+	}
+	resp, body := w.do(w.request(http.MethodPost, testDomain, "/other", strings.NewReader("whoami"), nil))
+	if resp.StatusCode != http.StatusNotFound || !json.Valid(body) {
+		t.Errorf("/other: status %d body %q, want 404 JSON", resp.StatusCode, body)
+	}
+	// The API host is not a VM host, and no VM host serves /exec.
+	resp, _ = w.do(w.request(http.MethodPost, "pub.exe.xyz", "/exec", strings.NewReader("whoami"), map[string]string{"Authorization": bearerHdr(api)}))
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/exec on a VM host with an API token: status %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestExecBodyLimit(t *testing.T) {
+	w := newWorld(t, nil)
+	auth := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{}`))}
+	atLimit := "whoami" + strings.Repeat(" ", maxExecBody-len("whoami"))
+	if resp, m := w.postExec(atLimit, auth); resp.StatusCode != 200 {
+		t.Errorf("body of exactly 64 KiB: status %d %v, want 200", resp.StatusCode, m)
+	}
+	over := atLimit + " "
+	if resp, _ := w.postExec(over, auth); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("64 KiB + 1 with Content-Length: status %d, want 413", resp.StatusCode)
+	}
+	// Chunked: no Content-Length to go by.
+	req := w.request(http.MethodPost, testDomain, "/exec", io.MultiReader(strings.NewReader(over)), auth)
+	req.ContentLength = -1
+	if resp, _ := w.do(req); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("64 KiB + 1 chunked: status %d, want 413", resp.StatusCode)
+	}
+}
+
+func TestExecRateLimit(t *testing.T) {
+	clock := &fakeClock{t: time.Now()}
+	w := newWorld(t, nil, func(c *Config) {
+		c.Now = clock.Now
+		c.ExecRate = rate.Every(time.Minute)
+		c.ExecBurst = 3
+	})
+	a := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{}`))}
+	// Another token of the same key shares the bucket; another key does not.
+	a2 := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{"ctx":2}`))}
+	b := map[string]string{"Authorization": bearerHdr(w.mint(w.bob.signer, apiNamespace, `{}`))}
+	for i := range 3 {
+		if resp, m := w.postExec("whoami", a); resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d %v", i, resp.StatusCode, m)
+		}
+	}
+	for _, hdr := range []map[string]string{a, a2} {
+		resp, _ := w.postExec("whoami", hdr)
+		if resp.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("over the burst: status %d, want 429", resp.StatusCode)
+		}
+		if resp.Header.Get("Retry-After") != "60" {
+			t.Errorf("Retry-After = %q, want 60", resp.Header.Get("Retry-After"))
+		}
+	}
+	if resp, _ := w.postExec("whoami", b); resp.StatusCode != 200 {
+		t.Errorf("another key: status %d, want 200", resp.StatusCode)
+	}
+	clock.Advance(time.Minute)
+	if resp, _ := w.postExec("whoami", a); resp.StatusCode != 200 {
+		t.Errorf("after refill: status %d, want 200", resp.StatusCode)
+	}
+	// An invalid token never reaches (or drains) anyone's bucket.
+	if resp, _ := w.postExec("whoami", map[string]string{"Authorization": "Bearer exe0.x.y"}); resp.StatusCode != 401 {
+		t.Errorf("invalid token: status %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestExecTimeout(t *testing.T) {
+	// A deadline that has passed by the time the command reaches the
+	// store stands in for a command running past 30 s.
+	w := newWorld(t, nil, func(c *Config) { c.ExecTimeout = time.Nanosecond })
+	resp, m := w.postExec("whoami", map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{}`))})
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("status %d %v, want 504", resp.StatusCode, m)
+	}
+}
+
+func TestExecRemovedKey(t *testing.T) {
+	w := newWorld(t, nil)
+	deploy := w.addKey(w.alice, "deploy")
+	hdr := map[string]string{"Authorization": bearerHdr(w.mint(deploy, apiNamespace, `{}`))}
+	if resp, _ := w.postExec("whoami", hdr); resp.StatusCode != 200 {
+		t.Fatalf("before removal: status %d", resp.StatusCode)
+	}
+	if _, err := w.run(w.alice, "ssh-key remove deploy"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := w.postExec("whoami", hdr); resp.StatusCode != 401 {
+		t.Errorf("after removal: status %d, want 401", resp.StatusCode)
+	}
+}

@@ -1,0 +1,118 @@
+package proxy
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/exed-dev/exed/store"
+)
+
+// FuzzFindToken: carrier parsing never panics; a token it returns was
+// sent; and after scrubHeaders nothing shaped like an exe token nor any
+// X-ExeDev header is left for the upstream.
+func FuzzFindToken(f *testing.F) {
+	f.Add("Bearer exe0.a.b", "Bearer exe0.a.b", "Basic eDpleGUwLmEuYg==", "X_ExeDev_UserID")
+	f.Add("", "bearer exe1.ABCDEFGHIJKLMNOPQRSTUVWXYZ", "", "x.exedev.email")
+	f.Add("Basic eDpleGUwLmEuYg==", "Basic ZXhlMC5hLmI6eA==", "Bearer  \texe0.x.y ", "X-Exedev-Authorization")
+	f.Fuzz(func(t *testing.T, xauth, auth1, auth2, name string) {
+		hdr := http.Header{}
+		if xauth != "" {
+			hdr["X-Exedev-Authorization"] = []string{xauth}
+		}
+		for _, a := range []string{auth1, auth2} {
+			if a != "" {
+				hdr["Authorization"] = append(hdr["Authorization"], a)
+			}
+		}
+		if name != "" {
+			hdr[name] = []string{"spoof"}
+		}
+		for _, allowBasic := range []bool{true, false} {
+			tok, carrier, err := findToken(hdr, allowBasic)
+			if err != nil {
+				if tok != "" || carrier != "" {
+					t.Fatalf("error %v with token", err)
+				}
+				continue
+			}
+			if (tok == "") != (carrier == "") {
+				t.Fatalf("token %q carrier %q", tok, carrier)
+			}
+			if carrier == carrierBasic && !allowBasic {
+				t.Fatal("basic carrier when not allowed")
+			}
+			if carrier != "" && carrier != carrierExedev && !looksLikeToken(tok) {
+				t.Fatalf("Authorization carrier gave %q", tok)
+			}
+			if carrier == carrierBearer || carrier == carrierExedev {
+				found := false
+				for _, v := range append(hdr.Values("X-Exedev-Authorization"), hdr.Values("Authorization")...) {
+					found = found || strings.Contains(v, tok)
+				}
+				if !found {
+					t.Fatalf("token %q was not sent", tok)
+				}
+			}
+		}
+		out := hdr.Clone()
+		scrubHeaders(out)
+		for k, vals := range out {
+			if isExedevHeader(k) {
+				t.Fatalf("header %q survived", k)
+			}
+			if strings.EqualFold(k, "Authorization") {
+				for _, v := range vals {
+					if holdsToken(v) {
+						t.Fatalf("Authorization %q survived", v)
+					}
+				}
+			}
+		}
+	})
+}
+
+// FuzzIsExedevHeader checks the allocation-free matcher against the
+// rule as written: lowercase, remove '-', '_' and '.', prefix "xexedev".
+func FuzzIsExedevHeader(f *testing.F) {
+	for _, s := range []string{"X-ExeDev-UserID", "x_exedev_userid", "X.EXEDEV.Email", "X-Exe-Dev", "XEXEDEV", "X-Exede", "x--e.x_e-d.e_v", "X-Forwarded-For", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		norm := strings.Map(func(r rune) rune {
+			switch {
+			case r == '-' || r == '_' || r == '.':
+				return -1
+			case 'A' <= r && r <= 'Z':
+				return r + 'a' - 'A'
+			}
+			return r
+		}, name)
+		if want := strings.HasPrefix(norm, "xexedev"); isExedevHeader(name) != want {
+			t.Fatalf("isExedevHeader(%q) = %v, want %v", name, !want, want)
+		}
+	})
+}
+
+// FuzzRoute: host canonicalisation and VM routing never panic, and a host
+// routed to a VM names a valid VM under the VM domain.
+func FuzzRoute(f *testing.F) {
+	for _, s := range []string{"web.exe.xyz", "WEB.EXE.XYZ.:443", "exe.dev", "[::1]:80", "a.b.exe.xyz", "-x.exe.xyz", "web.exe.xyz..", ":80", ""} {
+		f.Add(s, "/__exe.dev/x")
+	}
+	h := &Handler{domain: "exe.dev", vmSuffix: ".exe.xyz"}
+	f.Fuzz(func(t *testing.T, host, p string) {
+		c := canonicalHost(host)
+		if strings.ContainsAny(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") {
+			t.Fatalf("canonicalHost(%q) = %q: not lowercase", host, c)
+		}
+		if name, ok := h.vmName(c); ok {
+			if store.ValidateVMName(name) != nil || c != name+".exe.xyz" {
+				t.Fatalf("host %q routed to VM %q", host, name)
+			}
+		}
+		if strings.HasPrefix(strings.ToLower(p), "/__exe.dev/") && !isReserved(p) {
+			t.Fatalf("path %q not reserved", p)
+		}
+	})
+}

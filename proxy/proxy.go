@@ -1,0 +1,138 @@
+// Package proxy is exed's HTTP front: the auth proxy in front of each VM's
+// web server (NAME.<vm-domain>) and the /exec API on <domain> that runs the
+// SSH command suite from a POST body.
+//
+// A request's path through the package: host → route → carrier → verify →
+// rewrite headers → upstream, each step one function (canonicalHost, route,
+// findToken, Verifier.Verify, rewrite, the ReverseProxy).
+package proxy
+
+import (
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/exed-dev/exed/sshcmd"
+	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
+)
+
+// Defaults for the zero values of Config.
+const (
+	// DefaultExecTimeout bounds one /exec command (SPEC §5: 504 past 30 s).
+	DefaultExecTimeout = 30 * time.Second
+	// DefaultExecRate and DefaultExecBurst: per signing key, SPEC §5.
+	DefaultExecRate  rate.Limit = 1
+	DefaultExecBurst            = 60
+)
+
+// Config holds the handler's dependencies, passed in explicitly.
+type Config struct {
+	Store    store.Store
+	Verifier *tokens.Verifier
+	Suite    *sshcmd.Suite         // /exec runs commands through it
+	LastUsed *store.LastUsedWriter // Touch(fp) on each successful verification; may be nil
+	Domain   string                // "exe.dev": API host, namespace v0@Domain
+	VMDomain string                // "exe.xyz": VM hosts NAME.VMDomain, namespace v0@NAME.VMDomain
+	Log      *slog.Logger          // nil → discard
+	Now      func() time.Time      // nil → time.Now
+
+	ExecTimeout time.Duration // 0 → DefaultExecTimeout
+	ExecRate    rate.Limit    // per signing key; 0 → DefaultExecRate
+	ExecBurst   int           // 0 → DefaultExecBurst
+
+	Transport http.RoundTripper // to the VMs' upstreams; nil → NewTransport()
+}
+
+// Handler is the HTTP front. It is an http.Handler; build it with New.
+type Handler struct {
+	c        Config
+	domain   string // canonical Domain
+	vmSuffix string // "." + canonical VMDomain
+	vms      *vmCache
+	limits   *limiters
+	bufs     bufferPool
+	errLog   *log.Logger // ReverseProxy's own error log, routed to slog
+}
+
+// New returns the HTTP front for c.
+func New(c Config) *Handler {
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.ExecTimeout <= 0 {
+		c.ExecTimeout = DefaultExecTimeout
+	}
+	if c.ExecRate == 0 {
+		c.ExecRate = DefaultExecRate
+	}
+	if c.ExecBurst <= 0 {
+		c.ExecBurst = DefaultExecBurst
+	}
+	if c.Transport == nil {
+		c.Transport = NewTransport()
+	}
+	return &Handler{
+		c:        c,
+		domain:   canonicalHost(c.Domain),
+		vmSuffix: "." + canonicalHost(c.VMDomain),
+		vms:      newVMCache(c.Store, c.Now, canonicalHost(c.VMDomain)),
+		limits:   newLimiters(c.ExecRate, c.ExecBurst),
+		errLog:   slog.NewLogLogger(c.Log.Handler(), slog.LevelWarn),
+	}
+}
+
+// ServeHTTP routes on the canonical host: <Domain> → API, NAME.<VMDomain>
+// → that VM's proxy, anything else → 404.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host := canonicalHost(r.Host)
+	// An absolute-form target ("GET http://a/ HTTP/1.1") naming another
+	// host than Host must not be routed by one and authorised by the other.
+	if r.URL.Host != "" && canonicalHost(r.URL.Host) != host {
+		http.Error(w, "request target and Host header disagree", http.StatusBadRequest)
+		return
+	}
+	if host == h.domain {
+		h.serveAPI(w, r)
+		return
+	}
+	if name, ok := h.vmName(host); ok {
+		h.serveVM(w, r, name)
+		return
+	}
+	http.NotFound(w, r)
+}
+
+// vmName returns NAME for a canonical host NAME.<VMDomain> with a valid VM name.
+func (h *Handler) vmName(host string) (string, bool) {
+	name, ok := strings.CutSuffix(host, h.vmSuffix)
+	if !ok || store.ValidateVMName(name) != nil {
+		return "", false
+	}
+	return name, true
+}
+
+// canonicalHost lowercases a Host value, drops its port and one trailing
+// dot: the one value used both to route and to pick the token namespace.
+// Only ASCII letters are lowered: Unicode case mapping would turn the
+// Kelvin sign into "k" and route a host that no DNS name matches.
+func canonicalHost(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, host)
+	return strings.TrimSuffix(host, ".")
+}

@@ -1,0 +1,313 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
+)
+
+// Identity headers the proxy sets; clients can never send them (see isExedevHeader).
+const (
+	headerUserID = "X-ExeDev-UserID"
+	headerEmail  = "X-ExeDev-Email"
+	headerCtx    = "X-ExeDev-Token-Ctx"
+)
+
+// reservedPrefix is never forwarded to a VM: it belongs to the proxy.
+const reservedPrefix = "/__exe.dev/"
+
+// authRealm is the Basic realm of a 401: git only sends credentials after a
+// challenge it understands.
+const authRealm = `Basic realm="exed"`
+
+// serveVM is the auth proxy for VM name: check the request's shape, look
+// the VM up, authorize, forward.
+func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	var a access
+	defer func() { h.logVM(r, name, sw.status, start, &a) }()
+
+	if status, msg := checkRequest(r); status != 0 {
+		if status == http.StatusMethodNotAllowed {
+			sw.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		}
+		http.Error(sw, msg, status)
+		return
+	}
+	vm, err := h.vms.get(r.Context(), name)
+	if errors.Is(err, store.ErrNotFound) {
+		http.NotFound(sw, r)
+		return
+	}
+	if err != nil {
+		a.reason = err
+		http.Error(sw, "service unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	if h.authorize(r, vm, &a); a.status != 0 {
+		if a.status == http.StatusUnauthorized {
+			sw.Header().Set("WWW-Authenticate", authRealm)
+		}
+		http.Error(sw, a.msg, a.status)
+		return
+	}
+	h.forward(sw, r, vm, &a)
+}
+
+// checkRequest refuses what is never forwarded, whoever asks: the reserved
+// path, CONNECT, and protocol upgrades other than WebSocket (Go's
+// ReverseProxy would forward any, and h2c and the like take the
+// connection out of the proxy's hands).
+func checkRequest(r *http.Request) (status int, msg string) {
+	if isReserved(r.URL.Path) {
+		return http.StatusNotFound, "404 page not found"
+	}
+	if r.Method == http.MethodConnect {
+		return http.StatusMethodNotAllowed, "method not allowed"
+	}
+	if up := r.Header.Values("Upgrade"); len(up) > 1 || len(up) == 1 && !strings.EqualFold(strings.TrimSpace(up[0]), "websocket") {
+		return http.StatusBadRequest, "unsupported protocol upgrade"
+	}
+	return 0, ""
+}
+
+// access is what authorize decided for one request to a VM.
+type access struct {
+	grant   *tokens.Grant // nil: anonymous (a public VM, no token)
+	carrier string        // where the token came from, for the log
+	status  int           // non-zero: refused with this status and msg
+	msg     string
+	reason  error // why it was refused (or the upstream failed), for the log only
+}
+
+// authorize finds the request's token and verifies it for vm. A private VM
+// needs a valid token; a public one is reached anonymously without one,
+// but never with an invalid one.
+func (h *Handler) authorize(r *http.Request, vm *vmEntry, a *access) {
+	refuse := func(status int, msg string, reason error) {
+		a.status, a.msg, a.reason = status, msg, reason
+	}
+	token, carrier, err := findToken(r.Header, true)
+	a.carrier = carrier
+	switch {
+	case errors.Is(err, errConflict):
+		refuse(http.StatusBadRequest, "conflicting tokens", err)
+		return
+	case err != nil:
+		refuse(http.StatusUnauthorized, "invalid token", err)
+		return
+	case token == "" && vm.vm.Public:
+		return
+	case token == "":
+		refuse(http.StatusUnauthorized, "authentication required", nil)
+		return
+	}
+	vmCopy := vm.vm // the Verifier gets its own copy of the cached VM
+	grant, err := h.c.Verifier.Verify(r.Context(), token, tokens.Target{Namespace: vm.namespace, VM: &vmCopy})
+	if err != nil {
+		refuse(http.StatusUnauthorized, "invalid token", err)
+		return
+	}
+	if h.c.LastUsed != nil {
+		h.c.LastUsed.Touch(grant.Key.Fingerprint)
+	}
+	a.grant = grant
+	if !validHeaderValue(grant.Perms.Ctx) {
+		refuse(http.StatusBadRequest, "token ctx cannot be sent as a header", errors.New("token ctx holds a control byte"))
+	}
+}
+
+// forward proxies the request to vm's upstream, streaming both ways.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vm *vmEntry, a *access) {
+	rp := &httputil.ReverseProxy{
+		Rewrite:       func(pr *httputil.ProxyRequest) { rewrite(pr, vm, a.grant) },
+		Transport:     h.c.Transport,
+		FlushInterval: -1, // stream: server-sent events, git, large downloads
+		BufferPool:    &h.bufs,
+		ErrorLog:      h.errLog,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if !errors.Is(err, context.Canceled) {
+				a.reason = fmt.Errorf("upstream: %w", err)
+			}
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+		},
+	}
+	rp.ServeHTTP(w, r)
+}
+
+// rewrite builds the upstream request: the VM's URL, fresh X-Forwarded-*,
+// no client-sent identity headers, no exe credential, and the identity
+// headers of grant when a valid token came along. ReverseProxy calls it after
+// removing hop-by-hop headers (including any that Connection names), so no
+// client header can remove what is set here.
+func rewrite(pr *httputil.ProxyRequest, vm *vmEntry, grant *tokens.Grant) {
+	pr.SetURL(vm.target)
+	pr.SetXForwarded()
+	scrubHeaders(pr.Out.Header)
+	if grant == nil {
+		return
+	}
+	hdr := pr.Out.Header
+	hdr.Set(headerUserID, grant.User.ID)
+	hdr.Set(headerEmail, grant.User.Email)
+	if grant.Perms.Ctx != nil {
+		hdr.Set(headerCtx, string(grant.Perms.Ctx))
+	}
+}
+
+// scrubHeaders drops every client-sent X-ExeDev-* header in any spelling
+// (X-Exedev-Authorization among them) and every Authorization value that
+// carries something shaped like an exe token.
+func scrubHeaders(hdr http.Header) {
+	for name, vals := range hdr {
+		switch {
+		case isExedevHeader(name):
+			delete(hdr, name)
+		case http.CanonicalHeaderKey(name) == "Authorization":
+			kept := vals[:0:0]
+			for _, v := range vals {
+				if !holdsToken(v) {
+					kept = append(kept, v)
+				}
+			}
+			if len(kept) == 0 {
+				delete(hdr, name)
+			} else if len(kept) != len(vals) {
+				hdr[name] = kept
+			}
+		}
+	}
+}
+
+// isExedevHeader reports whether a header name, lowercased with '-', '_'
+// and '.' removed, starts with "xexedev": X-ExeDev-UserID, x_exedev_userid,
+// X.EXEDEV.Email… (CGI, WSGI and Rack map '_' and '-' alike, so a client
+// must not reach an upstream's X-ExeDev-UserID by another spelling).
+func isExedevHeader(name string) bool {
+	const want = "xexedev"
+	n := 0
+	for i := 0; i < len(name) && n < len(want); i++ {
+		c := name[i]
+		switch c {
+		case '-', '_', '.':
+			continue
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != want[n] {
+			return false
+		}
+		n++
+	}
+	return n == len(want)
+}
+
+// isReserved reports whether p lies under /__exe.dev/, as sent or once
+// cleaned (so "/x/../__exe.dev/" and "//__exe.dev/" count too), in any case.
+func isReserved(p string) bool {
+	under := func(p string) bool {
+		p = strings.ToLower(p)
+		return p+"/" == reservedPrefix || strings.HasPrefix(p, reservedPrefix)
+	}
+	return under(p) || under(path.Clean("/"+p))
+}
+
+// validHeaderValue reports whether b can travel as an HTTP header value
+// (RFC 9110 field-value: no control bytes but tab). JSON allows a raw DEL
+// in strings, which the transport would refuse.
+func validHeaderValue(b []byte) bool {
+	for _, c := range b {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// logVM writes the one log line of a proxied request. Never the token.
+func (h *Handler) logVM(r *http.Request, vm string, status int, start time.Time, a *access) {
+	attrs := []slog.Attr{
+		slog.String("route", "vm"),
+		slog.String("vm", vm),
+		slog.String("method", r.Method),
+		slog.Int("status", status),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("remote_addr", r.RemoteAddr),
+	}
+	if a.carrier != "" {
+		attrs = append(attrs, slog.String("carrier", a.carrier))
+	}
+	if g := a.grant; g != nil {
+		attrs = append(attrs, slog.String("user_id", g.User.ID), slog.String("fingerprint", g.Key.Fingerprint))
+	}
+	level := slog.LevelInfo
+	if a.reason != nil {
+		attrs = append(attrs, reasonAttrs(a.reason)...)
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+	}
+	h.c.Log.LogAttrs(context.Background(), level, "proxy", attrs...)
+}
+
+// reasonAttrs describes a refusal for the log: a tokens.Error's reason and
+// precise detail (which never holds the token), or the error text.
+func reasonAttrs(err error) []slog.Attr {
+	var te *tokens.Error
+	if errors.As(err, &te) {
+		return []slog.Attr{slog.String("reason", string(te.Reason)), slog.String("detail", te.Error())}
+	}
+	return []slog.Attr{slog.String("detail", err.Error())}
+}
+
+// statusWriter records the status of the response for the log line. It
+// unwraps for http.ResponseController, so Flush and Hijack still reach the
+// server's writer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack is how ReverseProxy completes a WebSocket upgrade: the 101 goes out
+// on the hijacked connection, so record it here.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.status == 0 {
+		w.status = http.StatusSwitchingProtocols
+	}
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// Flush is here for code that asserts http.Flusher rather than using
+// http.ResponseController.
+func (w *statusWriter) Flush() {
+	http.NewResponseController(w.ResponseWriter).Flush()
+}

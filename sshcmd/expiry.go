@@ -1,0 +1,63 @@
+package sshcmd
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// maxExpiry is the latest expiry a token can carry: SPEC §2 bounds exp to
+// [946684800, 4102444800] (2000-01-01 to 2100-01-01).
+var maxExpiry = time.Unix(4102444800, 0).UTC()
+
+// expiryUnits are the units --exp accepts; a month is 30 days and a year
+// 365, as SPEC §4 defines them.
+var expiryUnits = map[byte]time.Duration{
+	'h': time.Hour,
+	'd': 24 * time.Hour,
+	'w': 7 * 24 * time.Hour,
+	'm': 30 * 24 * time.Hour,
+	'y': 365 * 24 * time.Hour,
+}
+
+const expiryForms = "use never, or a positive whole number followed by h, d, w, m (30 days) or y (365 days), e.g. 90d"
+
+// ParseExpiry parses an --exp value relative to now: "never" gives the
+// zero time; N followed by h, d, w, m (30 days) or y (365 days), N a
+// positive integer, gives now plus that long, truncated to the second (the
+// precision tokens carry). Anything else, and any time past 2100-01-01,
+// is an error naming the accepted forms.
+func ParseExpiry(s string, now time.Time) (time.Time, error) {
+	if s == "never" {
+		return time.Time{}, nil
+	}
+	if len(s) < 2 {
+		return time.Time{}, fmt.Errorf("invalid expiry %q: %s", s, expiryForms)
+	}
+	unit, ok := expiryUnits[s[len(s)-1]]
+	digits := s[:len(s)-1]
+	if !ok || !allDigits(digits) {
+		return time.Time{}, fmt.Errorf("invalid expiry %q: %s", s, expiryForms)
+	}
+	n, err := strconv.ParseUint(digits, 10, 32)
+	if err != nil || n == 0 {
+		return time.Time{}, fmt.Errorf("invalid expiry %q: %s", s, expiryForms)
+	}
+	// n·unit can overflow a Duration (~292 years): compare in units.
+	if limit := maxExpiry.Sub(now) / unit; limit < 0 || n > uint64(limit) {
+		return time.Time{}, fmt.Errorf("invalid expiry %q: tokens cannot expire after %s", s, maxExpiry.Format(time.DateOnly))
+	}
+	return now.Add(time.Duration(n) * unit).Truncate(time.Second).UTC(), nil
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,111 @@
+package sshcmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/exed-dev/exed/store"
+)
+
+// writeJSON writes v as one line of JSON. HTML escaping is off: the output
+// is read by jq and scripts, not embedded in pages.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// table returns a tabwriter for short aligned text output.
+func table(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// keyJSON is SPEC §4's KEY object.
+type keyJSON struct {
+	Name        string    `json:"name"`
+	Fingerprint string    `json:"fingerprint"`
+	PublicKey   string    `json:"public_key"`
+	AddedAt     string    `json:"added_at"`
+	LastUsedAt  string    `json:"last_used_at,omitempty"`
+	Current     bool      `json:"current"`
+	Generated   bool      `json:"generated"`
+	VM          string    `json:"vm,omitempty"`
+	Cmds        *[]string `json:"cmds,omitempty"` // pointer: [] (allows nothing) must show
+	ExpiresAt   string    `json:"expires_at,omitempty"`
+}
+
+// keyObject renders k; current marks the key the caller is using.
+func keyObject(k store.Key, current bool) keyJSON {
+	j := keyJSON{
+		Name:        k.Name,
+		Fingerprint: k.Fingerprint,
+		PublicKey:   k.PublicKey,
+		AddedAt:     rfc3339(k.AddedAt),
+		Current:     current,
+		Generated:   k.Generated,
+		VM:          k.VM,
+		Cmds:        cmdsField(k.Cmds),
+	}
+	if !k.LastUsedAt.IsZero() {
+		j.LastUsedAt = rfc3339(k.LastUsedAt)
+	}
+	if !k.ExpiresAt.IsZero() {
+		j.ExpiresAt = rfc3339(k.ExpiresAt)
+	}
+	return j
+}
+
+func keyObjects(ks []store.Key, current string) []keyJSON {
+	out := make([]keyJSON, 0, len(ks))
+	for _, k := range ks {
+		out = append(out, keyObject(k, k.Fingerprint == current))
+	}
+	return out
+}
+
+// writeKeyTable prints keys as an aligned table, the current one starred.
+func writeKeyTable(w io.Writer, ks []store.Key, current string, now time.Time) error {
+	tw := table(w)
+	fmt.Fprintln(tw, "NAME\tFINGERPRINT\tADDED\tLAST USED\tKIND\tRESTRICTIONS")
+	for _, k := range ks {
+		name := k.Name
+		if k.Fingerprint == current {
+			name += " *"
+		}
+		kind := "login"
+		if k.Generated {
+			kind = "token"
+		}
+		r := restrictions(k)
+		if !k.ExpiresAt.IsZero() && now.After(k.ExpiresAt) {
+			r = strings.Replace(r, "expires ", "expired ", 1)
+		}
+		if r == "" {
+			r = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, k.Fingerprint, day(k.AddedAt), lastUsed(k.LastUsedAt), kind, r)
+	}
+	return tw.Flush()
+}
+
+func day(t time.Time) string { return t.UTC().Format(time.DateOnly) }
+
+func lastUsed(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return day(t)
+}
+
+// cmdsField renders a cmds list for JSON: nil (no restriction) is omitted,
+// an empty list (allows nothing) shows as [].
+func cmdsField(cmds []string) *[]string {
+	if cmds == nil {
+		return nil
+	}
+	return &cmds
+}

@@ -1,0 +1,344 @@
+// Package sshcmd is exed's command suite (help, whoami, ls, ssh-key …,
+// exe0-to-exe1) and the SSH server that runs it.
+//
+// The command table exists once, here: SSH sessions and the HTTP /exec API
+// both dispatch through Suite.Run. Each command declares its flags beside
+// its handler (one file per command group); the dispatcher in this file
+// parses flags, answers --help, enforces the caller key's own restrictions
+// and buffers output so that nothing reaches stdout when a command fails.
+package sshcmd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
+)
+
+// Env holds the suite's dependencies, passed in explicitly.
+type Env struct {
+	Store store.Store
+	// Verifier checks tokens for exe0-to-exe1 and check-api-key; ssh-key
+	// remove calls its Forget so revocation is immediate on this instance.
+	Verifier *tokens.Verifier
+	Domain   string // "exe.dev": API namespace v0@Domain
+	VMDomain string // "exe.xyz": VM namespace v0@NAME.VMDomain
+	// VMURL returns the URL users reach a VM at (ls's https_url, the curl
+	// line of generate-api-key); nil means "https://NAME.VMDomain".
+	VMURL func(vm string) string
+	Now   func() time.Time // nil means time.Now
+	Log   *slog.Logger     // nil means discard
+}
+
+// Caller is who runs a command: the key that completed SSH
+// authentication, or the key that signed the /exec token, and its user.
+type Caller struct {
+	User       store.User
+	Key        store.Key
+	RemoteAddr string
+}
+
+// IO is a command's standard streams.
+type IO struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// ErrUnknownCommand is returned (wrapped, naming the command) by Resolve
+// and Run for a command line that names no command.
+var ErrUnknownCommand = errors.New("unknown command")
+
+// maxStdin bounds what a command reads from standard input (a public key
+// for ssh-key add): the largest OpenSSH public key (RSA 16384) is ~2.8 KB,
+// so 16 KiB is ample and keeps a client from making us buffer more.
+const maxStdin = 16 << 10
+
+// Suite runs the command suite. It is safe for concurrent use.
+type Suite struct {
+	env      Env
+	commands []*command          // in the order help lists them
+	byPath   map[string]*command // "ssh-key list" → its command
+}
+
+// handler runs one parsed invocation of a command.
+type handler func(ctx context.Context, r *request) error
+
+// command is one entry of the command table.
+type command struct {
+	path    string // canonical path, the name cmds grant: "ssh-key list"
+	usage   string // synopsis after the path: "[--name N] [PUBKEY]"
+	summary string // one line, for help's list and JSON description
+	details string // optional paragraph for --help
+	group   bool   // a group ("ssh-key") only lists its subcommands
+	// flags declares the command's flags on fs and returns its handler, so
+	// a command's flags sit beside the code that reads them. A fresh
+	// FlagSet is made for every invocation: the Suite is shared.
+	flags func(fs *pflag.FlagSet) handler
+}
+
+// request is one invocation of a command, as its handler sees it.
+type request struct {
+	caller Caller
+	args   []string  // positional arguments, flags removed
+	stdin  io.Reader // at most maxStdin bytes
+	out    *bytes.Buffer
+	json   bool
+	now    time.Time
+}
+
+// New returns a Suite over env.
+func New(env Env) *Suite {
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	if env.Log == nil {
+		env.Log = slog.New(slog.DiscardHandler)
+	}
+	if env.VMURL == nil {
+		vmDomain := env.VMDomain
+		env.VMURL = func(vm string) string { return "https://" + vm + "." + vmDomain }
+	}
+	s := &Suite{env: env, byPath: make(map[string]*command)}
+	s.commands = []*command{
+		s.helpCommand(),
+		s.whoamiCommand(),
+		s.lsCommand(),
+		s.sshKeyCommand(),
+		s.sshKeyListCommand(),
+		s.sshKeyAddCommand(),
+		s.sshKeyRemoveCommand(),
+		s.sshKeyRenameCommand(),
+		s.generateAPIKeyCommand(),
+		s.checkAPIKeyCommand(),
+		s.exe0ToExe1Command(),
+	}
+	for _, c := range s.commands {
+		s.byPath[c.path] = c
+	}
+	return s
+}
+
+// lookup finds the command args name and returns it with the rest of the
+// line (flags and arguments). No command at all means help.
+func (s *Suite) lookup(args []string) (*command, []string, error) {
+	if len(args) == 0 {
+		return s.byPath["help"], nil, nil
+	}
+	name := args[0]
+	if name == "--help" || name == "-h" {
+		return s.byPath["help"], args[1:], nil
+	}
+	c, ok := s.byPath[name]
+	if !ok || strings.Contains(name, " ") {
+		return nil, nil, unknownCommand(name)
+	}
+	if c.group && len(args) > 1 && !strings.HasPrefix(args[1], "-") {
+		sub, ok := s.byPath[name+" "+args[1]]
+		if !ok {
+			return nil, nil, unknownCommand(name + " " + args[1])
+		}
+		return sub, args[2:], nil
+	}
+	return c, args[1:], nil
+}
+
+// echoable is what an unknown command name must look like to be repeated
+// in the error: anything else (a pasted token, control characters) is not.
+var echoable = regexp.MustCompile(`^[a-z0-9-]{1,32}( [a-z0-9-]{1,32})?$`)
+
+func unknownCommand(name string) error {
+	if !echoable.MatchString(name) {
+		return fmt.Errorf("%w (run \"help\" for the list)", ErrUnknownCommand)
+	}
+	return fmt.Errorf("%w %q (run \"help\" for the list)", ErrUnknownCommand, name)
+}
+
+// Resolve returns the canonical path of the command args name ("ssh-key
+// list", "whoami"), ignoring flags and arguments, or ErrUnknownCommand
+// (wrapped, naming the command). An empty line resolves to "help".
+func (s *Suite) Resolve(args []string) (string, error) {
+	c, _, err := s.lookup(args)
+	if err != nil {
+		return "", err
+	}
+	return c.path, nil
+}
+
+// invocation is a command line parsed against its command's flags.
+type invocation struct {
+	cmd      *command
+	fs       *pflag.FlagSet
+	run      handler
+	args     []string
+	json     bool
+	help     bool // only prints usage: --help/-h, help itself, a bare group
+	helpFlag bool // --help or -h was given
+}
+
+// parse resolves args and parses its flags. Run and IsHelp both use it, so
+// whatever IsHelp calls help is exactly what Run only prints usage for
+// (e.g. "--label --help" sets the label, it does not ask for help).
+func (s *Suite) parse(args []string) (*invocation, error) {
+	c, rest, err := s.lookup(args)
+	if err != nil {
+		return nil, err
+	}
+	fs := pflag.NewFlagSet(c.path, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned, never printed
+	fs.Usage = func() {}
+	fs.SortFlags = false
+	inv := &invocation{cmd: c, fs: fs}
+	if c.flags != nil {
+		inv.run = c.flags(fs)
+	}
+	fs.BoolVar(&inv.json, "json", false, "print JSON (field names are stable: use them in scripts)")
+	switch err := fs.Parse(rest); {
+	case errors.Is(err, pflag.ErrHelp):
+		// Parsing stopped at --help: a --json after it still counts.
+		inv.help, inv.helpFlag = true, true
+		inv.json = inv.json || wantsJSON(rest)
+	case err != nil:
+		return nil, fmt.Errorf("%s: %v (see %s --help)", c.path, err, c.path)
+	}
+	inv.args = fs.Args()
+	if c.group || c.path == "help" {
+		inv.help = true
+	}
+	return inv, nil
+}
+
+// wantsJSON reports whether args hold --json as a flag (before any "--").
+func wantsJSON(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "--json", "--json=true":
+			return true
+		}
+	}
+	return false
+}
+
+// IsHelp reports whether args only asks for help (help, a bare group,
+// or --help/-h parsed as a flag), which /exec allows whatever the token's
+// cmds. It parses args exactly as Run does.
+func IsHelp(args []string) bool {
+	inv, err := New(Env{}).parse(args)
+	return err == nil && inv.help
+}
+
+// Run runs one command line (already split). forceJSON outputs JSON as if
+// --json was given (/exec). It returns nil on success; on failure an error
+// whose text is one clear line for the user, and nothing is written to
+// Stdout.
+func (s *Suite) Run(ctx context.Context, c Caller, args []string, stdio IO, forceJSON bool) error {
+	inv, err := s.parse(args)
+	if err != nil {
+		return err
+	}
+	inv.json = inv.json || forceJSON
+	var out bytes.Buffer
+	now := s.env.Now()
+	switch {
+	case inv.cmd.path == "help" && !inv.helpFlag:
+		err = s.help(&out, inv.args, inv.json)
+	case inv.help:
+		err = s.usage(&out, inv.cmd, inv.fs, inv.json)
+	default:
+		if err = s.authorize(c, inv.cmd.path, now); err != nil {
+			return err
+		}
+		stdin := stdio.Stdin
+		if stdin == nil {
+			stdin = strings.NewReader("")
+		}
+		err = inv.run(ctx, &request{
+			caller: c,
+			args:   inv.args,
+			stdin:  stdin,
+			out:    &out,
+			json:   inv.json,
+			now:    now,
+		})
+	}
+	if err != nil {
+		return errors.New(oneLine(err.Error()))
+	}
+	if _, err := stdio.Stdout.Write(out.Bytes()); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+// keyAdmin are the commands that change which keys an account has; a
+// restricted key may run them only when its cmds name them explicitly.
+var keyAdmin = []string{"ssh-key add", "ssh-key remove", "ssh-key rename"}
+
+// authorize is the gate every command passes (the parent carries it, so a
+// new command cannot forget it): the caller key's own restrictions.
+func (s *Suite) authorize(c Caller, path string, now time.Time) error {
+	k := c.Key
+	if !k.ExpiresAt.IsZero() && now.After(k.ExpiresAt) {
+		return fmt.Errorf("key %q expired at %s", k.Name, rfc3339(k.ExpiresAt))
+	}
+	if k.Cmds != nil && !tokens.CommandAllowed(k.Cmds, path) {
+		return fmt.Errorf("key %q may only run %s: %q is not among them", k.Name, listOrNothing(k.Cmds), path)
+	}
+	if slices.Contains(keyAdmin, path) && restricted(k) && !tokens.CommandAllowed(k.Cmds, path) {
+		return fmt.Errorf("key %q is restricted (%s): it cannot run %q unless its cmds name it", k.Name, restrictions(k), path)
+	}
+	return nil
+}
+
+// restricted reports whether a key carries any restriction of its own.
+func restricted(k store.Key) bool {
+	return k.VM != "" || k.Cmds != nil || !k.ExpiresAt.IsZero()
+}
+
+// restrictions describes a key's restrictions in a few words.
+func restrictions(k store.Key) string {
+	var r []string
+	if k.VM != "" {
+		r = append(r, "vm "+k.VM)
+	}
+	if k.Cmds != nil {
+		r = append(r, "cmds "+listOrNothing(k.Cmds))
+	}
+	if !k.ExpiresAt.IsZero() {
+		r = append(r, "expires "+rfc3339(k.ExpiresAt))
+	}
+	return strings.Join(r, ", ")
+}
+
+func listOrNothing(l []string) string {
+	if len(l) == 0 {
+		return "nothing"
+	}
+	return strings.Join(l, ", ")
+}
+
+// oneLine keeps an error message to one line, as the spec promises.
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = strings.TrimSpace(s[:i])
+	}
+	return s
+}
+
+// rfc3339 formats t as the JSON times are: RFC 3339, UTC, seconds.
+func rfc3339(t time.Time) string {
+	return t.UTC().Format(time.RFC3339)
+}

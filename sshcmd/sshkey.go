@@ -1,0 +1,416 @@
+package sshcmd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/exed-dev/exed/keys"
+	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
+)
+
+// The ssh-key group: list, add, remove, rename. generate-api-key and
+// check-api-key, which mint and explain tokens, are in apikey.go.
+
+func (s *Suite) sshKeyListCommand() *command {
+	return &command{
+		path:    "ssh-key list",
+		summary: "your keys and tokens",
+		flags: func(fs *pflag.FlagSet) handler {
+			return s.sshKeyList
+		},
+	}
+}
+
+func (s *Suite) sshKeyList(ctx context.Context, r *request) error {
+	if err := noArgs(r); err != nil {
+		return err
+	}
+	ks, err := s.env.Store.Keys(ctx, r.caller.User.ID)
+	if err != nil {
+		return fmt.Errorf("list keys: %w", err)
+	}
+	if r.json {
+		return writeJSON(r.out, map[string]any{"ssh_keys": keyObjects(ks, r.caller.Key.Fingerprint)})
+	}
+	return writeKeyTable(r.out, ks, r.caller.Key.Fingerprint, r.now)
+}
+
+func (s *Suite) sshKeyAddCommand() *command {
+	return &command{
+		path:    "ssh-key add",
+		usage:   "[--name N] [--vm V] [--cmds a,b] [--exp D] [PUBKEY]",
+		summary: "register a key (argument or stdin), optionally restricted (a deploy key for CI)",
+		details: "PUBKEY is one line of a .pub file; without it the key is read from standard input:\n" +
+			"  ssh HOST ssh-key add --name laptop < ~/.ssh/id_ed25519.pub\n" +
+			"A key made by a restricted key is at least as restricted.",
+		flags: func(fs *pflag.FlagSet) handler {
+			name := fs.String("name", "", "the key's `NAME` (default: its comment, else key-N)")
+			vm := fs.String("vm", "", "restrict the key to this `VM` of yours")
+			cmds := fs.StringSlice("cmds", nil, "restrict the key to these `COMMANDS` (comma-separated)")
+			exp := fs.String("exp", "never", "the key expires after `D`: never, or N followed by h, d, w, m (30 days) or y (365 days)")
+			return func(ctx context.Context, r *request) error {
+				want, err := s.requestedLimits(ctx, r, fs, *vm, *cmds, *exp)
+				if err != nil {
+					return err
+				}
+				return s.sshKeyAdd(ctx, r, *name, want)
+			}
+		},
+	}
+}
+
+func (s *Suite) sshKeyAdd(ctx context.Context, r *request, name string, lim limits) error {
+	line, err := keyArgument(r)
+	if err != nil {
+		return err
+	}
+	pub, comment, err := keys.ParsePublicKey(line)
+	switch {
+	case errors.Is(err, keys.ErrPrivateKey):
+		// Never echo it back: the message says what to give instead.
+		return errors.New("that is a private key: give the public key (the .pub file) instead")
+	case err != nil:
+		return fmt.Errorf("invalid public key: %w", err)
+	}
+	uid := r.caller.User.ID
+	existing, err := s.env.Store.Keys(ctx, uid)
+	if err != nil {
+		return fmt.Errorf("list keys: %w", err)
+	}
+	if name == "" {
+		name = defaultKeyName(comment, existing)
+	} else if err := validKeyName(name); err != nil {
+		return err
+	}
+	if keyNamed(existing, name) != nil {
+		return fmt.Errorf("a key named %q already exists: choose another with --name", name)
+	}
+	fp := keys.Fingerprint(pub)
+	switch _, err := s.env.Store.Key(ctx, fp); {
+	case err == nil:
+		// Whose it is stays unsaid: it may be another account's.
+		return fmt.Errorf("key %s is already registered", fp)
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("look up key: %w", err)
+	}
+	k := store.Key{
+		UserID:      uid,
+		Name:        name,
+		Fingerprint: fp,
+		PublicKey:   keys.MarshalAuthorized(pub),
+		AddedAt:     r.now.UTC().Truncate(time.Second),
+		VM:          lim.vm,
+		ExpiresAt:   lim.exp,
+	}
+	if lim.hasCmds {
+		k.Cmds = lim.cmds
+	}
+	ev := s.event(r, "key.add", fp)
+	switch err := s.env.Store.AddKey(ctx, k, ev); {
+	case errors.Is(err, store.ErrExists):
+		return fmt.Errorf("a key named %q or with fingerprint %s already exists", name, fp)
+	case err != nil:
+		return fmt.Errorf("add key: %w", err)
+	}
+	s.env.Log.Info("key added", "user", uid, "fingerprint", fp, "by", r.caller.Key.Fingerprint)
+	if r.json {
+		return writeJSON(r.out, struct {
+			Name        string `json:"name"`
+			Fingerprint string `json:"fingerprint"`
+			PublicKey   string `json:"public_key"`
+			Status      string `json:"status"`
+		}{k.Name, k.Fingerprint, k.PublicKey, "added"})
+	}
+	fmt.Fprintf(r.out, "Added key %s (%s)", k.Name, k.Fingerprint)
+	if restricted(k) {
+		fmt.Fprintf(r.out, ", restricted: %s", restrictions(k))
+	}
+	fmt.Fprintln(r.out, ".")
+	return nil
+}
+
+// keyArgument returns the public key given as arguments (an unquoted
+// "type base64 comment" arrives as several words) or, without arguments,
+// read from standard input, at most maxStdin bytes.
+func keyArgument(r *request) ([]byte, error) {
+	if len(r.args) > 0 {
+		return []byte(strings.Join(r.args, " ")), nil
+	}
+	data, err := io.ReadAll(io.LimitReader(r.stdin, maxStdin+1))
+	if err != nil {
+		return nil, fmt.Errorf("read standard input: %w", err)
+	}
+	if len(data) > maxStdin {
+		return nil, fmt.Errorf("standard input is over %d KiB: give one public key", maxStdin>>10)
+	}
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return nil, errors.New("no public key: give it as an argument or on standard input")
+	}
+	if bytes.ContainsAny(data, "\r\n") && !bytes.Contains(data, []byte("PRIVATE KEY")) {
+		return nil, errors.New("give one public key, not several lines")
+	}
+	return data, nil
+}
+
+// keyNamePattern is what a key name may be: short, no spaces or colons
+// (so a name never looks like a fingerprint or a public key line).
+var keyNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
+
+func validKeyName(name string) error {
+	if !keyNamePattern.MatchString(name) {
+		return errors.New("invalid key name: use 1-64 letters, digits and . _ @ + - (starting with a letter or digit)")
+	}
+	return nil
+}
+
+// defaultKeyName is the key's comment when it makes a valid, free name,
+// else the first free "key-N".
+func defaultKeyName(comment string, existing []store.Key) string {
+	if validKeyName(comment) == nil && keyNamed(existing, comment) == nil {
+		return comment
+	}
+	for n := len(existing) + 1; ; n++ {
+		name := fmt.Sprintf("key-%d", n)
+		if keyNamed(existing, name) == nil {
+			return name
+		}
+	}
+}
+
+func keyNamed(ks []store.Key, name string) *store.Key {
+	for i := range ks {
+		if ks[i].Name == name {
+			return &ks[i]
+		}
+	}
+	return nil
+}
+
+// findKey finds one of the caller's keys by name, fingerprint or public key.
+func (s *Suite) findKey(ctx context.Context, r *request, ref string) (store.Key, error) {
+	ks, err := s.env.Store.Keys(ctx, r.caller.User.ID)
+	if err != nil {
+		return store.Key{}, fmt.Errorf("list keys: %w", err)
+	}
+	if k := keyNamed(ks, ref); k != nil {
+		return *k, nil
+	}
+	fp := ref
+	if pub, _, err := keys.ParsePublicKey([]byte(ref)); err == nil {
+		fp = keys.Fingerprint(pub)
+	}
+	for _, k := range ks {
+		if k.Fingerprint == fp {
+			return k, nil
+		}
+	}
+	return store.Key{}, errors.New("you have no such key (give its name, fingerprint or public key; see ssh-key list)")
+}
+
+func (s *Suite) sshKeyRemoveCommand() *command {
+	return &command{
+		path:    "ssh-key remove",
+		usage:   "<name|fingerprint|pubkey>",
+		summary: "remove a key: revokes every token it signed",
+		flags: func(fs *pflag.FlagSet) handler {
+			return s.sshKeyRemove
+		},
+	}
+}
+
+func (s *Suite) sshKeyRemove(ctx context.Context, r *request) error {
+	if len(r.args) == 0 {
+		return errors.New("usage: ssh-key remove <name|fingerprint|pubkey>")
+	}
+	k, err := s.findKey(ctx, r, strings.Join(r.args, " "))
+	if err != nil {
+		return err
+	}
+	switch err := s.env.Store.RemoveKey(ctx, r.caller.User.ID, k.Fingerprint, s.event(r, "key.remove", k.Fingerprint)); {
+	case errors.Is(err, store.ErrLastKey):
+		return fmt.Errorf("refusing to remove %s: it is your last login key, and removing it would lock you out (add another first)", k.Name)
+	case errors.Is(err, store.ErrNotFound):
+		return errors.New("you have no such key (see ssh-key list)")
+	case err != nil:
+		return fmt.Errorf("remove key: %w", err)
+	}
+	// From here on every token the key signed is refused on this instance;
+	// other instances see the removal when their cache entries age out.
+	if s.env.Verifier != nil {
+		s.env.Verifier.Forget(k.Fingerprint)
+	}
+	s.env.Log.Info("key removed", "user", r.caller.User.ID, "fingerprint", k.Fingerprint, "by", r.caller.Key.Fingerprint)
+	if r.json {
+		return writeJSON(r.out, struct {
+			Name        string `json:"name"`
+			Fingerprint string `json:"fingerprint"`
+			Status      string `json:"status"`
+		}{k.Name, k.Fingerprint, "deleted"})
+	}
+	fmt.Fprintf(r.out, "Removed key %s (%s).", k.Name, k.Fingerprint)
+	if k.Generated {
+		fmt.Fprint(r.out, " Its token no longer works.")
+	} else {
+		fmt.Fprint(r.out, " Tokens it signed no longer work.")
+	}
+	fmt.Fprintln(r.out)
+	return nil
+}
+
+func (s *Suite) sshKeyRenameCommand() *command {
+	return &command{
+		path:    "ssh-key rename",
+		usage:   "<old> <new>",
+		summary: "rename a key",
+		flags: func(fs *pflag.FlagSet) handler {
+			return s.sshKeyRename
+		},
+	}
+}
+
+func (s *Suite) sshKeyRename(ctx context.Context, r *request) error {
+	if len(r.args) != 2 {
+		return errors.New("usage: ssh-key rename <old> <new>")
+	}
+	k, err := s.findKey(ctx, r, r.args[0])
+	if err != nil {
+		return err
+	}
+	newName := r.args[1]
+	if err := validKeyName(newName); err != nil {
+		return err
+	}
+	if newName == k.Name {
+		return fmt.Errorf("the key is already named %s", newName)
+	}
+	switch err := s.env.Store.RenameKey(ctx, r.caller.User.ID, k.Fingerprint, newName, s.event(r, "key.rename", k.Fingerprint)); {
+	case errors.Is(err, store.ErrExists):
+		return fmt.Errorf("a key named %q already exists", newName)
+	case errors.Is(err, store.ErrNotFound):
+		return errors.New("you have no such key (see ssh-key list)")
+	case err != nil:
+		return fmt.Errorf("rename key: %w", err)
+	}
+	if r.json {
+		return writeJSON(r.out, struct {
+			Fingerprint string `json:"fingerprint"`
+			OldName     string `json:"old_name"`
+			NewName     string `json:"new_name"`
+			Status      string `json:"status"`
+		}{k.Fingerprint, k.Name, newName, "renamed"})
+	}
+	fmt.Fprintf(r.out, "Renamed %s to %s (%s).\n", k.Name, newName, k.Fingerprint)
+	return nil
+}
+
+// event is the audit row for a change made by r's caller.
+func (s *Suite) event(r *request, action, subject string) store.Event {
+	return store.Event{
+		Time:       r.now.UTC(),
+		ActorID:    r.caller.User.ID,
+		Action:     action,
+		Subject:    subject,
+		RemoteAddr: r.caller.RemoteAddr,
+	}
+}
+
+// limits are the restrictions asked for a new key (and its token).
+type limits struct {
+	vm      string
+	cmds    []string
+	hasCmds bool      // false: no cmds restriction (tokens: the default list)
+	exp     time.Time // zero: never
+}
+
+// requestedLimits reads --vm, --cmds and --exp, checks each, and fits them
+// within the caller key's own restrictions.
+func (s *Suite) requestedLimits(ctx context.Context, r *request, fs *pflag.FlagSet, vm string, cmds []string, exp string) (limits, error) {
+	var want limits
+	if vm != "" {
+		if _, err := s.ownVM(ctx, r.caller.User.ID, vm); err != nil {
+			return limits{}, err
+		}
+		want.vm = vm
+	}
+	if fs.Changed("cmds") {
+		want.hasCmds = true
+		want.cmds = []string{} // --cmds= grants nothing, not the defaults
+		for _, c := range cmds {
+			c = strings.TrimSpace(c)
+			if cmd, ok := s.byPath[c]; !ok || cmd.group {
+				return limits{}, fmt.Errorf("--cmds: unknown command %q (see help)", c)
+			}
+			if !slices.Contains(want.cmds, c) {
+				want.cmds = append(want.cmds, c)
+			}
+		}
+	}
+	t, err := ParseExpiry(exp, r.now)
+	if err != nil {
+		return limits{}, fmt.Errorf("--exp: %w", err)
+	}
+	want.exp = t
+	return within(r.caller.Key, want)
+}
+
+// within fits want inside the caller key k's restrictions: a restricted
+// key only makes keys and tokens at least as restricted as itself. What
+// want leaves open, k's restriction fills in; what it asks beyond k is
+// refused, naming the restriction.
+func within(k store.Key, want limits) (limits, error) {
+	if k.VM != "" {
+		switch want.vm {
+		case "":
+			want.vm = k.VM
+		case k.VM:
+		default:
+			return limits{}, fmt.Errorf("key %q is restricted to VM %s: --vm %s is outside it", k.Name, k.VM, want.vm)
+		}
+	}
+	if k.Cmds != nil {
+		if !want.hasCmds {
+			want.cmds, want.hasCmds = slices.Clone(k.Cmds), true
+		}
+		for _, c := range want.cmds {
+			if !tokens.CommandAllowed(k.Cmds, c) {
+				return limits{}, fmt.Errorf("key %q is restricted to cmds %s: %q is outside them", k.Name, listOrNothing(k.Cmds), c)
+			}
+		}
+	}
+	if !k.ExpiresAt.IsZero() {
+		switch {
+		case want.exp.IsZero():
+			want.exp = k.ExpiresAt
+		case want.exp.After(k.ExpiresAt):
+			return limits{}, fmt.Errorf("key %q expires at %s: --exp cannot be later", k.Name, rfc3339(k.ExpiresAt))
+		}
+	}
+	return want, nil
+}
+
+// ownVM returns the caller's VM named name.
+func (s *Suite) ownVM(ctx context.Context, userID, name string) (store.VM, error) {
+	if err := store.ValidateVMName(name); err != nil {
+		return store.VM{}, fmt.Errorf("--vm: %w", err)
+	}
+	vm, err := s.env.Store.VM(ctx, name)
+	switch {
+	case errors.Is(err, store.ErrNotFound) || err == nil && vm.OwnerID != userID:
+		// The same answer whether it does not exist or is someone else's.
+		return store.VM{}, fmt.Errorf("you have no VM named %s (see ls)", name)
+	case err != nil:
+		return store.VM{}, fmt.Errorf("look up VM: %w", err)
+	}
+	return vm, nil
+}

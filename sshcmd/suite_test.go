@@ -1,0 +1,854 @@
+package sshcmd
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exed-dev/exed/keys"
+	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
+)
+
+func TestResolve(t *testing.T) {
+	s := New(Env{})
+	good := map[string]string{
+		"":                                   "help",
+		"help":                               "help",
+		"help ssh-key add":                   "help",
+		"--help":                             "help",
+		"whoami --json":                      "whoami",
+		"ls":                                 "ls",
+		"ssh-key":                            "ssh-key",
+		"ssh-key --help":                     "ssh-key",
+		"ssh-key list --json":                "ssh-key list",
+		"ssh-key add --name x ssh-ed25519 A": "ssh-key add",
+		"ssh-key remove laptop":              "ssh-key remove",
+		"ssh-key rename a b":                 "ssh-key rename",
+		"ssh-key generate-api-key --vm=web":  "ssh-key generate-api-key",
+		"ssh-key check-api-key exe0.x.y":     "ssh-key check-api-key",
+		"exe0-to-exe1 exe0.a.b":              "exe0-to-exe1",
+	}
+	for line, want := range good {
+		args, _ := Split(line)
+		got, err := s.Resolve(args)
+		if err != nil || got != want {
+			t.Errorf("Resolve(%q) = %q, %v; want %q", line, got, err, want)
+		}
+	}
+	bad := map[string]string{
+		"rm -rf /":                 `unknown command "rm"`,
+		"ssh-key frobnicate":       `unknown command "ssh-key frobnicate"`,
+		"'ssh-key list'":           `unknown command`,
+		"--json whoami":            `unknown command`,
+		"exe0.AAAA.BBBB":           `unknown command (run`, // never echoed: could be a token
+		"SSH-KEY list":             `unknown command (run`,
+		"generate-api-key":         `unknown command "generate-api-key"`,
+		"ssh-key generate_api_key": `unknown command`,
+	}
+	for line, want := range bad {
+		args, _ := Split(line)
+		got, err := s.Resolve(args)
+		if !errors.Is(err, ErrUnknownCommand) {
+			t.Errorf("Resolve(%q) = %q, %v; want ErrUnknownCommand", line, got, err)
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("Resolve(%q) error %q, want prefix %q", line, err, want)
+		}
+	}
+}
+
+func TestIsHelp(t *testing.T) {
+	help := []string{
+		"", "help", "help ssh-key add", "--help", "-h", "ssh-key", "ssh-key --help",
+		"whoami --help", "ssh-key list -h", "ssh-key generate-api-key --vm web --help",
+		"ssh-key generate-api-key --json --help", "ls --help --bogus",
+	}
+	for _, line := range help {
+		args, _ := Split(line)
+		if !IsHelp(args) {
+			t.Errorf("IsHelp(%q) = false, want true", line)
+		}
+	}
+	notHelp := []string{
+		"whoami", "ssh-key list", "ssh-key generate-api-key",
+		// A flag's value is not a request for help: these run the command.
+		"ssh-key generate-api-key --label --help",
+		"ssh-key generate-api-key --label=--help",
+		"ssh-key check-api-key -- --help",
+		"ssh-key add --name -h",
+		// A flag error comes first: not help, so /exec checks the grant.
+		"ssh-key generate-api-key --bogus --help",
+		"nosuchcommand --help",
+	}
+	for _, line := range notHelp {
+		args, _ := Split(line)
+		if IsHelp(args) {
+			t.Errorf("IsHelp(%q) = true, want false", line)
+		}
+	}
+}
+
+// TestIsHelpMatchesRun pins the rule /exec relies on: when IsHelp says a
+// line is help, Run only prints usage and changes nothing.
+func TestIsHelpMatchesRun(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	for _, line := range []string{
+		"ssh-key generate-api-key --help",
+		"ssh-key generate-api-key --label x --help",
+		"ssh-key remove alice-laptop --help",
+	} {
+		args, _ := Split(line)
+		if !IsHelp(args) {
+			t.Fatalf("IsHelp(%q) = false", line)
+		}
+		out := e.mustRun(alice.caller(), line, "")
+		if !strings.HasPrefix(out, "Usage: ") {
+			t.Errorf("%q printed %q, want usage", line, out)
+		}
+	}
+	ks, err := e.store.Keys(e.ctx, alice.user.ID)
+	if err != nil || len(ks) != 1 {
+		t.Fatalf("keys after help = %v, %v; want only the login key", ks, err)
+	}
+	// And the value "--help" is a label, not help: the command runs (and
+	// refuses that label).
+	if _, err := e.run(alice.caller(), "ssh-key generate-api-key --label=--help", ""); err == nil || !strings.HasPrefix(err.Error(), "--label: invalid key name") {
+		t.Errorf("--label=--help: %v", err)
+	}
+}
+
+func TestDispatcherErrors(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	tests := []struct {
+		line, want string
+	}{
+		{"nosuch", `unknown command "nosuch" (run "help" for the list)`},
+		{"whoami --bogus", "whoami: unknown flag: --bogus (see whoami --help)"},
+		{"ssh-key list --json=maybe", `ssh-key list: invalid argument "maybe" for "--json" flag`},
+		{"ssh-key generate-api-key --exp", "ssh-key generate-api-key: flag needs an argument: --exp"},
+		{"ssh-key generate-api-key --exp 3x", `--exp: invalid expiry "3x": use never, or a positive whole number followed by h, d, w, m (30 days) or y (365 days), e.g. 90d`},
+		{"whoami extra", "unexpected argument (this command takes none)"},
+		{"ssh-key rename one", "usage: ssh-key rename <old> <new>"},
+		{"ssh-key remove", "usage: ssh-key remove <name|fingerprint|pubkey>"},
+		{"ssh-key check-api-key", "usage: ssh-key check-api-key [--vm V] <token>"},
+		{"exe0-to-exe1", "usage: exe0-to-exe1 [--vm V] <exe0>"},
+		{"help nosuch", `unknown command "nosuch" (run "help" for the list)`},
+	}
+	for _, tt := range tests {
+		out, err := e.run(alice.caller(), tt.line, "")
+		if err == nil {
+			t.Errorf("%q succeeded with %q, want error %q", tt.line, out, tt.want)
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("%q: error %q, want prefix %q", tt.line, err, tt.want)
+		}
+		if strings.ContainsAny(err.Error(), "\r\n") {
+			t.Errorf("%q: error is not one line: %q", tt.line, err)
+		}
+	}
+}
+
+// TestHelpForEveryCommand: every command answers --help (usage on stdout,
+// success) and --help --json.
+func TestHelpForEveryCommand(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	for _, c := range e.suite.commands {
+		out := e.mustRun(alice.caller(), c.path+" --help", "")
+		if !strings.HasPrefix(out, "Usage: "+c.path) {
+			t.Errorf("%s --help = %q", c.path, out)
+		}
+		if !c.group && c.path != "help" && !strings.Contains(out, "--json") {
+			t.Errorf("%s --help does not list --json:\n%s", c.path, out)
+		}
+		out = e.mustRun(alice.caller(), c.path+" --help --json", "")
+		var h struct {
+			Commands []commandJSON `json:"commands"`
+		}
+		if err := json.Unmarshal([]byte(out), &h); err != nil || len(h.Commands) != 1 || h.Commands[0].Name != c.path || h.Commands[0].Description == "" {
+			t.Errorf("%s --help --json = %q (%v)", c.path, out, err)
+		}
+	}
+}
+
+func TestHelpJSON(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	out := e.mustRun(alice.caller(), "help --json", "")
+	var h struct {
+		Commands []map[string]any `json:"commands"`
+	}
+	if err := json.Unmarshal([]byte(out), &h); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range h.Commands {
+		names = append(names, c["name"].(string))
+		keys := slices.Sorted(maps.Keys(c))
+		if c["name"] == "ssh-key" {
+			if !slices.Equal(keys, []string{"description", "name", "subcommands"}) {
+				t.Errorf("ssh-key entry has fields %v", keys)
+			}
+			var subs []string
+			for _, s := range c["subcommands"].([]any) {
+				subs = append(subs, s.(map[string]any)["name"].(string))
+			}
+			want := []string{"ssh-key list", "ssh-key add", "ssh-key remove", "ssh-key rename", "ssh-key generate-api-key", "ssh-key check-api-key"}
+			if !slices.Equal(subs, want) {
+				t.Errorf("ssh-key subcommands = %v, want %v", subs, want)
+			}
+		} else if !slices.Equal(keys, []string{"description", "name"}) {
+			t.Errorf("%v entry has fields %v", c["name"], keys)
+		}
+	}
+	if want := []string{"help", "whoami", "ls", "ssh-key", "exe0-to-exe1"}; !slices.Equal(names, want) {
+		t.Errorf("commands = %v, want %v", names, want)
+	}
+}
+
+// jsonKeys decodes one JSON object and returns its field names, sorted.
+func jsonKeys(t *testing.T, out string) (map[string]any, []string) {
+	t.Helper()
+	var m map[string]any
+	dec := json.NewDecoder(strings.NewReader(out))
+	if err := dec.Decode(&m); err != nil {
+		t.Fatalf("not JSON: %q: %v", out, err)
+	}
+	if dec.More() {
+		t.Fatalf("more than one JSON value: %q", out)
+	}
+	return m, slices.Sorted(maps.Keys(m))
+}
+
+// TestJSONShapes runs every command with --json and checks SPEC §4's fields.
+func TestJSONShapes(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	e.addVM("web", alice, false)
+	e.addVM("blog", alice, true)
+	c := alice.caller()
+
+	m, fields := jsonKeys(t, e.mustRun(c, "whoami --json", ""))
+	if !slices.Equal(fields, []string{"email", "ssh_keys", "user_id"}) || m["user_id"] != alice.user.ID || m["email"] != "alice@example.com" {
+		t.Errorf("whoami --json = %v", m)
+	}
+	key := m["ssh_keys"].([]any)[0].(map[string]any)
+	if got := slices.Sorted(maps.Keys(key)); !slices.Equal(got, []string{"added_at", "current", "fingerprint", "generated", "name", "public_key"}) {
+		t.Errorf("KEY fields = %v", got)
+	}
+	if key["current"] != true || key["generated"] != false || key["added_at"] != "2025-06-01T12:00:00Z" || key["public_key"] != pubLine(alice.signer) {
+		t.Errorf("KEY = %v", key)
+	}
+
+	m, fields = jsonKeys(t, e.mustRun(c, "ls --json", ""))
+	vms := m["vms"].([]any)
+	if !slices.Equal(fields, []string{"vms"}) || len(vms) != 2 {
+		t.Fatalf("ls --json = %v", m)
+	}
+	blog := vms[0].(map[string]any)
+	if got := slices.Sorted(maps.Keys(blog)); !slices.Equal(got, []string{"https_url", "public", "vm_name"}) ||
+		blog["vm_name"] != "blog" || blog["https_url"] != "https://blog.exe.xyz" || blog["public"] != true {
+		t.Errorf("ls entry = %v", blog)
+	}
+
+	other := seededSigner(t, 50)
+	m, fields = jsonKeys(t, e.mustRun(c, "ssh-key add --json --name ci --vm web --cmds ls,whoami --exp 30d "+pubLine(other), ""))
+	if !slices.Equal(fields, []string{"fingerprint", "name", "public_key", "status"}) || m["status"] != "added" || m["name"] != "ci" ||
+		m["fingerprint"] != keys.Fingerprint(other.PublicKey()) || m["public_key"] != pubLine(other) {
+		t.Errorf("ssh-key add --json = %v", m)
+	}
+
+	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key list --json", ""))
+	list := m["ssh_keys"].([]any)
+	ci := list[1].(map[string]any)
+	if ci["vm"] != "web" || ci["expires_at"] != "2025-07-01T12:00:00Z" || ci["current"] != false ||
+		!slices.Equal(anyStrings(ci["cmds"]), []string{"ls", "whoami"}) {
+		t.Errorf("restricted KEY = %v", ci)
+	}
+
+	m, fields = jsonKeys(t, e.mustRun(c, "ssh-key rename --json ci deploy", ""))
+	if !slices.Equal(fields, []string{"fingerprint", "new_name", "old_name", "status"}) || m["status"] != "renamed" || m["old_name"] != "ci" || m["new_name"] != "deploy" {
+		t.Errorf("rename --json = %v", m)
+	}
+
+	m, fields = jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --vm web --cmds ls --exp 1d --ctx '{\"role\":\"deploy\"}' --label tok", ""))
+	if !slices.Equal(fields, []string{"cmds", "expires_at", "fingerprint", "label", "namespace", "token", "vm"}) ||
+		m["namespace"] != "v0@web.exe.xyz" || m["vm"] != "web" || m["label"] != "tok" || m["expires_at"] != "2025-06-02T12:00:00Z" ||
+		!strings.HasPrefix(m["token"].(string), "exe1.") {
+		t.Errorf("generate-api-key --json = %v", m)
+	}
+	m, fields = jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --exe0", ""))
+	if !slices.Equal(fields, []string{"fingerprint", "label", "namespace", "token"}) || m["namespace"] != "v0@exe.dev" || m["label"] != "api-key" ||
+		!strings.HasPrefix(m["token"].(string), "exe0.") {
+		t.Errorf("generate-api-key --json --exe0 = %v", m)
+	}
+	exe0 := m["token"].(string)
+
+	m, fields = jsonKeys(t, e.mustRun(c, "ssh-key check-api-key --json "+exe0, ""))
+	if !slices.Equal(fields, []string{"checks", "valid"}) || m["valid"] != true {
+		t.Errorf("check-api-key --json = %v", m)
+	}
+	check := m["checks"].([]any)[0].(map[string]any)
+	if got := slices.Sorted(maps.Keys(check)); !slices.Equal(got, []string{"detail", "name", "ok"}) {
+		t.Errorf("check fields = %v", got)
+	}
+
+	m, fields = jsonKeys(t, e.mustRun(c, "exe0-to-exe1 --json "+exe0, ""))
+	if !slices.Equal(fields, []string{"token"}) || !strings.HasPrefix(m["token"].(string), "exe1.") {
+		t.Errorf("exe0-to-exe1 --json = %v", m)
+	}
+
+	m, fields = jsonKeys(t, e.mustRun(c, "ssh-key remove --json deploy", ""))
+	if !slices.Equal(fields, []string{"fingerprint", "name", "status"}) || m["status"] != "deleted" || m["name"] != "deploy" {
+		t.Errorf("remove --json = %v", m)
+	}
+}
+
+func anyStrings(v any) []string {
+	var out []string
+	l, _ := v.([]any)
+	for _, s := range l {
+		out = append(out, s.(string))
+	}
+	return out
+}
+
+// TestForceJSON: /exec's forceJSON gives JSON without --json.
+func TestForceJSON(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	for _, line := range []string{"whoami", "ls", "ssh-key list", "help", "ssh-key list --help", "ssh-key"} {
+		args, _ := Split(line)
+		var out bytes.Buffer
+		if err := e.suite.Run(e.ctx, alice.caller(), args, IO{Stdout: &out}, true); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if !json.Valid(out.Bytes()) {
+			t.Errorf("%q with forceJSON printed %q", line, out.String())
+		}
+	}
+}
+
+// TestGolden compares what people read with checked-in files.
+func TestGolden(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	e.addVM("web", alice, false)
+	e.addVM("blog", alice, true)
+	c := alice.caller()
+	bob := e.addUser("bob@example.com", 2)
+
+	golden(t, "help.txt", e.mustRun(c, "help", ""))
+	golden(t, "help-ssh-key.txt", e.mustRun(c, "ssh-key", ""))
+	golden(t, "usage-ssh-key-add.txt", e.mustRun(c, "help ssh-key add", ""))
+	golden(t, "usage-generate-api-key.txt", e.mustRun(c, "ssh-key generate-api-key --help", ""))
+	golden(t, "ls.txt", e.mustRun(c, "ls", ""))
+	golden(t, "ls-empty.txt", e.mustRun(bob.caller(), "ls", ""))
+	golden(t, "ssh-key-add.txt", e.mustRun(c, "ssh-key add "+pubLine(seededSigner(t, 3))+" alice@desktop", ""))
+	golden(t, "ssh-key-add-restricted.txt", e.mustRun(c, "ssh-key add --name ci --vm web --cmds ls --exp 1w", pubLine(seededSigner(t, 4))))
+	e.setNow(testNow.Add(time.Hour))
+	golden(t, "ssh-key-rename.txt", e.mustRun(c, "ssh-key rename alice@desktop desktop", ""))
+	golden(t, "ssh-key-list.txt", e.mustRun(c, "ssh-key list", ""))
+	golden(t, "whoami.txt", e.mustRun(c, "whoami", ""))
+	golden(t, "ssh-key-remove.txt", e.mustRun(c, "ssh-key remove desktop", ""))
+}
+
+// TestGenerateAPIKeyText: the token stands on a line of its own that a
+// script can grep, with what it is and how to revoke it.
+func TestGenerateAPIKeyText(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	e.addVM("web", alice, false)
+	out := e.mustRun(alice.caller(), "ssh-key generate-api-key --vm=web --label=deploy --exp 90d", "")
+	var token string
+	for _, line := range strings.Split(out, "\n") {
+		if t, ok := strings.CutPrefix(line, "token: "); ok {
+			token = t
+		}
+	}
+	if tokens.ParseExe1(token) != nil {
+		t.Fatalf("no exe1 token line in:\n%s", out)
+	}
+	masked := strings.Replace(out, token, "exe1.XXXXXXXXXXXXXXXXXXXXXXXXXX", 1)
+	k, err := e.store.Key(e.ctx, fingerprintIn(t, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	masked = strings.Replace(masked, k.Fingerprint, "SHA256:FINGERPRINT", 1)
+	golden(t, "generate-api-key.txt", masked)
+}
+
+func fingerprintIn(t *testing.T, out string) string {
+	t.Helper()
+	for _, f := range strings.Fields(out) {
+		if strings.HasPrefix(f, "SHA256:") {
+			return f
+		}
+	}
+	t.Fatalf("no fingerprint in %q", out)
+	return ""
+}
+
+func TestSSHKeyAdd(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	bob := e.addUser("bob@example.com", 2)
+	c := alice.caller()
+
+	// From stdin, with the key's comment as its name.
+	k3 := seededSigner(t, 3)
+	e.mustRun(c, "ssh-key add", pubLine(k3)+" work@laptop\n")
+	got, err := e.store.Key(e.ctx, keys.Fingerprint(k3.PublicKey()))
+	if err != nil || got.Name != "work@laptop" || got.UserID != alice.user.ID || got.Generated || got.PublicKey != pubLine(k3) {
+		t.Errorf("added key = %+v, %v", got, err)
+	}
+	if ev := lastEvent(t, e); ev.Action != "key.add" || ev.Subject != got.Fingerprint || ev.ActorID != alice.user.ID || ev.RemoteAddr != "192.0.2.1:5555" || !ev.Time.Equal(testNow) {
+		t.Errorf("add event = %+v", ev)
+	}
+	// A comment that is no valid name gives key-N.
+	e.mustRun(c, "ssh-key add", pubLine(seededSigner(t, 4))+" my laptop\n")
+	if _, err := e.store.Key(e.ctx, keys.Fingerprint(seededSigner(t, 4).PublicKey())); err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := e.store.Key(e.ctx, keys.Fingerprint(seededSigner(t, 4).PublicKey())); k.Name != "key-3" {
+		t.Errorf("default name = %q, want key-3", k.Name)
+	}
+
+	priv, err := keys.MarshalPrivateKey(ed25519NewKey(t, 9), "oops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusals := []struct{ line, stdin, want string }{
+		{"ssh-key add", "", "no public key: give it as an argument or on standard input"},
+		{"ssh-key add", string(priv), "that is a private key: give the public key (the .pub file) instead"},
+		{"ssh-key add", strings.Repeat("A", maxStdin+1), "standard input is over 16 KiB"},
+		{"ssh-key add", pubLine(seededSigner(t, 5)) + "\n" + pubLine(seededSigner(t, 6)), "give one public key, not several lines"},
+		{"ssh-key add not-a-key", "", "invalid public key"},
+		{"ssh-key add " + pubLine(k3), "", "key " + keys.Fingerprint(k3.PublicKey()) + " is already registered"},
+		{"ssh-key add " + pubLine(bob.signer), "", "is already registered"}, // bob's: same answer, no owner named
+		{"ssh-key add --name alice-laptop " + pubLine(seededSigner(t, 7)), "", `a key named "alice-laptop" already exists`},
+		{"ssh-key add --name 'a b' " + pubLine(seededSigner(t, 7)), "", "invalid key name"},
+		{"ssh-key add --name SHA256:x " + pubLine(seededSigner(t, 7)), "", "invalid key name"},
+		{"ssh-key add --vm nosuch " + pubLine(seededSigner(t, 7)), "", "you have no VM named nosuch (see ls)"},
+		{"ssh-key add --vm Bad_Name " + pubLine(seededSigner(t, 7)), "", "--vm:"},
+		{"ssh-key add --cmds ls,frob " + pubLine(seededSigner(t, 7)), "", `--cmds: unknown command "frob"`},
+		{"ssh-key add --cmds ssh-key " + pubLine(seededSigner(t, 7)), "", `--cmds: unknown command "ssh-key"`},
+		{"ssh-key add --exp 0d " + pubLine(seededSigner(t, 7)), "", "--exp: invalid expiry"},
+	}
+	for _, tt := range refusals {
+		out, err := e.run(c, tt.line, tt.stdin)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%.60q: got %q, %v; want error containing %q", tt.line, out, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "PRIVATE KEY") {
+			t.Errorf("error echoes the private key: %v", err)
+		}
+	}
+	e.addVM("bobvm", bob, false)
+	if _, err := e.run(c, "ssh-key add --vm bobvm "+pubLine(seededSigner(t, 7)), ""); err == nil || err.Error() != "you have no VM named bobvm (see ls)" {
+		t.Errorf("--vm of another user's VM: %v", err)
+	}
+	if ks, _ := e.store.Keys(e.ctx, alice.user.ID); len(ks) != 3 {
+		t.Errorf("alice has %d keys after refusals, want 3", len(ks))
+	}
+}
+
+func ed25519NewKey(t *testing.T, seed byte) any {
+	t.Helper()
+	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize))
+}
+
+func TestSSHKeyRemove(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	bob := e.addUser("bob@example.com", 2)
+	c := alice.caller()
+
+	// The last login key stays, with a message that says why.
+	_, err := e.run(c, "ssh-key remove alice-laptop", "")
+	if err == nil || !strings.Contains(err.Error(), "last login key") || !strings.Contains(err.Error(), "lock you out") {
+		t.Errorf("removing the last login key: %v", err)
+	}
+	// Generated keys do not count as login keys.
+	e.mustRun(c, "ssh-key generate-api-key", "")
+	if _, err := e.run(c, "ssh-key remove alice-laptop", ""); err == nil || !strings.Contains(err.Error(), "last login key") {
+		t.Errorf("removing the last login key beside a token key: %v", err)
+	}
+	// Someone else's key: not found, nothing said about it.
+	for _, ref := range []string{bob.key.Name, bob.key.Fingerprint, pubLine(bob.signer)} {
+		if _, err := e.run(c, "ssh-key remove "+ref, ""); err == nil || !strings.HasPrefix(err.Error(), "you have no such key") {
+			t.Errorf("removing bob's key by %q: %v", ref, err)
+		}
+	}
+	if _, err := e.store.Key(e.ctx, bob.key.Fingerprint); err != nil {
+		t.Errorf("bob's key is gone: %v", err)
+	}
+	// By name, fingerprint, and public key (unquoted: several words).
+	for i, ref := range []func(a account) string{
+		func(a account) string { return a.key.Name },
+		func(a account) string { return a.key.Fingerprint },
+		func(a account) string { return pubLine(a.signer) + " with a comment" },
+	} {
+		k := e.addKey(alice, "extra", byte(10+i), nil)
+		e.mustRun(c, "ssh-key remove "+ref(k), "")
+		if _, err := e.store.Key(e.ctx, k.key.Fingerprint); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("case %d: key still there: %v", i, err)
+		}
+	}
+	evs, err := e.store.Events(e.ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var removes int
+	for _, ev := range evs {
+		if ev.Action == "key.remove" {
+			removes++
+			if ev.ActorID != alice.user.ID || ev.RemoteAddr != "192.0.2.1:5555" || !strings.HasPrefix(ev.Subject, "SHA256:") {
+				t.Errorf("remove event = %+v", ev)
+			}
+		}
+	}
+	if removes != 3 {
+		t.Errorf("%d key.remove events, want 3", removes)
+	}
+}
+
+func TestSSHKeyRename(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	e.addKey(alice, "second", 3, nil)
+	c := alice.caller()
+	for _, tt := range []struct{ line, want string }{
+		{"ssh-key rename second alice-laptop", `a key named "alice-laptop" already exists`},
+		{"ssh-key rename second second", "the key is already named second"},
+		{"ssh-key rename nosuch x", "you have no such key"},
+		{"ssh-key rename second 'bad name'", "invalid key name"},
+	} {
+		if _, err := e.run(c, tt.line, ""); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: %v, want %q", tt.line, err, tt.want)
+		}
+	}
+	e.mustRun(c, "ssh-key rename second third", "")
+	ks, _ := e.store.Keys(e.ctx, alice.user.ID)
+	if ks[1].Name != "third" {
+		t.Errorf("name after rename = %q", ks[1].Name)
+	}
+	if ev := lastEvent(t, e); ev.Action != "key.rename" || ev.Subject != ks[1].Fingerprint || ev.ActorID != alice.user.ID || ev.RemoteAddr != "192.0.2.1:5555" {
+		t.Errorf("rename event = %+v", ev)
+	}
+}
+
+func lastEvent(t *testing.T, e *testEnv) store.Event {
+	t.Helper()
+	evs, err := e.store.Events(e.ctx, 0, 1000)
+	if err != nil || len(evs) == 0 {
+		t.Fatalf("events: %v, %v", evs, err)
+	}
+	return evs[len(evs)-1]
+}
+
+// TestGenerateAPIKey: the token verifies, its key is recorded with the
+// restrictions, the private half is not kept, and everything is one write.
+func TestGenerateAPIKey(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	vm := e.addVM("web", alice, false)
+	c := alice.caller()
+
+	m, _ := jsonKeys(t, e.mustRun(c, `ssh-key generate-api-key --json --vm web --cmds ls --exp 2d --ctx '{"role":"deploy"}'`, ""))
+	token := m["token"].(string)
+	g, err := e.verifier.Verify(e.ctx, token, tokens.Target{Namespace: "v0@web.exe.xyz", VM: &vm})
+	if err != nil {
+		t.Fatalf("generated token does not verify: %v", err)
+	}
+	if g.User.ID != alice.user.ID || string(g.Perms.Ctx) != `{"role":"deploy"}` || g.Perms.Exp != testNow.Add(48*time.Hour).Unix() ||
+		!slices.Equal(g.Perms.Cmds, []string{"ls"}) {
+		t.Errorf("grant = %+v", g)
+	}
+	k := g.Key
+	if k.Name != "api-key-web" || !k.Generated || k.VM != "web" || !slices.Equal(k.Cmds, []string{"ls"}) || !k.ExpiresAt.Equal(testNow.Add(48*time.Hour)) {
+		t.Errorf("token key = %+v", k)
+	}
+	// Not a token for the API.
+	if _, err := e.verifier.Verify(e.ctx, token, tokens.Target{Namespace: "v0@exe.dev"}); err == nil {
+		t.Error("VM token verified for the API")
+	}
+	// The stored exe1 row holds neither the handle nor the exe0.
+	h, err := e.store.Exe1(e.ctx, tokens.Exe1ID(token))
+	if err != nil || h.Fingerprint != k.Fingerprint || bytes.Contains(h.Sealed, []byte("exe0.")) || bytes.Contains(h.Sealed, []byte(token)) {
+		t.Errorf("exe1 row = %+v, %v", h, err)
+	}
+
+	// Default label taken → error, nothing stored.
+	before, _ := e.store.Keys(e.ctx, alice.user.ID)
+	if _, err := e.run(c, "ssh-key generate-api-key --vm web", ""); err == nil || !strings.Contains(err.Error(), `a key named "api-key-web" already exists`) {
+		t.Errorf("taken label: %v", err)
+	}
+	for _, tt := range []struct{ line, want string }{
+		{"ssh-key generate-api-key --ctx '{\"a\":1,\"a\":2}'", "--ctx must be one valid JSON value"},
+		{"ssh-key generate-api-key --ctx '{'", "--ctx must be one valid JSON value"},
+		{"ssh-key generate-api-key --ctx ''", "--ctx must be one valid JSON value"},
+		{"ssh-key generate-api-key --vm nosuch", "you have no VM named nosuch"},
+		{"ssh-key generate-api-key --label 'a b'", "--label: invalid key name"},
+		{"ssh-key generate-api-key --cmds frob", `--cmds: unknown command "frob"`},
+		{"ssh-key generate-api-key --exp 80y", "cannot expire after 2100-01-01"},
+		{"ssh-key generate-api-key extra", "unexpected argument"},
+	} {
+		if _, err := e.run(c, tt.line, ""); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: %v, want %q", tt.line, err, tt.want)
+		}
+	}
+	after, _ := e.store.Keys(e.ctx, alice.user.ID)
+	if len(after) != len(before) {
+		t.Errorf("refused generate-api-key stored keys: %d → %d", len(before), len(after))
+	}
+
+	// --cmds= grants nothing; an API token with default cmds has none recorded.
+	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --label none --cmds=", ""))
+	if cm, ok := m["cmds"].([]any); !ok || len(cm) != 0 {
+		t.Errorf("--cmds= gave cmds %v", m["cmds"])
+	}
+	g, err = e.verifier.Verify(e.ctx, m["token"].(string), tokens.Target{Namespace: "v0@exe.dev"})
+	if err != nil || !g.Perms.HasCmds || len(g.Perms.Cmds) != 0 || g.Perms.Grants("whoami") {
+		t.Errorf("--cmds= token: %+v, %v", g, err)
+	}
+	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --label dflt", ""))
+	g, err = e.verifier.Verify(e.ctx, m["token"].(string), tokens.Target{Namespace: "v0@exe.dev", Command: "whoami"})
+	if err != nil || g.Perms.HasCmds || g.Key.Cmds != nil || !g.Key.ExpiresAt.IsZero() {
+		t.Errorf("default token: %+v, %v", g, err)
+	}
+	if _, err := e.verifier.Verify(e.ctx, m["token"].(string), tokens.Target{Namespace: "v0@exe.dev", Command: "ssh-key generate-api-key"}); !errors.Is(err, tokens.ErrNotGranted) {
+		t.Errorf("default token grants generate-api-key: %v", err)
+	}
+
+	var generates int
+	evs, _ := e.store.Events(e.ctx, 0, 100)
+	for _, ev := range evs {
+		if ev.Action == "token.generate" {
+			generates++
+		}
+	}
+	if generates != 3 {
+		t.Errorf("%d token.generate events, want 3", generates)
+	}
+}
+
+// TestRestrictedCaller: a key with restrictions mints and adds only within
+// them, runs only its cmds, and refusals name the restriction and store
+// nothing.
+func TestRestrictedCaller(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	e.addVM("web", alice, false)
+	e.addVM("db", alice, false)
+	exp := testNow.Add(7 * 24 * time.Hour)
+	ci := e.addKey(alice, "ci", 3, func(k *store.Key) {
+		k.VM = "web"
+		k.Cmds = []string{"ssh-key generate-api-key", "ssh-key list", "ssh-key add"}
+		k.ExpiresAt = exp
+	})
+	vmOnly := e.addKey(alice, "vmonly", 4, func(k *store.Key) { k.VM = "web" })
+	c := ci.caller()
+
+	refusals := []struct {
+		who        Caller
+		line, want string
+	}{
+		{c, "whoami", `key "ci" may only run ssh-key generate-api-key, ssh-key list, ssh-key add: "whoami" is not among them`},
+		{c, "ssh-key remove alice-laptop", `"ssh-key remove" is not among them`},
+		{c, "ssh-key generate-api-key --vm db", `key "ci" is restricted to VM web: --vm db is outside it`},
+		{c, "ssh-key generate-api-key --cmds ls", `key "ci" is restricted to cmds ssh-key generate-api-key, ssh-key list, ssh-key add: "ls" is outside them`},
+		{c, "ssh-key generate-api-key --exp 30d", `key "ci" expires at 2025-06-08T12:00:00Z: --exp cannot be later`},
+		{c, "ssh-key add --vm db " + pubLine(seededSigner(t, 20)), "restricted to VM web"},
+		{vmOnly.caller(), "ssh-key add " + pubLine(seededSigner(t, 21)), `key "vmonly" is restricted (vm web): it cannot run "ssh-key add" unless its cmds name it`},
+		{vmOnly.caller(), "ssh-key remove ci", `it cannot run "ssh-key remove"`},
+		{vmOnly.caller(), "ssh-key rename ci x", `it cannot run "ssh-key rename"`},
+		{vmOnly.caller(), "ssh-key generate-api-key --vm db", "restricted to VM web"},
+	}
+	before, _ := e.store.Keys(e.ctx, alice.user.ID)
+	for _, tt := range refusals {
+		if _, err := e.run(tt.who, tt.line, ""); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %q: %v, want %q", tt.who.Key.Name, tt.line, err, tt.want)
+		}
+	}
+	if after, _ := e.store.Keys(e.ctx, alice.user.ID); len(after) != len(before) {
+		t.Errorf("refusals stored keys: %d → %d", len(before), len(after))
+	}
+
+	// ls shows a VM-restricted key only its VM.
+	if out := e.mustRun(vmOnly.caller(), "ls --json", ""); out != `{"vms":[{"vm_name":"web","https_url":"https://web.exe.xyz","public":false}]}`+"\n" {
+		t.Errorf("ls for a key restricted to web = %s", out)
+	}
+	// Help is always allowed.
+	e.mustRun(c, "help", "")
+	e.mustRun(c, "whoami --help", "")
+
+	// Within limits: the caller's restrictions fill in what is left open.
+	m, _ := jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --exp 1d", ""))
+	if m["vm"] != "web" || m["namespace"] != "v0@web.exe.xyz" || m["expires_at"] != "2025-06-02T12:00:00Z" ||
+		!slices.Equal(anyStrings(m["cmds"]), ci.key.Cmds) {
+		t.Errorf("restricted mint = %v", m)
+	}
+	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --label second --cmds 'ssh-key list'", ""))
+	if m["expires_at"] != "2025-06-08T12:00:00Z" || !slices.Equal(anyStrings(m["cmds"]), []string{"ssh-key list"}) {
+		t.Errorf("restricted mint 2 = %v", m)
+	}
+	e.mustRun(c, "ssh-key add --name newci "+pubLine(seededSigner(t, 22)), "")
+	k, err := e.store.Key(e.ctx, keys.Fingerprint(seededSigner(t, 22).PublicKey()))
+	if err != nil || k.VM != "web" || !slices.Equal(k.Cmds, ci.key.Cmds) || !k.ExpiresAt.Equal(exp) {
+		t.Errorf("key added by a restricted key = %+v, %v", k, err)
+	}
+
+	// An expired key is refused whatever it runs (but help).
+	e.setNow(exp.Add(time.Second))
+	if _, err := e.run(c, "ssh-key list", ""); err == nil || !strings.Contains(err.Error(), `key "ci" expired at 2025-06-08T12:00:00Z`) {
+		t.Errorf("expired key: %v", err)
+	}
+}
+
+func TestCheckAPIKey(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	bob := e.addUser("bob@example.com", 2)
+	e.addVM("web", alice, false)
+	c := alice.caller()
+
+	m, _ := jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --vm web --exp 1h", ""))
+	vmToken := m["token"].(string)
+	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key check-api-key --json --vm web "+vmToken, ""))
+	if m["valid"] != true {
+		t.Errorf("check of a good VM token = %v", m)
+	}
+	// Checked as an API token: invalid, and the namespace check says why.
+	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key check-api-key --json "+vmToken, ""))
+	checks := m["checks"].([]any)
+	last := checks[len(checks)-1].(map[string]any)
+	if m["valid"] != false || last["name"] != tokens.CheckNamespace || last["ok"] != false {
+		t.Errorf("check as API token = %v", m)
+	}
+	// Expired: explained.
+	e.setNow(testNow.Add(2 * time.Hour))
+	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key check-api-key --json --vm web "+vmToken, ""))
+	if m["valid"] != false {
+		t.Errorf("check of an expired token = %v", m)
+	}
+	e.setNow(testNow)
+	text := e.mustRun(c, "ssh-key check-api-key "+vmToken, "")
+	if !strings.HasPrefix(text, "valid: no\n") || !strings.Contains(text, "FAIL") {
+		t.Errorf("text check = %q", text)
+	}
+
+	// Bob's token: "not your key", nothing more.
+	m, _ = jsonKeys(t, e.mustRun(bob.caller(), "ssh-key generate-api-key --json --exe0", ""))
+	bobToken := m["token"].(string)
+	out := e.mustRun(c, "ssh-key check-api-key --json "+bobToken, "")
+	if out != `{"valid":false,"checks":[{"name":"key","ok":false,"detail":"not your key"}]}`+"\n" {
+		t.Errorf("check of bob's token by alice = %s", out)
+	}
+	m, _ = jsonKeys(t, e.mustRun(bob.caller(), "ssh-key generate-api-key --json --label h", ""))
+	out = e.mustRun(c, "ssh-key check-api-key --json "+m["token"].(string), "")
+	if !strings.Contains(out, `"detail":"not your key"`) {
+		t.Errorf("check of bob's exe1 by alice = %s", out)
+	}
+	// Garbage: the format check explains it.
+	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key check-api-key --json exe0.garbage", ""))
+	if m["valid"] != false || m["checks"].([]any)[0].(map[string]any)["name"] != tokens.CheckFormat {
+		t.Errorf("check of garbage = %v", m)
+	}
+}
+
+func TestExe0ToExe1(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	bob := e.addUser("bob@example.com", 2)
+	vm := e.addVM("web", alice, false)
+	c := alice.caller()
+
+	// An exe0 minted offline with alice's login key.
+	payload, _ := tokens.BuildPayload(0, 0, nil, false, []byte(`{"who":"ci"}`))
+	exe0, err := tokens.MintExe0(alice.signer, "v0@web.exe.xyz", payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := jsonKeys(t, e.mustRun(c, "exe0-to-exe1 --json --vm web "+exe0, ""))
+	exe1 := m["token"].(string)
+	g, err := e.verifier.Verify(e.ctx, exe1, tokens.Target{Namespace: "v0@web.exe.xyz", VM: &vm})
+	if err != nil || string(g.Perms.Ctx) != `{"who":"ci"}` || g.Key.Fingerprint != alice.key.Fingerprint {
+		t.Fatalf("exe1 handle: %+v, %v", g, err)
+	}
+
+	for _, tt := range []struct {
+		who        Caller
+		line, want string
+	}{
+		{c, "exe0-to-exe1 " + exe0, `invalid token (run "ssh-key check-api-key" for the reason)`}, // wrong namespace
+		{c, "exe0-to-exe1 " + exe1, "that is already an exe1 handle"},
+		{c, "exe0-to-exe1 hello", "not an exe0 token"},
+		{bob.caller(), "exe0-to-exe1 --vm web " + exe0, "you have no VM named web"},
+		{bob.caller(), "exe0-to-exe1 " + exe0, "not your key"},
+	} {
+		if _, err := e.run(tt.who, tt.line, ""); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: %v, want %q", tt.line, err, tt.want)
+		}
+	}
+	var creates int
+	evs, _ := e.store.Events(e.ctx, 0, 100)
+	for _, ev := range evs {
+		if ev.Action == "exe1.create" {
+			creates++
+		}
+	}
+	if creates != 1 {
+		t.Errorf("%d exe1.create events, want 1", creates)
+	}
+}
+
+// TestRemoveRevokesImmediately: once ssh-key remove returns, the Verifier
+// refuses the key's tokens, though it had them cached.
+func TestRemoveRevokesImmediately(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	c := alice.caller()
+	m, _ := jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --label ci", ""))
+	token := m["token"].(string)
+	api := tokens.Target{Namespace: "v0@exe.dev"}
+	for range 3 { // warm the cache
+		if _, err := e.verifier.Verify(e.ctx, token, api); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.mustRun(c, "ssh-key remove ci", "")
+	if _, err := e.verifier.Verify(e.ctx, token, api); err == nil {
+		t.Fatal("token still verifies after its key was removed")
+	}
+	if _, err := e.store.Exe1(e.ctx, tokens.Exe1ID(token)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("exe1 row survives its key: %v", err)
+	}
+}
+
+// TestNothingOnStdoutOnFailure: a failing command writes nothing to stdout.
+func TestNothingOnStdoutOnFailure(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	for _, line := range []string{"ssh-key remove alice-laptop", "ssh-key add", "exe0-to-exe1 exe0.a.b", "nosuch", "ls --x"} {
+		args, _ := Split(line)
+		var out bytes.Buffer
+		if err := e.suite.Run(e.ctx, alice.caller(), args, IO{Stdin: strings.NewReader(""), Stdout: &out}, false); err == nil {
+			t.Errorf("%q succeeded", line)
+		}
+		if out.Len() != 0 {
+			t.Errorf("%q wrote %q to stdout", line, out.String())
+		}
+	}
+}

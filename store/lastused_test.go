@@ -1,0 +1,205 @@
+package store
+
+import (
+	"context"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+)
+
+// touchRecorder passes everything to a real store and remembers the
+// batches TouchKeys was given.
+type touchRecorder struct {
+	Store
+	mu      sync.Mutex
+	batches []map[string]time.Time
+}
+
+func (r *touchRecorder) TouchKeys(ctx context.Context, used map[string]time.Time) error {
+	r.mu.Lock()
+	r.batches = append(r.batches, maps.Clone(used))
+	r.mu.Unlock()
+	return r.Store.TouchKeys(ctx, used)
+}
+
+func (r *touchRecorder) writes() []map[string]time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]map[string]time.Time(nil), r.batches...)
+}
+
+// fakeClock is the writer's injected clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func lastUsed(t *testing.T, s Store, fp string) time.Time {
+	t.Helper()
+	k, err := s.Key(context.Background(), fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.LastUsedAt
+}
+
+func TestLastUsedWriter(t *testing.T) {
+	ctx := context.Background()
+	s := openFresh(t, testBackends()[0])
+	_, k1 := addUser(t, s, "ada@example.com")
+	_, k2 := addUser(t, s, "bob@example.com")
+	rec := &touchRecorder{Store: s}
+	clock := &fakeClock{t: t0}
+	w := NewLastUsedWriter(rec, time.Minute, clock.Now)
+
+	// Many uses within a minute: one write, with the first use's time.
+	for range 100 {
+		w.Touch(k1.Fingerprint)
+		clock.Advance(100 * time.Millisecond)
+	}
+	w.Touch(k2.Fingerprint)
+	if n := w.Backlog(); n != 2 {
+		t.Fatalf("Backlog = %d, want 2", n)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.Backlog(); n != 0 {
+		t.Fatalf("Backlog after Flush = %d, want 0", n)
+	}
+	if got := lastUsed(t, s, k1.Fingerprint); !got.Equal(t0) {
+		t.Fatalf("k1 last used %v, want %v", got, t0)
+	}
+	if got := lastUsed(t, s, k2.Fingerprint); !got.Equal(t0.Add(10 * time.Second)) {
+		t.Fatalf("k2 last used %v, want %v", got, t0.Add(10*time.Second))
+	}
+
+	// Still within k1's minute: nothing to write, and Flush writes nothing.
+	clock.Advance(40 * time.Second) // t0+50s
+	w.Touch(k1.Fingerprint)
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(rec.writes()); got != 1 {
+		t.Fatalf("%d writes within one interval, want 1", got)
+	}
+
+	// A minute after the first note, the next use is written again.
+	clock.Advance(10 * time.Second) // t0+60s
+	w.Touch(k1.Fingerprint)
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := t0.Add(time.Minute)
+	if got := lastUsed(t, s, k1.Fingerprint); !got.Equal(want) {
+		t.Fatalf("k1 last used %v, want %v", got, want)
+	}
+	ws := rec.writes()
+	if len(ws) != 2 || len(ws[1]) != 1 {
+		t.Fatalf("writes = %v, want a second batch with k1 only", ws)
+	}
+
+	// Notes past the interval are dropped, so memory does not grow with
+	// every key ever seen.
+	clock.Advance(2 * time.Minute)
+	w.Flush(ctx)
+	w.mu.Lock()
+	noted := len(w.noted)
+	w.mu.Unlock()
+	if noted != 0 {
+		t.Fatalf("%d stale notes kept", noted)
+	}
+}
+
+func TestLastUsedTouchNoAlloc(t *testing.T) {
+	s := openFresh(t, testBackends()[0])
+	_, k := addUser(t, s, "ada@example.com")
+	clock := &fakeClock{t: t0}
+	w := NewLastUsedWriter(s, time.Minute, clock.Now)
+	fp := k.Fingerprint
+	w.Touch(fp)
+	if allocs := testing.AllocsPerRun(1000, func() { w.Touch(fp) }); allocs != 0 {
+		t.Fatalf("Touch of a recently noted key: %v allocations, want 0", allocs)
+	}
+}
+
+func TestLastUsedRetry(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s1, err := Open(ctx, "", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, k := addUser(t, s1, "ada@example.com")
+	s1.Close() // every write now fails
+
+	rec := &touchRecorder{Store: s1}
+	clock := &fakeClock{t: t0}
+	w := NewLastUsedWriter(rec, time.Minute, clock.Now)
+	w.Touch(k.Fingerprint)
+	if err := w.Flush(ctx); err == nil {
+		t.Fatal("Flush to a closed store: no error")
+	}
+	if n := w.Backlog(); n != 1 {
+		t.Fatalf("Backlog after a failed flush = %d, want 1 (kept for retry)", n)
+	}
+
+	s2, err := Open(ctx, "", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	rec.Store = s2
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := lastUsed(t, s2, k.Fingerprint); !got.Equal(t0) {
+		t.Fatalf("last used after retry %v, want %v", got, t0)
+	}
+}
+
+func TestLastUsedRun(t *testing.T) {
+	s := openFresh(t, testBackends()[0])
+	_, k1 := addUser(t, s, "ada@example.com")
+	_, k2 := addUser(t, s, "bob@example.com")
+	clock := &fakeClock{t: t0}
+	// A short real interval drives Run's ticker; the notes' times come
+	// from the injected clock.
+	w := NewLastUsedWriter(s, 10*time.Millisecond, clock.Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(ctx) }()
+
+	w.Touch(k1.Fingerprint)
+	deadline := time.Now().Add(10 * time.Second)
+	for lastUsed(t, s, k1.Fingerprint).IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not write the touched key")
+		}
+		time.Sleep(5 * time.Millisecond) // polling, not synchronising
+	}
+
+	// Stopping flushes what is left.
+	clock.Advance(time.Minute)
+	w.Touch(k2.Fingerprint)
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := lastUsed(t, s, k2.Fingerprint); !got.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("k2 last used %v after Run stopped, want %v", got, t0.Add(time.Minute))
+	}
+}

@@ -1,0 +1,137 @@
+// Package store is exed's registry: users, their SSH keys, VMs, exe1
+// handles and an append-only audit log. One interface, Store, is implemented
+// once over SQL for two backends: embedded SQLite (the default) and
+// PostgreSQL (when several exed instances share one registry).
+//
+// The database enforces the rules (unique emails, one owner per key, unique
+// key names per user, unique VM names); violations come back as the sentinel
+// errors below, mapped from driver errors in one place.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors that callers branch on.
+var (
+	// ErrNotFound: no row matched (including a removal that matched nothing,
+	// or a row that belongs to another user).
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a uniqueness rule would be broken (email, fingerprint,
+	// key name per user, VM name).
+	ErrExists = errors.New("already exists")
+	// ErrLastKey: the removal would leave the user without a login key.
+	ErrLastKey = errors.New("last login key")
+)
+
+// User is an account. ID is stable ("usr…") and never reused.
+type User struct {
+	ID        string
+	Email     string
+	CreatedAt time.Time
+}
+
+// UserSummary is a user with the number of keys registered to it.
+type UserSummary struct {
+	User
+	Keys int
+}
+
+// Key is an SSH public key registered to exactly one user. A login key
+// authenticates SSH sessions; a generated key (Generated) was made by
+// generate-api-key to sign one token and its private half is gone.
+// VM, Cmds and ExpiresAt are restrictions carried by the key itself.
+type Key struct {
+	UserID      string
+	Name        string    // unique per user
+	Fingerprint string    // "SHA256:…", unique across all users
+	PublicKey   string    // authorized_keys form: "ssh-ed25519 AAAA…"
+	AddedAt     time.Time // set by the caller
+	LastUsedAt  time.Time // zero: never used
+	Generated   bool
+	VM          string    // restriction: "" for none
+	Cmds        []string  // restriction: nil for none
+	ExpiresAt   time.Time // restriction: zero for never
+}
+
+// VM is a named HTTP upstream owned by one user.
+type VM struct {
+	Name      string
+	OwnerID   string
+	Upstream  string // http(s)://host[:port]
+	Public    bool
+	CreatedAt time.Time
+}
+
+// Exe1 is the stored half of an exe1 handle: a hash of the handle, and the
+// exe0 sealed under a key derived from the handle (see package tokens). A
+// copy of this row alone yields no usable token. It goes when its signing
+// key goes.
+type Exe1 struct {
+	ID          []byte // hash of the handle (tokens.Exe1ID)
+	Fingerprint string // the signing key
+	Sealed      []byte
+	CreatedAt   time.Time
+}
+
+// Event is one row of the append-only audit log.
+type Event struct {
+	ID         int64 // assigned by the store
+	Time       time.Time
+	ActorID    string // user id, or "admin" for the admin commands
+	Action     string // e.g. "user.add", "key.add", "key.remove", "key.rename", "token.generate", "exe1.create", "vm.add", "vm.remove"
+	Subject    string // what it acted on: a fingerprint, a VM name, an email
+	RemoteAddr string // "" for local admin commands
+}
+
+// Store is the registry. Every method that writes more than one row does so
+// in one transaction, and every write appends its Event in that same
+// transaction. Methods that take a userID only ever touch that user's rows.
+type Store interface {
+	// AddUser creates a user together with its first login key.
+	AddUser(ctx context.Context, u User, first Key, e Event) error
+	UserByID(ctx context.Context, id string) (User, error)
+	// UserByEmail compares emails case-insensitively.
+	UserByEmail(ctx context.Context, email string) (User, error)
+	Users(ctx context.Context) ([]UserSummary, error)
+
+	// AddKey registers a key (login or generated) on k.UserID.
+	AddKey(ctx context.Context, k Key, e Event) error
+	// AddTokenKey registers a generated key and, when h is not nil, its
+	// exe1 handle, in one transaction: generate-api-key's single write.
+	AddTokenKey(ctx context.Context, k Key, h *Exe1, e Event) error
+	// Key looks a key up by fingerprint, whoever owns it (the Verifier's
+	// and SSH authentication's lookup).
+	Key(ctx context.Context, fingerprint string) (Key, error)
+	// Keys lists a user's keys, oldest first.
+	Keys(ctx context.Context, userID string) ([]Key, error)
+	// RemoveKey deletes one of userID's keys and every exe1 handle it
+	// signed. ErrNotFound when userID has no such key; ErrLastKey when it
+	// is userID's last login (non-generated) key.
+	RemoveKey(ctx context.Context, userID, fingerprint string, e Event) error
+	// RenameKey renames one of userID's keys; ErrExists if the name is taken.
+	RenameKey(ctx context.Context, userID, fingerprint, newName string, e Event) error
+	// TouchKeys sets last_used_at for the given fingerprints (a batch from
+	// the throttled last-used writer). Unknown fingerprints are ignored.
+	TouchKeys(ctx context.Context, used map[string]time.Time) error
+
+	// AddExe1 stores an exe1 handle for an existing key.
+	AddExe1(ctx context.Context, h Exe1, e Event) error
+	// Exe1 looks a handle up by its ID.
+	Exe1(ctx context.Context, id []byte) (Exe1, error)
+
+	AddVM(ctx context.Context, vm VM, e Event) error
+	VM(ctx context.Context, name string) (VM, error)
+	// VMs lists VMs by name; ownerID "" lists all of them.
+	VMs(ctx context.Context, ownerID string) ([]VM, error)
+	RemoveVM(ctx context.Context, name string, e Event) error
+
+	// Events returns audit rows with ID > after, oldest first, at most limit.
+	Events(ctx context.Context, after int64, limit int) ([]Event, error)
+
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
+	Close() error
+}

@@ -1,0 +1,135 @@
+// Package tokens is exed's access-token logic: the exe0 format and its
+// strict permission rules (SPEC §2), exe1 handles (SPEC §3), the one rule
+// for command grants, and the Verifier that every token check goes through
+// (the proxy, /exec, exe0-to-exe1 and check-api-key).
+//
+// An exe0 token is "exe0." + base64url(P) + "." + base64url(B): P is the
+// permissions JSON exactly as signed, B the binary SSHSIG blob over P, as
+// stock `ssh-keygen -Y sign` makes it.
+package tokens
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/exed-dev/exed/keys"
+)
+
+// MaxTokenLen bounds a whole token in bytes. Common HTTP servers and
+// proxies (nginx, Apache) allow about 8 KiB for one request header line,
+// so a longer token could not travel reliably anyway; it leaves plenty of
+// room for P beside a large signature (RSA 4096: about 1.5 KiB encoded),
+// and caps the work done on a token before anything is looked up.
+const MaxTokenLen = 8192
+
+const exe0Prefix = "exe0."
+
+// ErrMalformed is wrapped by every error that says a token breaks a rule
+// of its format (SPEC §2, §3), as opposed to failing verification.
+var ErrMalformed = errors.New("malformed token")
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("tokens: %w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// b64 is base64url without padding that also refuses non-canonical tail
+// bits, so each token has exactly one encoding.
+var b64 = base64.RawURLEncoding.Strict()
+
+// Exe0 is a parsed exe0 token. Nothing about it has been verified except
+// its shape: see Verifier.
+type Exe0 struct {
+	Payload []byte // P, the exact bytes that were signed
+	Perms   Permissions
+	Sig     *keys.Signature
+}
+
+// ParseExe0 applies every rule of SPEC §2, in order: size at most
+// MaxTokenLen, prefix "exe0.", exactly two parts, strict unpadded base64url,
+// the rules for P (ParsePermissions), and a well-formed SSHSIG blob
+// (keys.ParseSignature). It does no cryptography.
+//
+// Errors wrap ErrMalformed (and, for the blob, keys.ErrMalformed or
+// keys.ErrUnsupportedKey). They never contain the token.
+func ParseExe0(token string) (*Exe0, error) {
+	if len(token) > MaxTokenLen {
+		return nil, malformed("longer than %d bytes", MaxTokenLen)
+	}
+	rest, ok := strings.CutPrefix(token, exe0Prefix)
+	if !ok {
+		return nil, malformed("does not start with %q", exe0Prefix)
+	}
+	p64, b64sig, ok := strings.Cut(rest, ".")
+	if !ok || strings.Contains(b64sig, ".") {
+		return nil, malformed("want exactly two parts after %q", exe0Prefix)
+	}
+	payload, err := decodeBase64("payload", p64)
+	if err != nil {
+		return nil, err
+	}
+	blob, err := decodeBase64("signature", b64sig)
+	if err != nil {
+		return nil, err
+	}
+	perms, err := ParsePermissions(payload)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := keys.ParseSignature(blob)
+	if err != nil {
+		return nil, fmt.Errorf("tokens: %w: signature: %w", ErrMalformed, err)
+	}
+	return &Exe0{Payload: payload, Perms: perms, Sig: sig}, nil
+}
+
+// decodeBase64 decodes one part strictly. The alphabet is checked first
+// because encoding/base64 silently skips CR and LF, even in strict mode.
+func decodeBase64(part, s string) ([]byte, error) {
+	for i := 0; i < len(s); i++ {
+		if !isBase64URL(s[i]) {
+			return nil, malformed("%s: byte %d is not base64url (no padding, no '+' or '/')", part, i)
+		}
+	}
+	b, err := b64.DecodeString(s)
+	if err != nil {
+		return nil, malformed("%s: not canonical base64url: %v", part, err)
+	}
+	return b, nil
+}
+
+func isBase64URL(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_'
+}
+
+// FormatExe0 encodes an exe0 token from P and a binary SSHSIG blob.
+func FormatExe0(payload, sigBlob []byte) string {
+	t := make([]byte, 0, len(exe0Prefix)+b64.EncodedLen(len(payload))+1+b64.EncodedLen(len(sigBlob)))
+	t = append(t, exe0Prefix...)
+	t = b64.AppendEncode(t, payload)
+	t = append(t, '.')
+	t = b64.AppendEncode(t, sigBlob)
+	return string(t)
+}
+
+// MintExe0 signs payload in namespace with hash sha512 (ssh-keygen's
+// default) and formats the token. For an ed25519 key the result is
+// byte-identical to the shell recipe of SPEC §2. A payload that breaks the
+// P rules is refused rather than signed into a token nobody would accept.
+func MintExe0(signer ssh.Signer, namespace string, payload []byte) (string, error) {
+	if _, err := ParsePermissions(payload); err != nil {
+		return "", fmt.Errorf("tokens: mint: %w", err)
+	}
+	blob, err := keys.Sign(signer, namespace, keys.HashSHA512, payload)
+	if err != nil {
+		return "", fmt.Errorf("tokens: mint: %w", err)
+	}
+	tok := FormatExe0(payload, blob)
+	if len(tok) > MaxTokenLen {
+		return "", fmt.Errorf("tokens: mint: token would be %d bytes, over the %d limit", len(tok), MaxTokenLen)
+	}
+	return tok, nil
+}

@@ -1,0 +1,445 @@
+package tokens
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/exed-dev/exed/store"
+)
+
+// Registry is what the Verifier needs from the store; store.Store
+// satisfies it.
+type Registry interface {
+	Key(ctx context.Context, fingerprint string) (store.Key, error)
+	UserByID(ctx context.Context, id string) (store.User, error)
+	Exe1(ctx context.Context, id []byte) (store.Exe1, error)
+}
+
+// Target says what a token is being used for.
+type Target struct {
+	Namespace string    // the namespace the token must be signed in
+	VM        *store.VM // the VM being reached (its owner must be the signer's user); nil for the API
+	Command   string    // /exec: canonical command path to check against cmds; "" = no command check
+}
+
+// Grant is what a valid token proves. A Grant returned by Verify may be
+// shared with the Verifier's cache: treat it, and the slices in it, as
+// read-only.
+type Grant struct {
+	User  store.User
+	Key   store.Key // the signing key, as registered
+	Perms Permissions
+}
+
+// Reason classifies a verification failure. The set is fixed (it is used
+// as a metrics label, so it must never come from input).
+type Reason string
+
+// The reasons a token is refused.
+const (
+	ReasonMalformed    Reason = "malformed"     // breaks a format rule
+	ReasonNamespace    Reason = "namespace"     // signed for another namespace
+	ReasonUnknownKey   Reason = "unknown_key"   // signing key (or exe1 handle, or user) not registered
+	ReasonBadSignature Reason = "bad_signature" // signature does not verify over P
+	ReasonExpired      Reason = "expired"       // now > exp
+	ReasonNotYetValid  Reason = "not_yet_valid" // now < nbf
+	ReasonRestricted   Reason = "restricted"    // outside the signing key's own VM, cmds or expiry
+	ReasonVM           Reason = "vm"            // the signer's user may not reach the VM
+	ReasonNotGranted   Reason = "not_granted"   // command not granted by the token's cmds
+	ReasonInternal     Reason = "internal"      // the registry failed; not the token's fault
+)
+
+// Names of the checks, in the order they run. They appear in Error.Check
+// and in Explain's output (`ssh-key check-api-key --json`).
+const (
+	CheckFormat       = "format"       // ParseExe0, or the exe1 handle's shape
+	CheckExe1         = "exe1"         // exe1 only: look the handle up and open its exe0
+	CheckNamespace    = "namespace"    // signed in Target.Namespace
+	CheckKey          = "key"          // signing key registered
+	CheckSignature    = "signature"    // signature valid over P
+	CheckValidity     = "validity"     // exp and nbf against now
+	CheckRestrictions = "restrictions" // the signing key's VM, cmds and expiry
+	CheckVM           = "vm"           // Target.VM owned by the key's user
+	CheckCommand      = "command"      // Target.Command granted by the token's cmds
+	CheckUser         = "user"         // the key's user exists
+)
+
+// ErrNotGranted matches (errors.Is) an *Error whose Reason is
+// ReasonNotGranted: /exec answers it 403 rather than 401.
+var ErrNotGranted = errors.New("tokens: command not granted")
+
+// Error is a verification failure. Its text is precise, for logs and
+// check-api-key; it never contains the token. Clients are told only
+// "invalid token" (or, for ErrNotGranted, that the command is not granted).
+type Error struct {
+	Check  string // which check failed (Check… constants)
+	Reason Reason
+	Detail string
+	Err    error // the underlying error, if any
+}
+
+func (e *Error) Error() string { return e.Check + ": " + e.Detail }
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrNotGranted) true for a command refusal.
+func (e *Error) Is(target error) bool {
+	return target == ErrNotGranted && e.Reason == ReasonNotGranted
+}
+
+// Check is one step of a verification, as Explain reports it.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// Config configures a Verifier.
+type Config struct {
+	Registry  Registry
+	Now       func() time.Time // nil → time.Now
+	CacheSize int              // max cached positive results; 0 → DefaultCacheSize; < 0 → no cache
+	CacheTTL  time.Duration    // max age of a cached result; ≤ 0 → DefaultCacheTTL
+}
+
+// Cache defaults.
+const (
+	// DefaultCacheSize covers every token in active use on a busy
+	// instance (the cache fills only if that many distinct tokens arrive
+	// within one TTL) while bounding memory: an entry is about 1 KB.
+	DefaultCacheSize = 100_000
+	// DefaultCacheTTL bounds how long a key removed through another
+	// instance sharing the registry keeps working here: SPEC §6 allows
+	// one second.
+	DefaultCacheTTL = time.Second
+)
+
+// Verifier checks tokens. It is the only place that does: the proxy, /exec,
+// exe0-to-exe1 and check-api-key all call it. It is safe for concurrent use.
+type Verifier struct {
+	reg   Registry
+	now   func() time.Time
+	ttl   time.Duration
+	cache *cache // nil: caching disabled
+}
+
+// NewVerifier returns a Verifier. It panics if c.Registry is nil, a
+// wiring mistake better found at start than on the first request.
+func NewVerifier(c Config) *Verifier {
+	if c.Registry == nil {
+		panic("tokens: NewVerifier: nil Registry")
+	}
+	v := &Verifier{reg: c.Registry, now: c.Now, ttl: c.CacheTTL}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	if v.ttl <= 0 {
+		v.ttl = DefaultCacheTTL
+	}
+	switch {
+	case c.CacheSize == 0:
+		v.cache = newCache(DefaultCacheSize)
+	case c.CacheSize > 0:
+		v.cache = newCache(c.CacheSize)
+	}
+	return v
+}
+
+// Verify checks an exe0 or exe1 token for use on t. The steps, in order,
+// stopping at the first failure:
+//
+//	format (ParseExe0, or the exe1 shape → Registry.Exe1 → OpenExe1 → ParseExe0)
+//	→ namespace == t.Namespace
+//	→ Registry.Key(fingerprint), before any cryptography, so unknown keys are cheap
+//	→ signature over P
+//	→ exp and nbf against now
+//	→ the signing key's restrictions: its expiry, its VM, its cmds
+//	→ t.VM owned by the key's user
+//	→ t.Command granted by the token's cmds
+//	→ Registry.UserByID.
+//
+// A valid result is cached (keyed by a hash of the token) for at most the
+// cache TTL; a hit skips the registry and the cryptography but re-checks
+// everything that depends on now or on t.
+//
+// Errors are *Error. Callers answer clients only "invalid token" (401),
+// except errors.Is(err, ErrNotGranted), which /exec answers 403.
+func (v *Verifier) Verify(ctx context.Context, token string, t Target) (*Grant, error) {
+	return v.run(ctx, token, t, nil)
+}
+
+// Explain runs Verify's steps (the same code, bypassing the cache so every
+// step really runs) and reports each one, for `ssh-key check-api-key`.
+// Steps after the first failure are not run; steps that do not apply to t
+// (vm, command) are left out.
+func (v *Verifier) Explain(ctx context.Context, token string, t Target) []Check {
+	r := &report{}
+	v.run(ctx, token, t, r)
+	return r.checks
+}
+
+// Forget drops every cached result whose token was signed by fingerprint,
+// whatever token bytes reached it (an ECDSA signature can be re-encoded, so
+// invalidating by token string alone would not do). Call it when a key is
+// removed: from then on its tokens are refused on this instance. A
+// verification already in flight when Forget is called does not cache its
+// result.
+func (v *Verifier) Forget(fingerprint string) {
+	if v.cache != nil {
+		v.cache.forget(fingerprint)
+	}
+}
+
+// CacheStats reports cache hits and misses since start, and the number of
+// entries now held.
+func (v *Verifier) CacheStats() (hits, misses uint64, size int) {
+	if v.cache == nil {
+		return 0, 0, 0
+	}
+	return v.cache.stats()
+}
+
+// run is Verify and Explain. r is nil for Verify: then nothing is
+// reported and the cache is used.
+func (v *Verifier) run(ctx context.Context, token string, t Target, r *report) (*Grant, error) {
+	now := v.now()
+	useCache := r == nil && v.cache != nil && len(token) <= MaxTokenLen
+	var (
+		ck  cacheKey
+		gen uint64
+	)
+	if useCache {
+		ck = cacheKeyOf(token)
+		if e := v.cache.get(ck, t.Namespace, now); e != nil {
+			if err := checkUse(now, &e.grant.Key, &e.grant.Perms, t, nil); err != nil {
+				return nil, err
+			}
+			return &e.grant, nil
+		}
+		// Taken before the registry is read: a Forget from here on
+		// stops this result from being cached.
+		gen = v.cache.generation()
+	}
+
+	var (
+		x   *Exe0
+		err error
+	)
+	if strings.HasPrefix(token, exe1Prefix) {
+		if x, err = v.openExe1(ctx, token, r); err != nil {
+			return nil, err
+		}
+	} else {
+		if x, err = ParseExe0(token); err != nil {
+			return nil, r.fail(CheckFormat, ReasonMalformed, err.Error(), err)
+		}
+		if r != nil {
+			r.pass(CheckFormat, fmt.Sprintf("exe0 token, %s key, hash %s", x.Sig.PublicKey.Type(), x.Sig.HashAlgorithm))
+		}
+	}
+
+	sig := x.Sig
+	if sig.Namespace != t.Namespace {
+		return nil, r.fail(CheckNamespace, ReasonNamespace,
+			fmt.Sprintf("signed for %.100q, want %q", sig.Namespace, t.Namespace), nil)
+	}
+	r.pass(CheckNamespace, sig.Namespace)
+
+	fp := sig.Fingerprint()
+	key, err := v.reg.Key(ctx, fp)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, r.fail(CheckKey, ReasonUnknownKey, "key "+fp+" is not registered (never added, or removed)", err)
+	case err != nil:
+		return nil, r.fail(CheckKey, ReasonInternal, "look up key "+fp+": "+err.Error(), err)
+	}
+	if r != nil {
+		r.pass(CheckKey, fmt.Sprintf("%s (%q)", fp, key.Name))
+	}
+
+	if err := sig.Verify(x.Payload); err != nil {
+		return nil, r.fail(CheckSignature, ReasonBadSignature, err.Error(), err)
+	}
+	r.pass(CheckSignature, "valid")
+
+	if err := checkUse(now, &key, &x.Perms, t, r); err != nil {
+		return nil, err
+	}
+
+	user, err := v.reg.UserByID(ctx, key.UserID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, r.fail(CheckUser, ReasonUnknownKey, "user "+key.UserID+" of key "+fp+" does not exist", err)
+	case err != nil:
+		return nil, r.fail(CheckUser, ReasonInternal, "look up user "+key.UserID+": "+err.Error(), err)
+	}
+	r.pass(CheckUser, user.ID)
+
+	e := &cacheEntry{
+		grant:       Grant{User: user, Key: key, Perms: x.Perms},
+		namespace:   t.Namespace,
+		fingerprint: fp,
+	}
+	if useCache {
+		e.expires = v.expiry(now, &key, &x.Perms)
+		v.cache.put(ck, e, gen, now)
+	}
+	return &e.grant, nil
+}
+
+// expiry is when a cached result must be dropped: after the TTL, and never
+// later than the token or the key expires (a hit re-checks both anyway;
+// this just stops dead entries taking room).
+func (v *Verifier) expiry(now time.Time, key *store.Key, p *Permissions) time.Time {
+	exp := now.Add(v.ttl)
+	if p.Exp != 0 {
+		// Valid while now <= exp in whole seconds.
+		if t := time.Unix(p.Exp+1, 0); t.Before(exp) {
+			exp = t
+		}
+	}
+	if !key.ExpiresAt.IsZero() && key.ExpiresAt.Before(exp) {
+		exp = key.ExpiresAt
+	}
+	return exp
+}
+
+// openExe1 turns an exe1 handle into its parsed exe0.
+func (v *Verifier) openExe1(ctx context.Context, handle string, r *report) (*Exe0, error) {
+	if err := ParseExe1(handle); err != nil {
+		return nil, r.fail(CheckFormat, ReasonMalformed, err.Error(), err)
+	}
+	r.pass(CheckFormat, "exe1 handle")
+
+	row, err := v.reg.Exe1(ctx, Exe1ID(handle))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, r.fail(CheckExe1, ReasonUnknownKey, "no such exe1 token (never issued, or its key was removed)", err)
+	case err != nil:
+		return nil, r.fail(CheckExe1, ReasonInternal, "look up exe1 token: "+err.Error(), err)
+	}
+	exe0, err := OpenExe1(handle, row.Sealed)
+	if err != nil {
+		return nil, r.fail(CheckExe1, ReasonInternal, "stored exe1 token of key "+row.Fingerprint+": "+err.Error(), err)
+	}
+	x, err := ParseExe0(exe0)
+	if err != nil {
+		return nil, r.fail(CheckExe1, ReasonMalformed, "stored exe0 token: "+err.Error(), err)
+	}
+	if r != nil {
+		r.pass(CheckExe1, fmt.Sprintf("stands for an exe0 token, %s key, hash %s", x.Sig.PublicKey.Type(), x.Sig.HashAlgorithm))
+	}
+	return x, nil
+}
+
+// checkUse runs the checks that depend on now and on t, and not on the
+// registry: on every verification, whether its result was cached or not.
+// On success it does not allocate.
+func checkUse(now time.Time, key *store.Key, p *Permissions, t Target, r *report) error {
+	sec := now.Unix()
+	if p.Exp != 0 && sec > p.Exp {
+		return r.fail(CheckValidity, ReasonExpired, "expired at "+unixUTC(p.Exp), nil)
+	}
+	if p.Nbf != 0 && sec < p.Nbf {
+		return r.fail(CheckValidity, ReasonNotYetValid, "not valid before "+unixUTC(p.Nbf), nil)
+	}
+	if r != nil {
+		r.pass(CheckValidity, validityDetail(p))
+	}
+
+	if !key.ExpiresAt.IsZero() && !now.Before(key.ExpiresAt) {
+		return r.fail(CheckRestrictions, ReasonRestricted,
+			fmt.Sprintf("key %q expired at %s", key.Name, key.ExpiresAt.UTC().Format(time.RFC3339)), nil)
+	}
+	if key.VM != "" && (t.VM == nil || t.VM.Name != key.VM) {
+		where := "the API"
+		if t.VM != nil {
+			where = fmt.Sprintf("VM %q", t.VM.Name)
+		}
+		return r.fail(CheckRestrictions, ReasonRestricted,
+			fmt.Sprintf("key %q is restricted to VM %q, used for %s", key.Name, key.VM, where), nil)
+	}
+	if key.Cmds != nil && t.Command != "" && !CommandAllowed(key.Cmds, t.Command) {
+		return r.fail(CheckRestrictions, ReasonRestricted,
+			fmt.Sprintf("key %q is restricted to commands %q; %q is not one", key.Name, key.Cmds, t.Command), nil)
+	}
+	if r != nil {
+		r.pass(CheckRestrictions, restrictionsDetail(key))
+	}
+
+	if t.VM != nil {
+		if t.VM.OwnerID != key.UserID {
+			return r.fail(CheckVM, ReasonVM, fmt.Sprintf("VM %q does not belong to the key's user", t.VM.Name), nil)
+		}
+		if r != nil {
+			r.pass(CheckVM, fmt.Sprintf("VM %q belongs to the key's user", t.VM.Name))
+		}
+	}
+
+	if t.Command != "" {
+		if !p.Grants(t.Command) {
+			from := "the default list"
+			if p.HasCmds {
+				from = "the token's cmds"
+			}
+			return r.fail(CheckCommand, ReasonNotGranted, fmt.Sprintf("%q is not in %s", t.Command, from), nil)
+		}
+		if r != nil {
+			r.pass(CheckCommand, fmt.Sprintf("%q granted", t.Command))
+		}
+	}
+	return nil
+}
+
+func unixUTC(sec int64) string { return time.Unix(sec, 0).UTC().Format(time.RFC3339) }
+
+func validityDetail(p *Permissions) string {
+	var parts []string
+	if p.Nbf != 0 {
+		parts = append(parts, "valid from "+unixUTC(p.Nbf))
+	}
+	if p.Exp != 0 {
+		parts = append(parts, "expires "+unixUTC(p.Exp))
+	} else {
+		parts = append(parts, "never expires")
+	}
+	return strings.Join(parts, ", ")
+}
+
+func restrictionsDetail(k *store.Key) string {
+	var parts []string
+	if k.VM != "" {
+		parts = append(parts, fmt.Sprintf("VM %q", k.VM))
+	}
+	if k.Cmds != nil {
+		parts = append(parts, fmt.Sprintf("commands %q", k.Cmds))
+	}
+	if !k.ExpiresAt.IsZero() {
+		parts = append(parts, "key expires "+k.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// report collects Explain's checks. A nil *report records nothing, so the
+// steps above read the same for Verify and Explain.
+type report struct{ checks []Check }
+
+func (r *report) pass(name, detail string) {
+	if r != nil {
+		r.checks = append(r.checks, Check{Name: name, OK: true, Detail: detail})
+	}
+}
+
+// fail records a failed check and returns its error.
+func (r *report) fail(name string, reason Reason, detail string, cause error) *Error {
+	if r != nil {
+		r.checks = append(r.checks, Check{Name: name, OK: false, Detail: detail})
+	}
+	return &Error{Check: name, Reason: reason, Detail: detail, Err: cause}
+}
