@@ -43,7 +43,7 @@ func benchServe(b *testing.B, h http.Handler, host string, header func() string)
 }
 
 // BenchmarkProxyBare is httputil.ReverseProxy alone, same upstream, same
-// transport settings: the floor.
+// transport settings, same buffer pool and flushing: the floor.
 func BenchmarkProxyBare(b *testing.B) {
 	w := newWorld(b, okUpstream)
 	u, _ := url.Parse(w.upstream.URL)
@@ -52,7 +52,9 @@ func BenchmarkProxyBare(b *testing.B) {
 			pr.SetURL(u)
 			pr.SetXForwarded()
 		},
-		Transport: NewTransport(),
+		Transport:     NewTransport(),
+		FlushInterval: -1,
+		BufferPool:    &bufferPool{},
 	}
 	benchServe(b, rp, "web.exe.xyz", nil)
 }

@@ -73,7 +73,7 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 		res.reason = err
 		return fail(http.StatusUnauthorized, "invalid token")
 	case token == "":
-		return fail(http.StatusUnauthorized, "missing token: send Authorization: Bearer TOKEN")
+		return fail(http.StatusUnauthorized, "missing token: send Authorization: Bearer with an exe0 or exe1 token")
 	}
 
 	if r.ContentLength > maxExecBody {

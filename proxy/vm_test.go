@@ -686,3 +686,21 @@ func TestConnectRefused(t *testing.T) {
 		t.Errorf("upstream reached %d times", n)
 	}
 }
+
+// ctx reaches the VM byte for byte; a ctx that cannot travel as a header
+// value (JSON allows a raw DEL in a string) is refused, not mangled.
+func TestCtxHeaderBytes(t *testing.T) {
+	w := newWorld(t, nil)
+	for _, ctx := range []string{`{ "a" :	[1, 2.50, "é"] }`, `"x"`, `0`, `[]`} {
+		tok := w.vmToken("web", `{"ctx":`+ctx+`}`)
+		wantIdentity(t, w.echo("web.exe.xyz", map[string]string{"X-Exedev-Authorization": bearerHdr(tok)}), w.alice, ctx)
+	}
+	// ctx null counts as absent: no header.
+	wantIdentity(t, w.echo("web.exe.xyz", map[string]string{"X-Exedev-Authorization": bearerHdr(w.vmToken("web", `{"ctx":null}`))}), w.alice, "")
+
+	tok := w.vmToken("web", "{\"ctx\":\"a\x7fb\"}")
+	resp, _ := w.get("web.exe.xyz", "/", map[string]string{"X-Exedev-Authorization": bearerHdr(tok)})
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("ctx with DEL: status %d, want 400", resp.StatusCode)
+	}
+}

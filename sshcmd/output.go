@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -68,9 +67,10 @@ func keyObjects(ks []store.Key, current string) []keyJSON {
 }
 
 // writeKeyTable prints keys as an aligned table, the current one starred.
+// Tokens are keys too (kind "token"): removing the row revokes the token.
 func writeKeyTable(w io.Writer, ks []store.Key, current string, now time.Time) error {
 	tw := table(w)
-	fmt.Fprintln(tw, "NAME\tFINGERPRINT\tADDED\tLAST USED\tKIND\tRESTRICTIONS")
+	fmt.Fprintln(tw, "NAME\tKIND\tVM\tCREATED\tEXPIRES\tLAST USED\tFINGERPRINT")
 	for _, k := range ks {
 		name := k.Name
 		if k.Fingerprint == current {
@@ -80,19 +80,28 @@ func writeKeyTable(w io.Writer, ks []store.Key, current string, now time.Time) e
 		if k.Generated {
 			kind = "token"
 		}
-		r := restrictions(k)
-		if !k.ExpiresAt.IsZero() && now.After(k.ExpiresAt) {
-			r = strings.Replace(r, "expires ", "expired ", 1)
+		vm := k.VM
+		if vm == "" {
+			vm = "-"
 		}
-		if r == "" {
-			r = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, k.Fingerprint, day(k.AddedAt), lastUsed(k.LastUsedAt), kind, r)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			name, kind, vm, day(k.AddedAt), expires(k.ExpiresAt, now), lastUsed(k.LastUsedAt), k.Fingerprint)
 	}
 	return tw.Flush()
 }
 
 func day(t time.Time) string { return t.UTC().Format(time.DateOnly) }
+
+// expires shows an expiry to the minute: a token may live for an hour.
+func expires(t, now time.Time) string {
+	switch {
+	case t.IsZero():
+		return "never"
+	case now.After(t):
+		return t.UTC().Format("2006-01-02 15:04") + " (expired)"
+	}
+	return t.UTC().Format("2006-01-02 15:04")
+}
 
 func lastUsed(t time.Time) string {
 	if t.IsZero() {

@@ -187,7 +187,7 @@ func (s *Server) connect(ctx ssh.Context, conn net.Conn) net.Conn {
 		delete(s.conns, st)
 		s.mu.Unlock()
 	})
-	return conn
+	return quickAck(conn) // no delayed-ACK stalls for Nagle-on clients
 }
 
 // serverConfig builds the x/crypto configuration for one connection.
@@ -214,9 +214,11 @@ func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 		PublicKeyAuthAlgorithms: gossh.SupportedAlgorithms().PublicKeyAuths,
 		PublicKeyCallback: func(meta gossh.ConnMetadata, pub gossh.PublicKey) (*gossh.Permissions, error) {
 			k, err := s.loginKey(ctx, pub)
-			if err != nil {
+			if err != nil && !errors.Is(err, errKeyExpired) {
 				return nil, err
 			}
+			// An expired key is refused below, once the client has proved
+			// it holds the key: only then may the refusal say why.
 			return &gossh.Permissions{Extensions: map[string]string{extFingerprint: k.Fingerprint}}, nil
 		},
 		VerifiedPublicKeyCallback: func(meta gossh.ConnMetadata, pub gossh.PublicKey, perms *gossh.Permissions, _ string) (*gossh.Permissions, error) {
@@ -225,7 +227,13 @@ func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 				return nil, errors.New("sshcmd: verified key is not the approved one")
 			}
 			// Look again: the key may have gone between offer and signature.
-			if _, err := s.loginKey(ctx, pub); err != nil {
+			switch k, err := s.loginKey(ctx, pub); {
+			case errors.Is(err, errKeyExpired):
+				// Told to the key's holder (ssh prints the banner), so
+				// that a CI job whose deploy key expired says so.
+				msg := fmt.Sprintf("exed: key %q expired at %s\r\n", k.Name, rfc3339(k.ExpiresAt))
+				return nil, &gossh.BannerError{Err: err, Message: msg}
+			case err != nil:
 				return nil, err
 			}
 			if st != nil {
@@ -245,7 +253,7 @@ func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 }
 
 // loginKey returns the registered key pub may log in with: known, not a
-// generated (token) key, not expired.
+// generated (token) key, not expired (errKeyExpired, with the key).
 func (s *Server) loginKey(ctx context.Context, pub gossh.PublicKey) (store.Key, error) {
 	if err := keys.AllowedKey(pub); err != nil {
 		return store.Key{}, err
@@ -262,10 +270,13 @@ func (s *Server) loginKey(ctx context.Context, pub gossh.PublicKey) (store.Key, 
 	case k.Generated:
 		return store.Key{}, errors.New("sshcmd: token keys cannot log in")
 	case !k.ExpiresAt.IsZero() && s.c.Now().After(k.ExpiresAt):
-		return store.Key{}, errors.New("sshcmd: key expired")
+		return k, errKeyExpired
 	}
 	return k, nil
 }
+
+// errKeyExpired is loginKey's refusal of a login key past its --exp.
+var errKeyExpired = errors.New("sshcmd: key expired")
 
 // sessionChannel wraps gliderlabs' session handler with the per-connection
 // session bound and the shutdown rules.
@@ -417,12 +428,17 @@ func (s *Server) repl(ctx context.Context, sess ssh.Session, c Caller, winCh <-c
 		}
 		// Look the key up again: it may have been removed or restricted
 		// since the session began (perhaps by this very session).
-		if k, err := s.c.Store.Key(ctx, c.Key.Fingerprint); err != nil {
+		k, err := s.c.Store.Key(ctx, c.Key.Fingerprint)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
 			fmt.Fprintln(t, "your key is no longer registered")
 			return 1
-		} else {
-			c.Key = k
+		case err != nil:
+			s.c.Log.Error("ssh repl: key lookup", "fingerprint", c.Key.Fingerprint, "err", err)
+			fmt.Fprintln(t, "internal error: key lookup failed")
+			continue
 		}
+		c.Key = k
 		s.run(ctx, c, args, IO{Stdin: strings.NewReader(""), Stdout: t, Stderr: t})
 	}
 }

@@ -665,33 +665,21 @@ func TestREPL(t *testing.T) {
 	if err := s.Shell(); err != nil {
 		t.Fatal(err)
 	}
-	prompts := func(n int) func() bool {
-		return func() bool { return strings.Count(out.String(), "exed> ") >= n }
+	has := func(want string, n int) func() bool {
+		return func() bool { return strings.Count(out.String(), want) >= n }
 	}
-	waitFor(t, "the first prompt", prompts(1))
-	if !strings.Contains(out.String(), "signed in as alice@example.com") {
-		t.Errorf("greeting: %q", out.String())
-	}
+	waitFor(t, "the greeting", has("signed in as alice@example.com", 1))
 	fmt.Fprint(stdin, "whoami --json\r")
-	waitFor(t, "whoami's output", prompts(2))
+	waitFor(t, "whoami's output", has(`"email":"alice@example.com"`, 1))
 	fmt.Fprint(stdin, "\x1b[A\r") // up arrow: the session's history
-	waitFor(t, "whoami again", prompts(3))
-	if n := strings.Count(out.String(), `"email":"alice@example.com"`); n != 2 {
-		t.Errorf("history: whoami ran %d times, want 2", n)
-	}
+	waitFor(t, "whoami again, from history", has(`"email":"alice@example.com"`, 2))
 	fmt.Fprint(stdin, "nosuch\r")
-	waitFor(t, "an error", prompts(4))
+	waitFor(t, "an error", has(`unknown command "nosuch"`, 1))
 	fmt.Fprint(stdin, "echo $HOME\r")
-	waitFor(t, "a refusal", prompts(5))
+	waitFor(t, "a refusal", has("unsupported shell syntax: $ expansion", 1))
 	fmt.Fprint(stdin, "exit\r")
 	if err := s.Wait(); err != nil {
 		t.Errorf("exit: %v", err)
-	}
-	got := out.String()
-	for _, want := range []string{`"email":"alice@example.com"`, `unknown command "nosuch"`, "unsupported shell syntax: $ expansion"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("REPL output lacks %q:\n%s", want, got)
-		}
 	}
 
 	// Ctrl-D leaves too.
@@ -797,4 +785,35 @@ func (e *testEnv) startServerB(b *testing.B) *testServer {
 	go srv.Serve(ln)
 	b.Cleanup(func() { srv.Shutdown(context.Background()) })
 	return &testServer{e: e, srv: srv, addr: ln.Addr().String(), hostKey: host.PublicKey()}
+}
+
+// TestREPLKeyRemoved: a REPL whose key is removed (here by itself) stops
+// at the next command.
+func TestREPLKeyRemoved(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	second := e.addKey(alice, "second", 3, nil)
+	ts := e.startServer(t, nil)
+	s, err := ts.dial(t, second.signer).NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.RequestPty("xterm", 40, 120, gossh.TerminalModes{})
+	stdin, _ := s.StdinPipe()
+	var out syncBuffer
+	s.Stdout = &out
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(stdin, "ssh-key remove second\r")
+	waitFor(t, "the removal", func() bool { return strings.Contains(out.String(), "Removed key second") })
+	fmt.Fprint(stdin, "whoami\r")
+	var exit *gossh.ExitError
+	if err := s.Wait(); !errors.As(err, &exit) || exit.ExitStatus() != 1 {
+		t.Fatalf("REPL after its key went: %v", err)
+	}
+	if !strings.Contains(out.String(), "your key is no longer registered") {
+		t.Errorf("output: %q", out.String())
+	}
 }

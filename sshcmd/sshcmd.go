@@ -274,7 +274,10 @@ func (s *Suite) Run(ctx context.Context, c Caller, args []string, stdio IO, forc
 		})
 	}
 	if err != nil {
-		return errors.New(oneLine(err.Error()))
+		if msg := err.Error(); strings.ContainsAny(msg, "\r\n") {
+			return errors.New(oneLine(msg))
+		}
+		return err
 	}
 	if _, err := stdio.Stdout.Write(out.Bytes()); err != nil {
 		return fmt.Errorf("write output: %w", err)

@@ -63,8 +63,8 @@ var (
 	postgresDialect = dialect{
 		name:           "postgres",
 		lockMigrations: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationsLockKey),
-		
-		
+		lockEvents:     fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", eventsLockKey),
+		forUpdate:      " FOR UPDATE",
 	}
 )
 

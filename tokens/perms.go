@@ -75,19 +75,21 @@ func ParsePermissions(p []byte) (Permissions, error) {
 	// rather than as whatever rule the walk below reaches first.
 	// jsontext's defaults are what we want: duplicate names and invalid
 	// UTF-8 are errors at every depth.
-	dec := jsontext.NewDecoder(bytes.NewReader(p))
-	if _, err := dec.ReadValue(); err != nil {
-		return perms, jsonError(err)
-	}
-	if _, err := dec.ReadToken(); err != io.EOF {
-		if err == nil {
-			return perms, malformed("payload: data after the object")
+	// IsValid is the cheap check; a decoder says what is wrong.
+	if !jsontext.Value(p).IsValid() {
+		dec := jsontext.NewDecoder(bytes.NewReader(p))
+		if _, err := dec.ReadValue(); err != nil {
+			return perms, jsonError(err)
 		}
-		return perms, jsonError(err)
+		if _, err := dec.ReadToken(); err != nil && err != io.EOF {
+			return perms, jsonError(err)
+		}
+		return perms, malformed("payload: data after the object")
 	}
 
-	// Then the rules for each name, over valid JSON.
-	dec.Reset(bytes.NewReader(p))
+	// Then the rules for each name, over JSON now known to be valid
+	// (so duplicate names need not be tracked again).
+	dec := jsontext.NewDecoder(bytes.NewReader(p), jsontext.AllowDuplicateNames(true))
 	if _, err := dec.ReadToken(); err != nil { // '{'
 		return perms, jsonError(err)
 	}

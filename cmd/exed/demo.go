@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -157,31 +158,43 @@ func splitAddr(addr net.Addr) (host string, port int) {
 }
 
 // demoInstructions is the block `serve --demo` prints: the exact commands
-// to try, correct for the ports in use.
+// to try, correct for the ports and paths in use. It is the README's
+// Quickstart walkthrough (TestReadmeWalkthrough checks that they match).
 func demoInstructions(keyPath, knownHosts, sshHost string, sshPort int, httpAddr net.Addr, vmURL string) string {
 	httpHost, httpPort := splitAddr(httpAddr)
-	sshCmd := fmt.Sprintf("ssh -i %s -o IdentitiesOnly=yes -o UserKnownHostsFile=%s -p %d %s", keyPath, knownHosts, sshPort, sshHost)
+	ssh := fmt.Sprintf("ssh -i %s -o IdentitiesOnly=yes -o UserKnownHostsFile=%s -p %d %s",
+		shellQuote(keyPath), shellQuote(knownHosts), sshPort, sshHost)
 	// --connect-to sends the request to this server whatever the URL's host,
 	// so the VM's real URL works without touching DNS or /etc/hosts.
-	curl := fmt.Sprintf("curl --connect-to ::%s:%d", httpHost, httpPort)
+	curl := "curl --connect-to ::" + net.JoinHostPort(httpHost, strconv.Itoa(httpPort))
 	return fmt.Sprintf(`
-exed demo is running. Try, in another terminal:
+exed demo is running. Try, in another terminal, from this directory:
 
-  # 1. Mint a token for the demo VM over SSH
-  TOKEN=$(%[1]s ssh-key generate-api-key --vm=demo --label=try --json | jq -r .token)
+  # 1. Mint a token for the demo VM over SSH, as the demo user
+  exe() { %[1]s "$@"; }
+  TOKEN=$(exe ssh-key generate-api-key --vm=demo --label=try --json | jq -r .token)
 
-  # 2. Call the demo VM three ways; it echoes the headers it received
-  #    (look for X-Exedev-Userid, X-Exedev-Email)
+  # 2. Call the demo VM three ways; it answers with the headers it received
+  #    (look for X-Exedev-Userid and X-Exedev-Email)
   %[2]s -H "X-Exedev-Authorization: Bearer $TOKEN" %[3]s/
   %[2]s -H "Authorization: Bearer $TOKEN" %[3]s/
   %[2]s -u "x:$TOKEN" %[3]s/
 
-  # 3. List your keys and tokens, then revoke the token
-  %[1]s ssh-key list
-  %[1]s ssh-key remove try
+  # 3. List your keys and tokens (the token is the key named try), then revoke it
+  exe ssh-key list
+  exe ssh-key remove try
 
-  # 4. The same request is now refused (401)
+  # 4. The same request is now refused: 401
   %[2]s -i -H "X-Exedev-Authorization: Bearer $TOKEN" %[3]s/
 
-`, sshCmd, curl, vmURL)
+`, ssh, curl, vmURL)
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it, so that the
+// printed commands work for a data directory with spaces in its path.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:@%+=,-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -36,6 +36,7 @@ Usage:
   exed vm add|list|rm         manage VMs
   exed token mint|inspect     sign a token offline, or decode one
   exed host-key               print the SSH host key as a known_hosts line
+  exed healthcheck            exit 0 if exed serve answers (the container HEALTHCHECK)
   exed version                print the version
   exed help                   this text
 
@@ -69,6 +70,8 @@ func (a *app) run(ctx context.Context, args []string, stop func()) int {
 		err = a.token(rest)
 	case "host-key":
 		err = a.hostKey(rest)
+	case "healthcheck":
+		err = a.healthcheck(ctx, rest)
 	case "version", "--version", "-v":
 		fmt.Fprintf(a.stdout, "exed %s\n", version)
 	case "help", "--help", "-h":

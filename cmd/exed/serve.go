@@ -136,7 +136,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		Store: st, Verifier: verifier, Domain: c.domain, VMDomain: c.vmDomain,
 		VMURL: vmURL, Now: time.Now, Log: log,
 	})
-	sshSrv := sshcmd.NewServer(sshcmd.ServerConfig{Suite: suite, Store: st, HostKey: hostKey, Log: log})
+	sshSrv := sshcmd.NewServer(sshcmd.ServerConfig{Suite: suite, Store: st, HostKey: hostKey, Log: log, LastUsed: lastUsed})
 	handler := proxy.New(proxy.Config{
 		Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
 		Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now,

@@ -1,0 +1,703 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/exed-dev/exed/proxy"
+)
+
+// Issue 8: several exed instances behind load balancers, sharing one
+// PostgreSQL registry and one SSH host key.
+
+const (
+	// clusterTTL is exed serve's default --cache-ttl, which the instances
+	// below run with: the bound, after a removal on another instance or
+	// after losing the database, past which a token is refused (SPEC §6:
+	// one second).
+	clusterTTL = time.Second
+	// clusterMigrationsLock is store/open.go's advisory lock key for
+	// migrations ("exedmigr"). The test holds it while the instances start,
+	// so that all three are seen queueing on it before any migrates.
+	clusterMigrationsLock = 0x65786564_6d696772
+	// clusterAppB is instance B's PostgreSQL application_name (set in its
+	// DSN), by which the test finds B's backends to terminate them.
+	clusterAppB = "exed_cluster_b"
+	// probeEvery paces the probers: the resolution of the measured figures,
+	// without flooding three race-instrumented servers on two cores.
+	probeEvery = 10 * time.Millisecond
+)
+
+// TestClusterPostgres runs three `exed serve` processes (A, B, C) on one
+// throwaway PostgreSQL database with one shared host key, started at once
+// so that their migrations race. B reaches the database through a relay
+// the test can cut. The subtests share the cluster; each makes its own keys.
+func TestClusterPostgres(t *testing.T) {
+	dbURL := clusterDB(t)
+	dir := t.TempDir()
+	hostKey := filepath.Join(dir, "cluster_host_key") // not there yet: the instances race to create it
+	relay := newDBRelay(t, dbURL.Host)
+	urlB := *dbURL
+	urlB.Host = relay.addr
+	q := urlB.Query()
+	q.Set("application_name", clusterAppB)
+	urlB.RawQuery = q.Encode()
+	dsns := []string{dbURL.String(), urlB.String(), dbURL.String()}
+
+	// Start all three while the test holds the migrations lock, and let go
+	// only once all three wait on it: then they really migrate at once.
+	ctx := context.Background()
+	lockConn, err := pgx.Connect(ctx, dbURL.String())
+	if err != nil {
+		t.Fatalf("connect to the test database: %v", err)
+	}
+	defer lockConn.Close(ctx)
+	if _, err := lockConn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(clusterMigrationsLock)); err != nil {
+		t.Fatalf("take the migrations lock: %v", err)
+	}
+	srvs := make([]*server, 3)
+	var wg sync.WaitGroup
+	for i := range srvs {
+		wg.Go(func() {
+			data := filepath.Join(dir, fmt.Sprintf("data%c", 'A'+i))
+			srvs[i] = startServer(t, data, "--db", dsns[i], "--host-key", hostKey)
+		})
+	}
+	// Polled by hand rather than with waitFor: whatever happens, the lock
+	// must be released and the starts waited for before the test can stop.
+	queued := 0
+	tick := time.NewTicker(10 * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); queued < 3 && time.Now().Before(deadline); <-tick.C {
+		err := lockConn.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&queued)
+		if err != nil {
+			t.Errorf("read pg_locks: %v", err)
+			break
+		}
+	}
+	tick.Stop()
+	// Released whatever happened, so that no instance is left waiting.
+	if _, err := lockConn.Exec(ctx, "SELECT pg_advisory_unlock($1)", int64(clusterMigrationsLock)); err != nil {
+		t.Errorf("release the migrations lock: %v", err)
+	}
+	// startServer fails the test only when exed serve does not start; it
+	// does so from its goroutine, and the test stops here.
+	wg.Wait()
+	if queued != 3 {
+		t.Errorf("%d instances seen waiting on the migrations lock, want 3", queued)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	var applied, latest int
+	if err := lockConn.QueryRow(ctx, "SELECT count(*), max(version) FROM schema_migrations").Scan(&applied, &latest); err != nil || applied != latest || applied == 0 {
+		t.Fatalf("schema_migrations after a racing start: %d rows, latest %d, %v", applied, latest, err)
+	}
+	a, b, c := srvs[0], srvs[1], srvs[2]
+	for i, s := range srvs {
+		// The admin commands (and the client's known_hosts) see what serve sees.
+		s.env = append(s.env, "EXED_DB="+dsns[i], "EXED_HOST_KEY="+hostKey)
+	}
+
+	upstream := httptest.NewServer(proxy.Echo())
+	defer upstream.Close()
+	aliceKey := keygen(t, dir, "ed25519", 0)
+	mustRun(t, a.env, "user", "add", "--email", "alice@example.com", "--key-file", aliceKey+".pub")
+	mustRun(t, b.env, "vm", "add", "--name", "web", "--owner", "alice@example.com", "--upstream", upstream.URL)
+
+	// One host identity: a single known_hosts line, naming all three
+	// addresses, is enough for StrictHostKeyChecking on every instance.
+	kh := sharedKnownHosts(t, a, srvs)
+	alice := make([]*sshClient, 3)
+	for i, s := range srvs {
+		alice[i] = &sshClient{s: s, key: aliceKey, knownHosts: kh}
+	}
+	aliceA, aliceB, aliceC := alice[0], alice[1], alice[2]
+
+	t.Run("shared registry", func(t *testing.T) {
+		exe1 := decode[generated](t, aliceA.ok(t, "", "ssh-key generate-api-key --vm=web --label=ci-exe1 --ctx='{\"job\":1}' --json"))
+		exe0 := decode[generated](t, aliceA.ok(t, "", "ssh-key generate-api-key --vm=web --label=ci-exe0 --exe0 --json"))
+		api := decode[generated](t, aliceA.ok(t, "", "ssh-key generate-api-key --label=api --json"))
+		if !strings.HasPrefix(exe1.Token, "exe1.") || !strings.HasPrefix(exe0.Token, "exe0.") || !strings.HasPrefix(api.Token, "exe1.") {
+			t.Fatalf("generated %q, %q, %q tokens", exe1.Label, exe0.Label, api.Label)
+		}
+		// Listed on B, renamed on C, the new name listed on A.
+		if names := keyNames(t, aliceB); !containsAll(names, "ci-exe1", "ci-exe0", "api") {
+			t.Fatalf("B lists %q", names)
+		}
+		aliceC.ok(t, "", "ssh-key", "rename", "ci-exe0", "ci-exe0b")
+		if names := keyNames(t, aliceA); !containsAll(names, "ci-exe0b") || slices.Contains(names, "ci-exe0") {
+			t.Fatalf("after the rename on C, A lists %q", names)
+		}
+		// Issued on A, used on B and C: the proxy and /exec.
+		for _, s := range []*server{b, c} {
+			for _, tok := range []string{exe1.Token, exe0.Token} {
+				code, body := s.curl(t, vmURL(t, s), "-H", "X-Exedev-Authorization: Bearer "+tok)
+				if code != "200" {
+					t.Fatalf("token issued on A, used on %s: status %s", s.sshAddr, code)
+				}
+				if h := decode[echoed](t, body).Headers; h["X-Exedev-Email"][0] != "alice@example.com" {
+					t.Errorf("upstream got %v", h)
+				}
+			}
+			code, body := s.curl(t, apiURL(t, s), "-X", "POST", "-H", "Authorization: Bearer "+api.Token, "--data-binary", "whoami")
+			if code != "200" || !strings.Contains(body, `"alice@example.com"`) {
+				t.Fatalf("/exec whoami on %s: %s %s", s.sshAddr, code, body)
+			}
+		}
+		// Removed on B: gone from the list on C.
+		aliceB.ok(t, "", "ssh-key", "remove", "api")
+		if names := keyNames(t, aliceC); slices.Contains(names, "api") {
+			t.Fatalf("after the remove on B, C lists %q", names)
+		}
+	})
+
+	// Issue on A, use on all three, remove on C while A, B and C are being
+	// asked without pause: C refuses from the moment remove returns, A and
+	// B within the cache TTL.
+	t.Run("revocation", func(t *testing.T) {
+		for _, exe0 := range []bool{true, false} {
+			kind, flag := "exe1", ""
+			if exe0 {
+				kind, flag = "exe0", " --exe0"
+			}
+			label := "revoke-" + kind
+			gen := decode[generated](t, aliceA.ok(t, "", "ssh-key generate-api-key --vm=web --label="+label+flag+" --json"))
+			probers := make([]*prober, 3)
+			for i, s := range srvs {
+				probers[i] = startProber(t, fmt.Sprintf("%c", 'A'+i), s, gen.Token)
+			}
+			// Several answers on each instance: the token is in every cache.
+			waitFor(t, "the token accepted on every instance", 10*time.Second, func() bool {
+				return allProbers(probers, func(as []answer) bool { return countStatus(as, 200) >= 3 })
+			})
+			aliceC.ok(t, "", "ssh-key", "remove", label)
+			removed := time.Now()
+			waitFor(t, "every instance refusing the removed key's token", 10*time.Second, func() bool {
+				return allProbers(probers, func(as []answer) bool {
+					return as[len(as)-1].start.After(removed.Add(clusterTTL + 300*time.Millisecond))
+				})
+			})
+			for i, p := range probers {
+				m := measure(t, p.halt(), removed, []int{401})
+				bound := clusterTTL
+				if srvs[i] == c {
+					bound = 0 // the removing instance: nothing sent after remove returned is accepted
+				}
+				if m.lastOK > bound {
+					t.Errorf("%s token on %s, after remove on C returned: %v; want nothing accepted past %v", kind, p.name, m, bound)
+				}
+				t.Logf("revocation, %s token, instance %s, after remove on C returned: %v", kind, p.name, m)
+			}
+		}
+	})
+
+	// B loses the database: it answers from its cache for at most the TTL,
+	// then refuses everything; a removal made meanwhile through A holds
+	// once B is back.
+	t.Run("database unreachable", func(t *testing.T) {
+		keep := decode[generated](t, aliceA.ok(t, "", "ssh-key generate-api-key --vm=web --label=outage-keep --json"))
+		doomed := decode[generated](t, aliceA.ok(t, "", "ssh-key generate-api-key --vm=web --label=outage-doomed --json"))
+		pKeep := startProber(t, "B keep", b, keep.Token)
+		pDoomed := startProber(t, "B doomed", b, doomed.Token)
+		probers := []*prober{pKeep, pDoomed}
+		waitFor(t, "both tokens accepted on B", 10*time.Second, func() bool {
+			return allProbers(probers, func(as []answer) bool { return countStatus(as, 200) >= 3 })
+		})
+		relay.cut()
+		cut := time.Now()
+		aliceA.ok(t, "", "ssh-key", "remove", "outage-doomed")
+		waitFor(t, "B asked past the staleness bound", 10*time.Second, func() bool {
+			return allProbers(probers, func(as []answer) bool { return as[len(as)-1].start.After(cut.Add(clusterTTL + 500*time.Millisecond)) })
+		})
+		for _, p := range probers {
+			// Refused as invalid (401) or, once the VM's cached row is stale
+			// too, as unavailable (503): never forwarded.
+			m := measure(t, p.halt(), cut, []int{401, 503})
+			if m.lastOK > clusterTTL {
+				t.Errorf("%s, after B lost the database: %v; want nothing accepted past %v", p.name, m, clusterTTL)
+			}
+			t.Logf("database unreachable, %s token, after the cut: %v", p.name, m)
+		}
+
+		relay.restore()
+		restored := time.Now()
+		waitFor(t, "B back: the kept token accepted, the removed one refused", 10*time.Second, func() bool {
+			return status(t, b, keep.Token) == 200 && status(t, b, doomed.Token) == 401
+		})
+		t.Logf("database unreachable: B caught up %v after the path came back", time.Since(restored).Round(time.Millisecond))
+		for range 3 {
+			if got := status(t, b, doomed.Token); got != 401 {
+				t.Fatalf("removed key's token on B after reconnecting: status %d", got)
+			}
+		}
+	})
+
+	// B's backends are killed (pg_terminate_backend) and a key removed
+	// through A meanwhile: B reconnects and refuses it.
+	t.Run("backend terminated", func(t *testing.T) {
+		keep := decode[generated](t, aliceA.ok(t, "", "ssh-key generate-api-key --vm=web --label=term-keep --json"))
+		doomed := decode[generated](t, aliceA.ok(t, "", "ssh-key generate-api-key --vm=web --label=term-doomed --exe0 --json"))
+		for _, tok := range []string{keep.Token, doomed.Token} {
+			if got := status(t, b, tok); got != 200 {
+				t.Fatalf("before: status %d on B", got)
+			}
+		}
+		killed := terminateBackends(t, lockConn, clusterAppB)
+		aliceA.ok(t, "", "ssh-key", "remove", "term-doomed")
+		removed := time.Now()
+		p := startProber(t, "B doomed", b, doomed.Token)
+		waitFor(t, "B refusing the removed key's token", 10*time.Second, func() bool {
+			as := p.answers()
+			return len(as) > 0 && as[len(as)-1].start.After(removed.Add(clusterTTL+300*time.Millisecond))
+		})
+		m := measure(t, p.halt(), removed, []int{401})
+		if m.lastOK > clusterTTL {
+			t.Errorf("removed key's token on B, after remove on A returned: %v; want nothing accepted past %v", m, clusterTTL)
+		}
+		waitFor(t, "B accepting the kept token", 10*time.Second, func() bool { return status(t, b, keep.Token) == 200 })
+		t.Logf("backend terminated: %d of B's backends killed; removed key's token on B, after remove on A returned: %v", len(killed), m)
+		// B serves again on fresh backends.
+		rows, _ := lockConn.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = $1", clusterAppB)
+		fresh, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err != nil || len(fresh) == 0 {
+			t.Fatalf("B's backends after recovery: %v, %v", fresh, err)
+		}
+		for _, pid := range fresh {
+			if slices.Contains(killed, pid) {
+				t.Errorf("backend %d was terminated yet is still B's", pid)
+			}
+		}
+	})
+
+	// The same label on all three instances at once: the database lets
+	// exactly one have it.
+	t.Run("concurrent generate-api-key", func(t *testing.T) {
+		for round := range 4 {
+			label := fmt.Sprintf("race-%d", round)
+			results := make([]result, 3)
+			var wg sync.WaitGroup
+			for i, cl := range alice {
+				wg.Go(func() {
+					results[i] = cl.ssh(t, "", "ssh-key", "generate-api-key", "--vm=web", "--label="+label, "--json")
+				})
+			}
+			wg.Wait()
+			if t.Failed() {
+				t.FailNow()
+			}
+			won := 0
+			for i, r := range results {
+				switch line := strings.TrimSpace(r.stderr); {
+				case r.code == 0 && decode[generated](t, r.stdout).Label == label:
+					won++
+				case r.code == 1 && r.stdout == "" && !strings.Contains(line, "\n") && strings.Contains(line, "already exists"):
+				default:
+					t.Errorf("round %d, instance %c: exit %d, stderr %q", round, 'A'+i, r.code, r.stderr)
+				}
+			}
+			if won != 1 {
+				t.Errorf("round %d: %d instances issued %q, want exactly 1", round, won, label)
+			}
+			if n := countOf(keyNames(t, aliceB), label); n != 1 {
+				t.Errorf("round %d: %d keys named %q", round, n, label)
+			}
+		}
+	})
+}
+
+// clusterDB creates a fresh database on EXED_TEST_POSTGRES_URL's server
+// and returns its URL; the database is dropped when the test ends.
+func clusterDB(t *testing.T) *url.URL {
+	t.Helper()
+	base := os.Getenv("EXED_TEST_POSTGRES_URL")
+	if base == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("EXED_TEST_POSTGRES_URL is not set; CI must run the cluster test")
+		}
+		t.Skip("EXED_TEST_POSTGRES_URL is not set: no PostgreSQL to run a cluster on")
+	}
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		t.Fatal("EXED_TEST_POSTGRES_URL: want postgres://USER@HOST:PORT/DB") // the URL itself may hold a password
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), "5432")
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	name := "exed_cluster_" + hex.EncodeToString(b[:])
+	admin := func(sql string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, sql)
+		return err
+	}
+	if err := admin("CREATE DATABASE " + name); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := admin("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	u.Path = "/" + name
+	return u
+}
+
+// dbRelay is a TCP relay between one exed instance and PostgreSQL that the
+// test can cut — new connections refused, open ones closed, as when the
+// network between them fails — and restore on the same address.
+type dbRelay struct {
+	t      *testing.T
+	target string
+	addr   string
+
+	mu    sync.Mutex
+	ln    net.Listener // nil while cut
+	conns map[net.Conn]bool
+	wg    sync.WaitGroup // the accept loop and the copies
+}
+
+func newDBRelay(t *testing.T, target string) *dbRelay {
+	r := &dbRelay{t: t, target: target, addr: "127.0.0.1:0", conns: make(map[net.Conn]bool)}
+	r.restore()
+	t.Cleanup(r.cut)
+	return r
+}
+
+// restore listens on the relay's address again.
+func (r *dbRelay) restore() {
+	ln, err := net.Listen("tcp", r.addr)
+	if err != nil {
+		r.t.Fatalf("relay: %v", err)
+	}
+	r.mu.Lock()
+	r.ln, r.addr = ln, ln.Addr().String()
+	r.mu.Unlock()
+	r.wg.Go(func() { r.accept(ln) })
+}
+
+func (r *dbRelay) accept(ln net.Listener) {
+	for {
+		client, err := ln.Accept()
+		if err != nil {
+			return // cut
+		}
+		server, err := net.Dial("tcp", r.target)
+		if err != nil {
+			client.Close()
+			continue
+		}
+		r.mu.Lock()
+		if r.ln != ln { // cut meanwhile
+			r.mu.Unlock()
+			client.Close()
+			server.Close()
+			return
+		}
+		r.conns[client], r.conns[server] = true, true
+		r.mu.Unlock()
+		r.wg.Go(func() { r.pipe(client, server) })
+		r.wg.Go(func() { r.pipe(server, client) })
+	}
+}
+
+// pipe copies one direction; when it ends, the whole connection goes.
+func (r *dbRelay) pipe(dst, src net.Conn) {
+	io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+}
+
+// cut closes the listener and every relayed connection.
+func (r *dbRelay) cut() {
+	r.mu.Lock()
+	if r.ln != nil {
+		r.ln.Close()
+		r.ln = nil
+	}
+	for c := range r.conns {
+		c.Close()
+	}
+	clear(r.conns)
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// answer is one request's outcome, with when it was sent and answered.
+type answer struct {
+	start, end time.Time
+	status     int
+}
+
+// prober asks one instance's VM proxy with one token again and again,
+// from its own goroutine, until halted. It never fails the test itself:
+// an error is recorded as status 0, which measure reports.
+type prober struct {
+	name string
+	stop context.CancelFunc
+	done chan struct{}
+
+	mu  sync.Mutex
+	got []answer
+}
+
+func startProber(t *testing.T, name string, s *server, token string) *prober {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &prober{name: name, stop: cancel, done: make(chan struct{})}
+	client, url := httpClientTo(s), vmURL(t, s)
+	go func() {
+		defer close(p.done)
+		defer client.CloseIdleConnections()
+		tick := time.NewTicker(probeEvery)
+		defer tick.Stop()
+		for {
+			a := answer{start: time.Now()}
+			a.status = get(client, url, token)
+			a.end = time.Now()
+			p.mu.Lock()
+			p.got = append(p.got, a)
+			p.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() { p.halt() })
+	return p
+}
+
+func (p *prober) answers() []answer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.got)
+}
+
+// halt stops the prober and returns everything it saw.
+func (p *prober) halt() []answer {
+	p.stop()
+	<-p.done
+	return p.answers()
+}
+
+func allProbers(ps []*prober, cond func([]answer) bool) bool {
+	for _, p := range ps {
+		if as := p.answers(); len(as) == 0 || !cond(as) {
+			return false
+		}
+	}
+	return true
+}
+
+func countStatus(as []answer, status int) int {
+	n := 0
+	for _, a := range as {
+		if a.status == status {
+			n++
+		}
+	}
+	return n
+}
+
+// measured is what a prober saw around an event at t0 (a removal
+// returning, or the database path cut), in times after t0. The instance
+// switched from accepting to refusing between lastOK and refusedFrom; a
+// refusal's answer comes back later by the request's own latency.
+type measured struct {
+	lastOK      time.Duration // the last accepted request was sent then (< 0: none sent after t0)
+	refusedFrom time.Duration // the first refused request was sent then (< 0: refused before t0)
+	refusedBack time.Duration // and its answer came back then
+	n           int           // requests sent after t0
+}
+
+func (m measured) String() string {
+	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	return fmt.Sprintf("last accepted request sent at %+v, first refused one sent at %+v (answer back at %+v); %d requests after",
+		ms(m.lastOK), ms(m.refusedFrom), ms(m.refusedBack), m.n)
+}
+
+// measure checks that the answers go from accepted to refused once and
+// never back (a refusal is one of the statuses in refusals), and says when.
+func measure(t *testing.T, as []answer, t0 time.Time, refusals []int) measured {
+	t.Helper()
+	m := measured{lastOK: -time.Hour}
+	firstRefused := -1
+	for i, a := range as {
+		if a.start.After(t0) {
+			m.n++
+		}
+		switch {
+		case a.status == 200 && firstRefused >= 0:
+			t.Fatalf("accepted again at %+v, having refused at %+v", a.start.Sub(t0), as[firstRefused].start.Sub(t0))
+		case a.status == 200:
+			m.lastOK = a.start.Sub(t0)
+		case slices.Contains(refusals, a.status):
+			if firstRefused < 0 {
+				firstRefused = i
+			}
+		default:
+			t.Fatalf("answer %d: status %d, want 200 or one of %v", i, a.status, refusals)
+		}
+	}
+	if firstRefused < 0 {
+		t.Fatalf("never refused (%d answers)", len(as))
+	}
+	m.refusedFrom = as[firstRefused].start.Sub(t0)
+	m.refusedBack = as[firstRefused].end.Sub(t0)
+	return m
+}
+
+// httpClientTo is an HTTP client whose every connection goes to s's HTTP
+// listener, whatever the URL's host (as curl --connect-to).
+func httpClientTo(s *server) *http.Client {
+	var d net.Dialer
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, s.httpAddr)
+		}},
+	}
+}
+
+// get requests url with token and returns the status, or 0 if there was
+// no HTTP answer.
+func get(c *http.Client, url, token string) int {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0
+	}
+	req.Header.Set("X-Exedev-Authorization", "Bearer "+token)
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// status is one request to s's VM web with token.
+func status(t *testing.T, s *server, token string) int {
+	t.Helper()
+	c := httpClientTo(s)
+	defer c.CloseIdleConnections()
+	got := get(c, vmURL(t, s), token)
+	if got == 0 {
+		t.Fatalf("no HTTP answer from %s", s.httpAddr)
+	}
+	return got
+}
+
+func vmURL(t *testing.T, s *server) string {
+	_, port := splitHostPort(t, s.httpAddr)
+	return "http://web.exe.xyz:" + port + "/"
+}
+
+func apiURL(t *testing.T, s *server) string {
+	_, port := splitHostPort(t, s.httpAddr)
+	return "http://exe.dev:" + port + "/exec"
+}
+
+// sharedKnownHosts writes one known_hosts line naming every instance's SSH
+// address with the host key `exed host-key` reads from the shared file.
+func sharedKnownHosts(t *testing.T, s *server, srvs []*server) string {
+	t.Helper()
+	host, port := splitHostPort(t, s.sshAddr)
+	line, _, _ := strings.Cut(mustRun(t, s.env, "host-key", "--host", host, "--port", port), "\n")
+	_, key, ok := strings.Cut(line, " ")
+	if !ok {
+		t.Fatalf("host-key printed %q", line)
+	}
+	var addrs []string
+	for _, s := range srvs {
+		host, port := splitHostPort(t, s.sshAddr)
+		addrs = append(addrs, "["+host+"]:"+port)
+	}
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(kh, []byte(strings.Join(addrs, ",")+" "+key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return kh
+}
+
+// keyNames is the names `ssh-key list --json` shows through c.
+func keyNames(t *testing.T, c *sshClient) []string {
+	t.Helper()
+	list := decode[struct {
+		SSHKeys []keyJSON `json:"ssh_keys"`
+	}](t, c.ok(t, "", "ssh-key", "list", "--json"))
+	var names []string
+	for _, k := range list.SSHKeys {
+		names = append(names, k.Name)
+	}
+	return names
+}
+
+func containsAll(have []string, want ...string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
+
+func countOf(have []string, s string) int {
+	n := 0
+	for _, h := range have {
+		if h == s {
+			n++
+		}
+	}
+	return n
+}
+
+// terminateBackends kills every PostgreSQL backend whose application_name
+// is app, and returns their process ids.
+func terminateBackends(t *testing.T, conn *pgx.Conn, app string) []int32 {
+	t.Helper()
+	// In the select list, not the WHERE clause: PostgreSQL may evaluate
+	// WHERE conditions in any order, and this must kill only app's backends.
+	type killed struct {
+		Pid        int32
+		Terminated bool
+	}
+	rows, _ := conn.Query(context.Background(),
+		"SELECT pid, pg_terminate_backend(pid) AS terminated FROM pg_stat_activity WHERE application_name = $1", app)
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByName[killed])
+	if err != nil || len(got) == 0 {
+		t.Fatalf("terminate %s's backends: %d found, %v", app, len(got), err)
+	}
+	var pids []int32
+	for _, k := range got {
+		if !k.Terminated {
+			t.Fatalf("backend %d of %s not terminated", k.Pid, app)
+		}
+		pids = append(pids, k.Pid)
+	}
+	return pids
+}

@@ -1,0 +1,110 @@
+//go:build linux
+
+package sshcmd
+
+import (
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// quickAckOpt reads TCP_QUICKACK: 1 while the socket acknowledges at once,
+// 0 once it has gone back to delayed ACKs.
+func quickAckOpt(t *testing.T, c net.Conn) int {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var serr error
+	rc.Control(func(fd uintptr) {
+		v, serr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK)
+	})
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return v
+}
+
+// TestQuickAckSetAfterRead: the wrapper turns quick ACKs back on after
+// every read, after the kernel (here: the test) has turned them off.
+func TestQuickAckSetAfterRead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	conn := quickAck(raw)
+	if _, ok := conn.(*quickAckConn); !ok {
+		t.Fatalf("quickAck returned %T, want *quickAckConn", conn)
+	}
+	buf := make([]byte, 8)
+	for i := range 3 {
+		rc, _ := raw.(*net.TCPConn).SyscallConn()
+		rc.Control(func(fd uintptr) {
+			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 0)
+		})
+		if got := quickAckOpt(t, raw); got != 0 {
+			t.Fatalf("round %d: TCP_QUICKACK is %d after turning it off", i, got)
+		}
+		if _, err := client.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		if got := quickAckOpt(t, raw); got != 1 {
+			t.Errorf("round %d: TCP_QUICKACK is %d after a read, want 1", i, got)
+		}
+	}
+}
+
+// TestNagleClientNoDelayedACKStall pins the cold-login stall: a client with
+// Nagle's algorithm on (as OpenSSH's is until a session opens) waited at
+// least one 40 ms delayed ACK per login. With quick ACKs a whole login and
+// command takes a few milliseconds; the fastest of several tries is
+// compared with the 40 ms that a single stall would cost, so a busy machine
+// does not make the test fail.
+func TestNagleClientNoDelayedACKStall(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	ts := e.startServer(t, nil)
+	const tries = 5
+	best := time.Hour
+	for range tries {
+		start := time.Now()
+		c, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.(*net.TCPConn).SetNoDelay(false) // Nagle on, as OpenSSH during login
+		sc, chans, reqs, err := gossh.NewClientConn(c, ts.addr, ts.config(gossh.PublicKeys(alice.signer)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := gossh.NewClient(sc, chans, reqs)
+		if _, errOut, code := execSSH(t, client, "whoami", ""); code != 0 {
+			t.Fatalf("whoami: %s", errOut)
+		}
+		client.Close()
+		best = min(best, time.Since(start))
+	}
+	// The kernel's shortest delayed ACK is 40 ms (TCP_DELACK_MIN).
+	if best >= 35*time.Millisecond {
+		t.Errorf("fastest of %d logins with Nagle on took %v: a delayed-ACK stall", tries, best)
+	}
+}

@@ -1,0 +1,142 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// lookupKeys is the registry size BenchmarkKeyLookup measures: far more keys
+// than any one exed will hold, so lookups stay fast with room to spare.
+const (
+	lookupKeys  = 1_000_000
+	keysPerUser = 1_000
+	insertBatch = 1_000 // rows per INSERT: 6 parameters each, within both backends' limits
+	benchPubKey = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+)
+
+// benchFingerprint is key i's fingerprint, recomputable without storing a
+// million strings.
+func benchFingerprint(i int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "bench key %d", i))
+	return "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:])
+}
+
+// fillKeys inserts n keys (keysPerUser per user) with plain SQL in one
+// transaction.
+func fillKeys(b *testing.B, db *sql.DB, n int) {
+	b.Helper()
+	ctx := context.Background()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tx.Rollback()
+	for u := range (n + keysPerUser - 1) / keysPerUser {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, email, created_at) VALUES ($1, $2, 0)`,
+			fmt.Sprintf("usrbench%08d", u), fmt.Sprintf("u%d@example.com", u)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var q strings.Builder
+	args := make([]any, 0, insertBatch*6)
+	for start := 0; start < n; start += insertBatch {
+		q.Reset()
+		args = args[:0]
+		q.WriteString(`INSERT INTO keys (fingerprint, user_id, name, public_key, added_at, generated) VALUES `)
+		for i := start; i < min(start+insertBatch, n); i++ {
+			if i > start {
+				q.WriteByte(',')
+			}
+			p := len(args)
+			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d)", p+1, p+2, p+3, p+4, p+5, p+6)
+			args = append(args, benchFingerprint(i), fmt.Sprintf("usrbench%08d", i/keysPerUser),
+				fmt.Sprintf("key-%d", i), "ssh-ed25519 "+benchPubKey, int64(1767225600), i%2 == 0)
+		}
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkKeyLookup measures Store.Key, the lookup behind every token
+// check and SSH login, among a million keys, reporting the median and
+// 99th-percentile latency besides the mean.
+func BenchmarkKeyLookup(b *testing.B) {
+	for _, be := range testBackends() {
+		b.Run(be.name, func(b *testing.B) {
+			ctx := context.Background()
+			dsn, dir := be.fresh(b)
+			s, err := Open(ctx, dsn, dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			start := time.Now()
+			fillKeys(b, rawDB(b, dsn, dir), lookupKeys)
+			if dsn != "" {
+				rawDB(b, dsn, dir).Exec(`ANALYZE`)
+			}
+			b.Logf("%s: inserted %d keys in %v", be.name, lookupKeys, time.Since(start).Round(time.Millisecond))
+
+			rng := rand.New(rand.NewPCG(1, 2))
+			var lat []time.Duration
+			for b.Loop() {
+				fp := benchFingerprint(rng.IntN(lookupKeys))
+				t := time.Now()
+				k, err := s.Key(ctx, fp)
+				lat = append(lat, time.Since(t))
+				if err != nil || k.Fingerprint != fp {
+					b.Fatalf("Key: %v", err)
+				}
+			}
+			reportPercentiles(b, lat)
+		})
+	}
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	slices.Sort(lat)
+	at := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) }
+	b.ReportMetric(at(0.50), "p50-ns")
+	b.ReportMetric(at(0.99), "p99-ns")
+}
+
+// BenchmarkRemoveKeySync prices synchronous=FULL, which makes a committed
+// removal survive power loss, against NORMAL, which in WAL mode may lose the
+// last commits (and so bring a revoked key back).
+func BenchmarkRemoveKeySync(b *testing.B) {
+	for _, mode := range []string{"FULL", "NORMAL"} {
+		b.Run("synchronous="+mode, func(b *testing.B) {
+			ctx := context.Background()
+			path := filepath.Join(b.TempDir(), dbFile)
+			s, err := openSQLite(ctx, path, mode)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			fillKeys(b, s.rw, b.N+1)
+			b.ResetTimer()
+			for i := range b.N {
+				// Even keys are generated, odd ones log in; each user's last
+				// login key is refused, one removal in a thousand.
+				err := s.RemoveKey(ctx, fmt.Sprintf("usrbench%08d", i/keysPerUser), benchFingerprint(i), Event{})
+				if err != nil && !errors.Is(err, ErrLastKey) {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
