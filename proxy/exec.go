@@ -39,8 +39,9 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) {
 	case http.StatusTooManyRequests:
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(h.c.ExecRate)))
 	}
-	writeJSON(w, res.status, res.body)
-	h.logExec(r, start, res)
+	n := writeJSON(w, res.status, res.body)
+	h.c.Metrics.ExecRequest(res.path, res.status)
+	h.logExec(r, start, n, res)
 }
 
 // execResult is what one /exec request came to.
@@ -104,7 +105,7 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 	}
 
 	target := tokens.Target{Namespace: "v0@" + h.domain, Command: res.path}
-	if sshcmd.IsHelp(args) {
+	if h.c.Suite.IsHelp(args) {
 		target.Command = "" // --help is always allowed
 	}
 	res.grant, err = h.c.Verifier.Verify(r.Context(), token, target)
@@ -146,15 +147,18 @@ func errorBody(msg string) []byte {
 	return b
 }
 
-// writeJSON writes a JSON reply; body is already encoded.
-func writeJSON(w http.ResponseWriter, status int, body []byte) {
+// writeJSON writes a JSON reply (body is already encoded) and returns the
+// number of body bytes written.
+func writeJSON(w http.ResponseWriter, status int, body []byte) int64 {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	w.Write(body)
+	n, _ := w.Write(body)
 	if len(body) > 0 && body[len(body)-1] != '\n' {
-		w.Write([]byte{'\n'})
+		m, _ := w.Write([]byte{'\n'})
+		n += m
 	}
+	return int64(n)
 }
 
 // retryAfter is the whole seconds until one more request is allowed.
@@ -166,12 +170,14 @@ func retryAfter(l rate.Limit) int {
 }
 
 // logExec writes the one log line of a /exec request: the command path,
-// never its arguments (they may hold a token) nor its error text.
-func (h *Handler) logExec(r *http.Request, start time.Time, res execResult) {
+// never its arguments (they may hold a token) nor its error text. bytes is
+// the size of the reply body.
+func (h *Handler) logExec(r *http.Request, start time.Time, bytes int64, res execResult) {
 	attrs := []slog.Attr{
 		slog.String("route", "exec"),
 		slog.Int("status", res.status),
 		slog.Duration("duration", time.Since(start)),
+		slog.Int64("bytes", bytes),
 		slog.String("remote_addr", r.RemoteAddr),
 	}
 	if res.path != "" {

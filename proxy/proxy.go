@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/exed-dev/exed/metrics"
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/tokens"
@@ -41,6 +42,7 @@ type Config struct {
 	VMDomain string                // "exe.xyz": VM hosts NAME.VMDomain, namespace v0@NAME.VMDomain
 	Log      *slog.Logger          // nil → discard
 	Now      func() time.Time      // nil → time.Now
+	Metrics  *metrics.Metrics      // VM requests by status class, /exec calls; nil → none
 
 	ExecTimeout time.Duration // 0 → DefaultExecTimeout
 	ExecRate    rate.Limit    // per signing key; 0 → DefaultExecRate

@@ -37,7 +37,15 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	var a access
-	defer func() { h.logVM(r, name, sw.status, start, &a) }()
+	defer func() {
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK // what net/http sends for a handler that wrote nothing
+		}
+		d := time.Since(start)
+		h.c.Metrics.ProxyRequest(status, d)
+		h.logVM(r, name, status, d, sw.bytes, &a)
+	}()
 
 	if status, msg := checkRequest(r); status != 0 {
 		if status == http.StatusMethodNotAllowed {
@@ -237,14 +245,16 @@ func validHeaderValue(b []byte) bool {
 	return true
 }
 
-// logVM writes the one log line of a proxied request. Never the token.
-func (h *Handler) logVM(r *http.Request, vm string, status int, start time.Time, a *access) {
+// logVM writes the one log line of a proxied request: bytes is the size of
+// the response body sent to the client. Never the token.
+func (h *Handler) logVM(r *http.Request, vm string, status int, d time.Duration, bytes int64, a *access) {
 	attrs := []slog.Attr{
 		slog.String("route", "vm"),
 		slog.String("vm", vm),
 		slog.String("method", r.Method),
 		slog.Int("status", status),
-		slog.Duration("duration", time.Since(start)),
+		slog.Duration("duration", d),
+		slog.Int64("bytes", bytes),
 		slog.String("remote_addr", r.RemoteAddr),
 	}
 	if a.carrier != "" {
@@ -273,12 +283,13 @@ func reasonAttrs(err error) []slog.Attr {
 	return []slog.Attr{slog.String("detail", err.Error())}
 }
 
-// statusWriter records the status of the response for the log line. It
-// unwraps for http.ResponseController, so Flush and Hijack still reach the
-// server's writer.
+// statusWriter records the status and body size of the response for the
+// log line. It unwraps for http.ResponseController, so Flush and Hijack
+// still reach the server's writer.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	bytes  int64 // body bytes written (not counted after a Hijack)
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -292,7 +303,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

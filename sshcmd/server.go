@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/exed-dev/exed/keys"
+	"github.com/exed-dev/exed/metrics"
 	"github.com/exed-dev/exed/store"
 )
 
@@ -56,6 +57,7 @@ type ServerConfig struct {
 	// (*store.LastUsedWriter, which throttles the writes).
 	LastUsed interface{ Touch(fingerprint string) }
 	Now      func() time.Time // nil means time.Now
+	Metrics  *metrics.Metrics // connections, sessions, auth failures, commands; nil means none
 }
 
 // Server is the SSH front of the command suite: public-key authentication
@@ -172,6 +174,7 @@ func (s *Server) connect(ctx ssh.Context, conn net.Conn) net.Conn {
 	s.conns[st] = struct{}{}
 	s.mu.Unlock()
 	ctx.SetValue(connStateKey, st)
+	s.c.Metrics.SSHConnOpened()
 
 	// gliderlabs has no handshake timeout and resets deadlines on every
 	// read, so a timer closes the connection unless authentication has
@@ -186,6 +189,7 @@ func (s *Server) connect(ctx ssh.Context, conn net.Conn) net.Conn {
 		s.mu.Lock()
 		delete(s.conns, st)
 		s.mu.Unlock()
+		s.c.Metrics.SSHConnClosed()
 	})
 	return quickAck(conn) // no delayed-ACK stalls for Nagle-on clients
 }
@@ -246,6 +250,7 @@ func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 		},
 		AuthLogCallback: func(meta gossh.ConnMetadata, method string, err error) {
 			if err != nil && method != "none" {
+				s.c.Metrics.SSHAuthFailure()
 				s.c.Log.Debug("ssh auth failed", "remote", meta.RemoteAddr().String(), "method", method, "err", err)
 			}
 		},
@@ -321,6 +326,7 @@ func (s *Server) handle(sess ssh.Session) {
 	s.sessions.Add(1)
 	s.mu.Unlock()
 	defer s.sessions.Done()
+	s.c.Metrics.SSHSession()
 
 	ctx := sess.Context()
 	caller, err := s.caller(ctx, sess)
@@ -339,7 +345,7 @@ func (s *Server) handle(sess ssh.Session) {
 	}
 	args, err := Split(sess.RawCommand())
 	if err != nil {
-		s.logCommand(caller, "", 1, 0)
+		s.logCommand(caller, "", 1, 0, 0)
 		fail(sess, err.Error())
 		return
 	}
@@ -380,23 +386,50 @@ func (s *Server) run(ctx context.Context, c Caller, args []string, stdio IO) int
 	// Commands read at most maxStdin bytes; the limit is also applied here
 	// so no command can read more by accident.
 	stdio.Stdin = io.LimitReader(stdio.Stdin, maxStdin+1)
+	out := &countingWriter{w: stdio.Stdout}
+	stdio.Stdout = out
 	code := 0
 	if err := s.c.Suite.Run(ctx, c, args, stdio, false); err != nil {
 		fmt.Fprintln(stdio.Stderr, err.Error())
 		code = 1
 	}
 	path, _ := s.c.Suite.Resolve(args)
-	s.logCommand(c, path, code, time.Since(start))
+	s.logCommand(c, path, code, time.Since(start), out.n)
 	return code
 }
 
-// logCommand logs one command: who, with which key, which command path and
-// how it ended. Never its arguments, which may hold tokens.
-func (s *Server) logCommand(c Caller, path string, code int, d time.Duration) {
+// logCommand logs and counts one command: who, with which key, which
+// command path, how it ended, how long it took and how many bytes it wrote
+// to stdout. Never its arguments, which may hold tokens. path comes from
+// the command table (Suite.Resolve), "" when none resolved: a fixed set,
+// fit for a metrics label.
+func (s *Server) logCommand(c Caller, path string, code int, d time.Duration, bytes int64) {
+	s.c.Metrics.SSHCommand(path, code)
 	if path == "" {
 		path = "(unknown)"
 	}
-	s.c.Log.Info("ssh command", "user", c.User.ID, "fingerprint", c.Key.Fingerprint, "command", path, "exit", code, "duration", d, "remote", c.RemoteAddr)
+	s.c.Log.LogAttrs(context.Background(), slog.LevelInfo, "ssh command",
+		slog.String("route", "ssh"),
+		slog.String("user", c.User.ID),
+		slog.String("fingerprint", c.Key.Fingerprint),
+		slog.String("command", path),
+		slog.Int("exit", code),
+		slog.Duration("duration", d),
+		slog.Int64("bytes", bytes),
+		slog.String("remote", c.RemoteAddr),
+	)
+}
+
+// countingWriter counts what a command writes to stdout, for the log.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	w.n += int64(n)
+	return n, err
 }
 
 // repl reads command lines from a terminal until exit or Ctrl-D.

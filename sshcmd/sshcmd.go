@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -234,9 +235,19 @@ func wantsJSON(args []string) bool {
 // IsHelp reports whether args only asks for help (help, a bare group,
 // or --help/-h parsed as a flag), which /exec allows whatever the token's
 // cmds. It parses args exactly as Run does.
-func IsHelp(args []string) bool {
-	inv, err := New(Env{}).parse(args)
+func (s *Suite) IsHelp(args []string) bool {
+	inv, err := s.parse(args)
 	return err == nil && inv.help
+}
+
+// helpTable is the command table the package-level IsHelp parses against:
+// built once, and never changed (parse only reads a Suite).
+var helpTable = sync.OnceValue(func() *Suite { return New(Env{}) })
+
+// IsHelp is Suite.IsHelp for callers without a Suite. The command table
+// does not depend on Env, so any Suite answers the same.
+func IsHelp(args []string) bool {
+	return helpTable().IsHelp(args)
 }
 
 // Run runs one command line (already split). forceJSON outputs JSON as if

@@ -163,14 +163,11 @@ func TestOpenDSN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// While it is open, the -wal file exists: it must be private too.
+	wantMode(t, filepath.Join(dir, "exed.db-wal"), 0o600)
 	s.Close()
-	fi, err := os.Stat(dir)
-	if err != nil || fi.Mode().Perm() != 0o700 {
-		t.Fatalf("data dir: %v, %v; want mode 0700", fi.Mode(), err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "exed.db")); err != nil {
-		t.Fatalf("database file: %v", err)
-	}
+	wantMode(t, dir, 0o700)
+	wantMode(t, filepath.Join(dir, "exed.db"), 0o600)
 
 	path := filepath.Join(t.TempDir(), "other.db")
 	s, err = Open(ctx, "sqlite:"+path, "")
@@ -191,6 +188,11 @@ func TestOpenDSN(t *testing.T) {
 			t.Errorf("Open(%q): error repeats the password: %v", dsn, err)
 		}
 	}
+	// A PostgreSQL that does not answer: the error names no password.
+	_, err = Open(ctx, "postgres://exed:hunter2@127.0.0.1:1/exed?connect_timeout=5", "")
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("Open(unreachable PostgreSQL): %v", err)
+	}
 	if _, err := Open(ctx, "", ""); err == nil {
 		t.Fatal(`Open("", ""): no error`)
 	}
@@ -198,6 +200,17 @@ func TestOpenDSN(t *testing.T) {
 
 type pragmaQuerier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func wantMode(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != want {
+		t.Fatalf("%s: mode %v, want %v", filepath.Base(path), got, want)
+	}
 }
 
 // TestSQLitePragmas checks that every pooled connection, not just the

@@ -74,11 +74,13 @@ var (
 //   - "sqlite:PATH" opens SQLite at PATH;
 //   - "postgres://…" or "postgresql://…" opens PostgreSQL.
 func Open(ctx context.Context, dsn, dataDir string) (Store, error) {
+	var s *sqlStore
+	var err error
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return openPostgres(ctx, dsn)
+		s, err = openPostgres(ctx, dsn)
 	case strings.HasPrefix(dsn, "sqlite:"):
-		return openSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"), "FULL")
+		s, err = openSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"), "FULL")
 	case dsn == "":
 		if dataDir == "" {
 			return nil, errors.New("store: no data dir for the SQLite database")
@@ -86,10 +88,15 @@ func Open(ctx context.Context, dsn, dataDir string) (Store, error) {
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("store: create data dir: %w", err)
 		}
-		return openSQLite(ctx, filepath.Join(dataDir, dbFile), "FULL")
+		s, err = openSQLite(ctx, filepath.Join(dataDir, dbFile), "FULL")
+	default:
+		// The DSN itself is not repeated: it may carry a password.
+		return nil, errors.New(`store: unsupported database DSN: want "" (SQLite in the data dir), sqlite:PATH, or postgres://…`)
 	}
-	// The DSN itself is not repeated: it may carry a password.
-	return nil, errors.New(`store: unsupported database DSN: want "" (SQLite in the data dir), sqlite:PATH, or postgres://…`)
+	if err != nil {
+		return nil, err // a nil Store, not a Store holding a nil *sqlStore
+	}
+	return s, nil
 }
 
 // openSQLite opens path with two pools: one connection for writes, so that
@@ -102,6 +109,13 @@ func openSQLite(ctx context.Context, path, synchronous string) (*sqlStore, error
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("store: unusable SQLite path %q (empty, or has ? or #)", path)
 	}
+	// Only the owner may read the registry; SQLite gives its -wal and -shm
+	// files the database file's mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: open SQLite: %w", err)
+	}
+	f.Close()
 	// Pragmas go in the DSN so that every pooled connection gets them.
 	// busy_timeout comes first so that switching to WAL waits, too.
 	q := url.Values{}

@@ -103,6 +103,10 @@ type Config struct {
 	Now       func() time.Time // nil → time.Now
 	CacheSize int              // max cached positive results; 0 → DefaultCacheSize; < 0 → no cache
 	CacheTTL  time.Duration    // max age of a cached result; ≤ 0 → DefaultCacheTTL
+	// OnVerify, if set, is told the outcome of every Verify (not Explain):
+	// "" for a valid token, else the refusal's Reason. It runs on the
+	// request path, so it must be cheap (a metrics counter).
+	OnVerify func(Reason)
 }
 
 // Cache defaults.
@@ -120,10 +124,11 @@ const (
 // Verifier checks tokens. It is the only place that does: the proxy, /exec,
 // exe0-to-exe1 and check-api-key all call it. It is safe for concurrent use.
 type Verifier struct {
-	reg   Registry
-	now   func() time.Time
-	ttl   time.Duration
-	cache *cache // nil: caching disabled
+	reg      Registry
+	now      func() time.Time
+	ttl      time.Duration
+	cache    *cache       // nil: caching disabled
+	onVerify func(Reason) // nil: nobody listens
 }
 
 // NewVerifier returns a Verifier. It panics if c.Registry is nil, a
@@ -132,7 +137,7 @@ func NewVerifier(c Config) *Verifier {
 	if c.Registry == nil {
 		panic("tokens: NewVerifier: nil Registry")
 	}
-	v := &Verifier{reg: c.Registry, now: c.Now, ttl: c.CacheTTL}
+	v := &Verifier{reg: c.Registry, now: c.Now, ttl: c.CacheTTL, onVerify: c.OnVerify}
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -168,7 +173,17 @@ func NewVerifier(c Config) *Verifier {
 // Errors are *Error. Callers answer clients only "invalid token" (401),
 // except errors.Is(err, ErrNotGranted), which /exec answers 403.
 func (v *Verifier) Verify(ctx context.Context, token string, t Target) (*Grant, error) {
-	return v.run(ctx, token, t, nil)
+	g, err := v.run(ctx, token, t, nil)
+	if v.onVerify != nil {
+		var reason Reason
+		if e, ok := err.(*Error); ok {
+			reason = e.Reason
+		} else if err != nil {
+			reason = ReasonInternal // not reached: run returns only *Error
+		}
+		v.onVerify(reason)
+	}
+	return g, err
 }
 
 // Explain runs Verify's steps (the same code, bypassing the cache so every

@@ -138,32 +138,37 @@ func TestClusterPostgres(t *testing.T) {
 			t.Fatalf("generated %q, %q, %q tokens", exe1.Label, exe0.Label, api.Label)
 		}
 		// Listed on B, renamed on C, the new name listed on A.
-		if names := keyNames(t, aliceB); !containsAll(names, "ci-exe1", "ci-exe0", "api") {
+		if names := listKeyNames(t, aliceB); !hasAll(names, "ci-exe1", "ci-exe0", "api") {
 			t.Fatalf("B lists %q", names)
 		}
 		aliceC.ok(t, "", "ssh-key", "rename", "ci-exe0", "ci-exe0b")
-		if names := keyNames(t, aliceA); !containsAll(names, "ci-exe0b") || slices.Contains(names, "ci-exe0") {
+		if names := listKeyNames(t, aliceA); !hasAll(names, "ci-exe0b") || slices.Contains(names, "ci-exe0") {
 			t.Fatalf("after the rename on C, A lists %q", names)
 		}
 		// Issued on A, used on B and C: the proxy and /exec.
 		for _, s := range []*server{b, c} {
 			for _, tok := range []string{exe1.Token, exe0.Token} {
-				code, body := s.curl(t, vmURL(t, s), "-H", "X-Exedev-Authorization: Bearer "+tok)
+				code, body := s.curl(t, clusterVMURL(t, s), "-H", "X-Exedev-Authorization: Bearer "+tok)
 				if code != "200" {
 					t.Fatalf("token issued on A, used on %s: status %s", s.sshAddr, code)
 				}
-				if h := decode[echoed](t, body).Headers; h["X-Exedev-Email"][0] != "alice@example.com" {
+				h := decode[echoed](t, body).Headers
+				if h["X-Exedev-Email"][0] != "alice@example.com" {
 					t.Errorf("upstream got %v", h)
 				}
+				// The exe1 handle opens, on another instance, to the exe0 sealed on A.
+				if tok == exe1.Token && (len(h["X-Exedev-Token-Ctx"]) != 1 || h["X-Exedev-Token-Ctx"][0] != `{"job":1}`) {
+					t.Errorf("exe1 token's ctx upstream: %q", h["X-Exedev-Token-Ctx"])
+				}
 			}
-			code, body := s.curl(t, apiURL(t, s), "-X", "POST", "-H", "Authorization: Bearer "+api.Token, "--data-binary", "whoami")
+			code, body := s.curl(t, clusterAPIURL(t, s), "-X", "POST", "-H", "Authorization: Bearer "+api.Token, "--data-binary", "whoami")
 			if code != "200" || !strings.Contains(body, `"alice@example.com"`) {
 				t.Fatalf("/exec whoami on %s: %s %s", s.sshAddr, code, body)
 			}
 		}
 		// Removed on B: gone from the list on C.
 		aliceB.ok(t, "", "ssh-key", "remove", "api")
-		if names := keyNames(t, aliceC); slices.Contains(names, "api") {
+		if names := listKeyNames(t, aliceC); slices.Contains(names, "api") {
 			t.Fatalf("after the remove on B, C lists %q", names)
 		}
 	})
@@ -185,17 +190,17 @@ func TestClusterPostgres(t *testing.T) {
 			}
 			// Several answers on each instance: the token is in every cache.
 			waitFor(t, "the token accepted on every instance", 10*time.Second, func() bool {
-				return allProbers(probers, func(as []answer) bool { return countStatus(as, 200) >= 3 })
+				return allProbers(probers, func(as []probeAnswer) bool { return countStatus(as, 200) >= 3 })
 			})
 			aliceC.ok(t, "", "ssh-key", "remove", label)
 			removed := time.Now()
 			waitFor(t, "every instance refusing the removed key's token", 10*time.Second, func() bool {
-				return allProbers(probers, func(as []answer) bool {
+				return allProbers(probers, func(as []probeAnswer) bool {
 					return as[len(as)-1].start.After(removed.Add(clusterTTL + 300*time.Millisecond))
 				})
 			})
 			for i, p := range probers {
-				m := measure(t, p.halt(), removed, []int{401})
+				m := measureSwitch(t, p.halt(), removed, []int{401}, nil)
 				bound := clusterTTL
 				if srvs[i] == c {
 					bound = 0 // the removing instance: nothing sent after remove returned is accepted
@@ -218,35 +223,45 @@ func TestClusterPostgres(t *testing.T) {
 		pDoomed := startProber(t, "B doomed", b, doomed.Token)
 		probers := []*prober{pKeep, pDoomed}
 		waitFor(t, "both tokens accepted on B", 10*time.Second, func() bool {
-			return allProbers(probers, func(as []answer) bool { return countStatus(as, 200) >= 3 })
+			return allProbers(probers, func(as []probeAnswer) bool { return countStatus(as, 200) >= 3 })
 		})
 		relay.cut()
 		cut := time.Now()
 		aliceA.ok(t, "", "ssh-key", "remove", "outage-doomed")
 		waitFor(t, "B asked past the staleness bound", 10*time.Second, func() bool {
-			return allProbers(probers, func(as []answer) bool { return as[len(as)-1].start.After(cut.Add(clusterTTL + 500*time.Millisecond)) })
+			return allProbers(probers, func(as []probeAnswer) bool {
+				return as[len(as)-1].start.After(cut.Add(clusterTTL + 500*time.Millisecond))
+			})
 		})
 		for _, p := range probers {
 			// Refused as invalid (401) or, once the VM's cached row is stale
 			// too, as unavailable (503): never forwarded.
-			m := measure(t, p.halt(), cut, []int{401, 503})
+			m := measureSwitch(t, p.halt(), cut, []int{401, 503}, nil)
 			if m.lastOK > clusterTTL {
 				t.Errorf("%s, after B lost the database: %v; want nothing accepted past %v", p.name, m, clusterTTL)
 			}
 			t.Logf("database unreachable, %s token, after the cut: %v", p.name, m)
 		}
 
+		// Back: the removal made meanwhile holds, the kept token works again.
 		relay.restore()
 		restored := time.Now()
-		waitFor(t, "B back: the kept token accepted, the removed one refused", 10*time.Second, func() bool {
-			return status(t, b, keep.Token) == 200 && status(t, b, doomed.Token) == 401
+		pKeep = startProber(t, "B keep", b, keep.Token)
+		pDoomed = startProber(t, "B doomed", b, doomed.Token)
+		waitFor(t, "B accepting the kept token again", 10*time.Second, func() bool {
+			return countStatus(pKeep.answers(), 200) >= 3
 		})
-		t.Logf("database unreachable: B caught up %v after the path came back", time.Since(restored).Round(time.Millisecond))
-		for range 3 {
-			if got := status(t, b, doomed.Token); got != 401 {
-				t.Fatalf("removed key's token on B after reconnecting: status %d", got)
+		r := measureRecovery(t, pKeep.halt(), restored)
+		doomedAs := pDoomed.halt()
+		for _, a := range doomedAs {
+			if a.status != 401 && a.status != 503 {
+				t.Fatalf("removed key's token on B after the path came back: status %d at %+v", a.status, a.start.Sub(restored))
 			}
 		}
+		if last := doomedAs[len(doomedAs)-1].status; last != 401 {
+			t.Fatalf("removed key's token on B, once back: status %d, want 401", last)
+		}
+		t.Logf("database unreachable, after the path came back: B keep token %v; B doomed token refused throughout (%d requests)", r, len(doomedAs))
 	})
 
 	// B's backends are killed (pg_terminate_backend) and a key removed
@@ -255,24 +270,29 @@ func TestClusterPostgres(t *testing.T) {
 		keep := decode[generated](t, aliceA.ok(t, "", "ssh-key generate-api-key --vm=web --label=term-keep --json"))
 		doomed := decode[generated](t, aliceA.ok(t, "", "ssh-key generate-api-key --vm=web --label=term-doomed --exe0 --json"))
 		for _, tok := range []string{keep.Token, doomed.Token} {
-			if got := status(t, b, tok); got != 200 {
+			if got := vmStatus(t, b, tok); got != 200 {
 				t.Fatalf("before: status %d on B", got)
 			}
 		}
 		killed := terminateBackends(t, lockConn, clusterAppB)
+		terminated := time.Now()
+		pKeep := startProber(t, "B keep", b, keep.Token)
 		aliceA.ok(t, "", "ssh-key", "remove", "term-doomed")
 		removed := time.Now()
-		p := startProber(t, "B doomed", b, doomed.Token)
-		waitFor(t, "B refusing the removed key's token", 10*time.Second, func() bool {
-			as := p.answers()
-			return len(as) > 0 && as[len(as)-1].start.After(removed.Add(clusterTTL+300*time.Millisecond))
+		pDoomed := startProber(t, "B doomed", b, doomed.Token)
+		waitFor(t, "B refusing the removed key's token and accepting the kept one", 10*time.Second, func() bool {
+			as := pDoomed.answers()
+			return len(as) > 0 && as[len(as)-1].start.After(removed.Add(clusterTTL+300*time.Millisecond)) &&
+				countStatus(pKeep.answers(), 200) >= 3
 		})
-		m := measure(t, p.halt(), removed, []int{401})
+		// A request on a connection whose backend was killed fails once
+		// (503 from the VM lookup) before the pool drops it: transient.
+		m := measureSwitch(t, pDoomed.halt(), removed, []int{401}, []int{503})
 		if m.lastOK > clusterTTL {
 			t.Errorf("removed key's token on B, after remove on A returned: %v; want nothing accepted past %v", m, clusterTTL)
 		}
-		waitFor(t, "B accepting the kept token", 10*time.Second, func() bool { return status(t, b, keep.Token) == 200 })
-		t.Logf("backend terminated: %d of B's backends killed; removed key's token on B, after remove on A returned: %v", len(killed), m)
+		r := measureRecovery(t, pKeep.halt(), terminated)
+		t.Logf("backend terminated: %d of B's backends killed; B doomed token, after remove on A returned: %v; B keep token %v", len(killed), m, r)
 		// B serves again on fresh backends.
 		rows, _ := lockConn.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = $1", clusterAppB)
 		fresh, err := pgx.CollectRows(rows, pgx.RowTo[int32])
@@ -315,7 +335,7 @@ func TestClusterPostgres(t *testing.T) {
 			if won != 1 {
 				t.Errorf("round %d: %d instances issued %q, want exactly 1", round, won, label)
 			}
-			if n := countOf(keyNames(t, aliceB), label); n != 1 {
+			if n := countName(listKeyNames(t, aliceB), label); n != 1 {
 				t.Errorf("round %d: %d keys named %q", round, n, label)
 			}
 		}
@@ -446,8 +466,8 @@ func (r *dbRelay) cut() {
 	r.wg.Wait()
 }
 
-// answer is one request's outcome, with when it was sent and answered.
-type answer struct {
+// probeAnswer is one request's outcome, with when it was sent and answered.
+type probeAnswer struct {
 	start, end time.Time
 	status     int
 }
@@ -461,21 +481,21 @@ type prober struct {
 	done chan struct{}
 
 	mu  sync.Mutex
-	got []answer
+	got []probeAnswer
 }
 
 func startProber(t *testing.T, name string, s *server, token string) *prober {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &prober{name: name, stop: cancel, done: make(chan struct{})}
-	client, url := httpClientTo(s), vmURL(t, s)
+	client, url := clientTo(s), clusterVMURL(t, s)
 	go func() {
 		defer close(p.done)
 		defer client.CloseIdleConnections()
 		tick := time.NewTicker(probeEvery)
 		defer tick.Stop()
 		for {
-			a := answer{start: time.Now()}
-			a.status = get(client, url, token)
+			a := probeAnswer{start: time.Now()}
+			a.status = probe(client, url, token)
 			a.end = time.Now()
 			p.mu.Lock()
 			p.got = append(p.got, a)
@@ -491,20 +511,20 @@ func startProber(t *testing.T, name string, s *server, token string) *prober {
 	return p
 }
 
-func (p *prober) answers() []answer {
+func (p *prober) answers() []probeAnswer {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.got)
 }
 
 // halt stops the prober and returns everything it saw.
-func (p *prober) halt() []answer {
+func (p *prober) halt() []probeAnswer {
 	p.stop()
 	<-p.done
 	return p.answers()
 }
 
-func allProbers(ps []*prober, cond func([]answer) bool) bool {
+func allProbers(ps []*prober, cond func([]probeAnswer) bool) bool {
 	for _, p := range ps {
 		if as := p.answers(); len(as) == 0 || !cond(as) {
 			return false
@@ -513,7 +533,7 @@ func allProbers(ps []*prober, cond func([]answer) bool) bool {
 	return true
 }
 
-func countStatus(as []answer, status int) int {
+func countStatus(as []probeAnswer, status int) int {
 	n := 0
 	for _, a := range as {
 		if a.status == status {
@@ -523,34 +543,42 @@ func countStatus(as []answer, status int) int {
 	return n
 }
 
-// measured is what a prober saw around an event at t0 (a removal
+// switchover is what a prober saw around an event at t0 (a removal
 // returning, or the database path cut), in times after t0. The instance
 // switched from accepting to refusing between lastOK and refusedFrom; a
 // refusal's answer comes back later by the request's own latency.
-type measured struct {
+type switchover struct {
 	lastOK      time.Duration // the last accepted request was sent then (< 0: none sent after t0)
 	refusedFrom time.Duration // the first refused request was sent then (< 0: refused before t0)
 	refusedBack time.Duration // and its answer came back then
 	n           int           // requests sent after t0
+	transient   int           // answers with a transient status
 }
 
-func (m measured) String() string {
+func (m switchover) String() string {
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-	return fmt.Sprintf("last accepted request sent at %+v, first refused one sent at %+v (answer back at %+v); %d requests after",
+	s := fmt.Sprintf("last accepted request sent at %+v, first refused one sent at %+v (answer back at %+v); %d requests after",
 		ms(m.lastOK), ms(m.refusedFrom), ms(m.refusedBack), m.n)
+	if m.transient > 0 {
+		s += fmt.Sprintf(", %d transient failures", m.transient)
+	}
+	return s
 }
 
-// measure checks that the answers go from accepted to refused once and
-// never back (a refusal is one of the statuses in refusals), and says when.
-func measure(t *testing.T, as []answer, t0 time.Time, refusals []int) measured {
+// measureSwitch checks that the answers go from accepted to refused (one of
+// refusals) once and never back, and says when. A transient status may
+// come anywhere: a failed request that is neither.
+func measureSwitch(t *testing.T, as []probeAnswer, t0 time.Time, refusals, transient []int) switchover {
 	t.Helper()
-	m := measured{lastOK: -time.Hour}
+	m := switchover{lastOK: -time.Hour}
 	firstRefused := -1
 	for i, a := range as {
 		if a.start.After(t0) {
 			m.n++
 		}
 		switch {
+		case slices.Contains(transient, a.status):
+			m.transient++
 		case a.status == 200 && firstRefused >= 0:
 			t.Fatalf("accepted again at %+v, having refused at %+v", a.start.Sub(t0), as[firstRefused].start.Sub(t0))
 		case a.status == 200:
@@ -560,7 +588,7 @@ func measure(t *testing.T, as []answer, t0 time.Time, refusals []int) measured {
 				firstRefused = i
 			}
 		default:
-			t.Fatalf("answer %d: status %d, want 200 or one of %v", i, a.status, refusals)
+			t.Fatalf("answer %d: status %d, want 200 or one of %v", i, a.status, append(refusals, transient...))
 		}
 	}
 	if firstRefused < 0 {
@@ -571,9 +599,51 @@ func measure(t *testing.T, as []answer, t0 time.Time, refusals []int) measured {
 	return m
 }
 
-// httpClientTo is an HTTP client whose every connection goes to s's HTTP
+// recovery is when a token valid all along was accepted again for good
+// after an event at t0 (the database coming back), and how it was refused
+// before.
+type recovery struct {
+	back    time.Duration // every request sent from then on was accepted
+	refused map[int]int   // status → count, after t0 and before back
+}
+
+func (r recovery) String() string {
+	return fmt.Sprintf("accepted for good from a request sent at %+v, refusals before %v", r.back.Round(time.Millisecond), r.refused)
+}
+
+// measureRecovery checks that a valid token's refusals after t0 were only ever
+// "invalid token" or "unavailable" (never another error), that it ends
+// accepted, and says from when.
+func measureRecovery(t *testing.T, as []probeAnswer, t0 time.Time) recovery {
+	t.Helper()
+	r := recovery{refused: map[int]int{}}
+	from := -1 // first answer of the final run of 200s
+	for i, a := range as {
+		if !a.start.After(t0) {
+			continue
+		}
+		switch a.status {
+		case 200:
+			if from < 0 {
+				from = i
+			}
+		case 401, 503:
+			r.refused[a.status]++
+			from = -1
+		default:
+			t.Fatalf("status %d at %+v", a.status, a.start.Sub(t0))
+		}
+	}
+	if from < 0 {
+		t.Fatal("not accepted again")
+	}
+	r.back = as[from].start.Sub(t0)
+	return r
+}
+
+// clientTo is an HTTP client whose every connection goes to s's HTTP
 // listener, whatever the URL's host (as curl --connect-to).
-func httpClientTo(s *server) *http.Client {
+func clientTo(s *server) *http.Client {
 	var d net.Dialer
 	return &http.Client{
 		Timeout: 10 * time.Second,
@@ -583,9 +653,9 @@ func httpClientTo(s *server) *http.Client {
 	}
 }
 
-// get requests url with token and returns the status, or 0 if there was
+// probe requests url with token and returns the status, or 0 if there was
 // no HTTP answer.
-func get(c *http.Client, url, token string) int {
+func probe(c *http.Client, url, token string) int {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return 0
@@ -600,24 +670,24 @@ func get(c *http.Client, url, token string) int {
 	return resp.StatusCode
 }
 
-// status is one request to s's VM web with token.
-func status(t *testing.T, s *server, token string) int {
+// vmStatus is one request to s's VM web with token.
+func vmStatus(t *testing.T, s *server, token string) int {
 	t.Helper()
-	c := httpClientTo(s)
+	c := clientTo(s)
 	defer c.CloseIdleConnections()
-	got := get(c, vmURL(t, s), token)
+	got := probe(c, clusterVMURL(t, s), token)
 	if got == 0 {
 		t.Fatalf("no HTTP answer from %s", s.httpAddr)
 	}
 	return got
 }
 
-func vmURL(t *testing.T, s *server) string {
+func clusterVMURL(t *testing.T, s *server) string {
 	_, port := splitHostPort(t, s.httpAddr)
 	return "http://web.exe.xyz:" + port + "/"
 }
 
-func apiURL(t *testing.T, s *server) string {
+func clusterAPIURL(t *testing.T, s *server) string {
 	_, port := splitHostPort(t, s.httpAddr)
 	return "http://exe.dev:" + port + "/exec"
 }
@@ -644,8 +714,8 @@ func sharedKnownHosts(t *testing.T, s *server, srvs []*server) string {
 	return kh
 }
 
-// keyNames is the names `ssh-key list --json` shows through c.
-func keyNames(t *testing.T, c *sshClient) []string {
+// listKeyNames is the names `ssh-key list --json` shows through c.
+func listKeyNames(t *testing.T, c *sshClient) []string {
 	t.Helper()
 	list := decode[struct {
 		SSHKeys []keyJSON `json:"ssh_keys"`
@@ -657,7 +727,7 @@ func keyNames(t *testing.T, c *sshClient) []string {
 	return names
 }
 
-func containsAll(have []string, want ...string) bool {
+func hasAll(have []string, want ...string) bool {
 	for _, w := range want {
 		if !slices.Contains(have, w) {
 			return false
@@ -666,7 +736,7 @@ func containsAll(have []string, want ...string) bool {
 	return true
 }
 
-func countOf(have []string, s string) int {
+func countName(have []string, s string) int {
 	n := 0
 	for _, h := range have {
 		if h == s {

@@ -26,6 +26,9 @@ type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// notify is signal.Notify: serve asks it for SIGHUP (reload the TLS
+	// certificate). nil in tests run in-process: no signal is caught.
+	notify func(c chan<- os.Signal, sig ...os.Signal)
 }
 
 const usage = `exed: SSH-key-signed access tokens for VMs.
@@ -45,7 +48,7 @@ Run "exed COMMAND --help" for a command's flags.
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, notify: signal.Notify}
 	code := a.run(ctx, os.Args[1:], stop)
 	stop()
 	os.Exit(code)
@@ -104,14 +107,10 @@ func (a *app) flagSet(name, synopsis string) *pflag.FlagSet {
 	return fs
 }
 
-// parse parses args, printing usage on --help. It returns pflag.ErrHelp
-// after --help so that the command stops with status 0.
+// parse parses args. On --help or -h pflag itself prints the usage (once)
+// and parse returns pflag.ErrHelp, so that the command stops with status 0.
 func parse(fs *pflag.FlagSet, args []string) error {
-	err := fs.Parse(args)
-	if err == pflag.ErrHelp {
-		fs.Usage()
-	}
-	return err
+	return fs.Parse(args)
 }
 
 // oneLine keeps an error message to one line, as the spec promises.

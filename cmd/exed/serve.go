@@ -11,11 +11,15 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/exed-dev/exed/keys"
+	"github.com/exed-dev/exed/metrics"
 	"github.com/exed-dev/exed/proxy"
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
@@ -26,6 +30,7 @@ import (
 type serveConfig struct {
 	data, db          string
 	sshAddr, httpAddr string
+	adminAddr         string
 	domain, vmDomain  string
 	hostKey           string
 	tlsCert, tlsKey   string
@@ -37,15 +42,17 @@ type serveConfig struct {
 
 func (a *app) serveFlags() (*pflag.FlagSet, *serveConfig) {
 	c := &serveConfig{}
-	fs := a.flagSet("serve", "serve [flags]\n\nEvery flag can also be set in the environment: EXED_ + its name in capitals, - as _\n(e.g. EXED_HTTP_ADDR=0.0.0.0:8080). A flag given on the command line wins.")
+	fs := a.flagSet("serve", "serve [flags]\n\nEvery flag can also be set in the environment: EXED_ + its name in capitals, - as _\n(e.g. EXED_HTTP_ADDR=0.0.0.0:8080). A flag given on the command line wins.\n\n"+
+		"SIGTERM or SIGINT: stop accepting, let requests and SSH sessions finish (up to --shutdown-timeout),\nthen exit 0; a second signal exits at once. SIGHUP: re-read the TLS certificate files\n(also done by itself when they change).")
 	fs.StringVar(&c.data, "data", "./exed-data", "data directory: SQLite file and host key")
 	fs.StringVar(&c.db, "db", "", "registry DSN (postgres://…); default: SQLite in --data")
 	fs.StringVar(&c.sshAddr, "ssh-addr", "127.0.0.1:2222", "SSH listen address")
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP(S) listen address")
+	fs.StringVar(&c.adminAddr, "admin-addr", "", "admin listen address for /healthz, /readyz and Prometheus /metrics (e.g. 127.0.0.1:9090); off when empty")
 	fs.StringVar(&c.domain, "domain", "exe.dev", "API host, and the API namespace v0@DOMAIN")
 	fs.StringVar(&c.vmDomain, "vm-domain", "exe.xyz", "VM hosts NAME.VM-DOMAIN and namespaces v0@NAME.VM-DOMAIN")
 	fs.StringVar(&c.hostKey, "host-key", "", "SSH host key file (default: DATA/"+hostKeyFile+", created on first start)")
-	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (with --tls-key: serve HTTPS)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (with --tls-key: serve HTTPS); re-read when it changes")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS private key file")
 	fs.BoolVar(&c.demo, "demo", false, "create a demo user, key and VM (with a built-in echo upstream) and print commands to try")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -95,106 +102,313 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		return fmt.Errorf("serve: --log-format must be text or json, not %q", c.logFormat)
 	}
 
-	st, err := store.Open(ctx, c.db, c.data)
+	rawStore, err := store.Open(ctx, c.db, c.data)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	defer st.Close()
+	defer rawStore.Close()
 
 	hostKey, err := sshcmd.LoadOrCreateHostKey(hostKeyPath(c.hostKey, c.data))
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-
-	sshLn, err := net.Listen("tcp", c.sshAddr)
-	if err != nil {
-		return fmt.Errorf("serve: ssh: %w", err)
-	}
-	httpLn, err := net.Listen("tcp", c.httpAddr)
-	if err != nil {
-		sshLn.Close()
-		return fmt.Errorf("serve: http: %w", err)
-	}
-	var tlsConfig *tls.Config
+	var (
+		certs     *certReloader
+		tlsConfig *tls.Config
+	)
 	if c.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
-		if err != nil {
+		if certs, err = newCertReloader(c.tlsCert, c.tlsKey, log); err != nil {
 			return fmt.Errorf("serve: tls: %w", err)
 		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		tlsConfig = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
 	}
-	vmURL := vmURLFunc(c.vmDomain, httpLn.Addr(), tlsConfig != nil)
 
-	verifier := tokens.NewVerifier(tokens.Config{Registry: st, CacheTTL: c.cacheTTL})
+	lns, err := listen(c)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	vmURL := vmURLFunc(c.vmDomain, lns.http.Addr(), tlsConfig != nil)
+
+	// Metrics exist only where they can be read: with --admin-addr. A nil
+	// *metrics.Metrics records nothing.
+	var m *metrics.Metrics
+	if lns.admin != nil {
+		m = metrics.New()
+	}
+	st := m.Store(rawStore)
+	verifier := tokens.NewVerifier(tokens.Config{Registry: st, CacheTTL: c.cacheTTL, OnVerify: m.TokenVerified})
+	m.WatchVerifierCache(verifier.CacheStats)
 	lastUsed := store.NewLastUsedWriter(st, time.Minute, time.Now)
+	m.WatchLastUsedBacklog(lastUsed.Backlog)
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
-	lastUsedDone := make(chan struct{})
-	go func() { defer close(lastUsedDone); lastUsed.Run(runCtx) }()
+	lastUsedDone := make(chan error, 1)
+	go func() { lastUsedDone <- lastUsed.Run(runCtx) }()
 
 	suite := sshcmd.New(sshcmd.Env{
 		Store: st, Verifier: verifier, Domain: c.domain, VMDomain: c.vmDomain,
 		VMURL: vmURL, Now: time.Now, Log: log,
 	})
-	sshSrv := sshcmd.NewServer(sshcmd.ServerConfig{Suite: suite, Store: st, HostKey: hostKey, Log: log, LastUsed: lastUsed})
-	handler := proxy.New(proxy.Config{
-		Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
-		Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now,
+	sshSrv := sshcmd.NewServer(sshcmd.ServerConfig{
+		Suite: suite, Store: st, HostKey: hostKey, Log: log, LastUsed: lastUsed, Metrics: m,
 	})
 	httpSrv := &http.Server{
-		Handler:           handler,
+		Handler: proxy.New(proxy.Config{
+			Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
+			Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now, Metrics: m,
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		TLSConfig:         tlsConfig,
 	}
 
-	errc := make(chan error, 3)
-	go func() { errc <- sshSrv.Serve(sshLn) }()
+	// serving is true from when every listener is up until shutdown
+	// begins: /readyz then tells load balancers to stop sending.
+	var serving atomic.Bool
+	ready := func(ctx context.Context) error {
+		if !serving.Load() {
+			return errors.New("not serving (starting or shutting down)")
+		}
+		if err := rawStore.Ping(ctx); err != nil {
+			return errors.New("store unreachable") // the driver's text may name hosts and users
+		}
+		return nil
+	}
+	var adminSrv *http.Server
+	if lns.admin != nil {
+		adminSrv = &http.Server{
+			Handler:           m.Handler(ready),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+	}
+
+	errc := make(chan error, 3) // one per listener
+	go func() { errc <- sshSrv.Serve(lns.ssh) }()
 	go func() {
 		if tlsConfig != nil {
-			errc <- httpSrv.ServeTLS(httpLn, "", "")
+			errc <- httpSrv.ServeTLS(lns.http, "", "")
 		} else {
-			errc <- httpSrv.Serve(httpLn)
+			errc <- httpSrv.Serve(lns.http)
 		}
 	}()
+	if adminSrv != nil {
+		go func() { errc <- adminSrv.Serve(lns.admin) }()
+	}
+	if a.notify != nil {
+		hup := make(chan os.Signal, 1)
+		a.notify(hup, syscall.SIGHUP)
+		go reloadOnHangup(runCtx, hup, certs, log)
+	}
 
 	var echoSrv *http.Server
 	if c.demo {
-		echoSrv, err = a.setupDemo(ctx, st, c, sshLn.Addr(), httpLn.Addr(), vmURL)
+		echoSrv, err = a.setupDemo(ctx, st, c, lns.ssh.Addr(), lns.http.Addr(), vmURL)
 		if err != nil {
 			sshSrv.Shutdown(context.Background())
 			httpSrv.Close()
+			if adminSrv != nil {
+				adminSrv.Close()
+			}
 			return fmt.Errorf("serve: demo: %w", err)
 		}
 	}
-	log.Info("exed serving",
-		"ssh", sshLn.Addr().String(), "http", httpLn.Addr().String(), "tls", tlsConfig != nil,
-		"host_key", keys.Fingerprint(hostKey.PublicKey()), "domain", c.domain, "vm_domain", c.vmDomain)
+	serving.Store(true)
+	attrs := []any{"ssh", lns.ssh.Addr().String(), "http", lns.http.Addr().String()}
+	if lns.admin != nil {
+		attrs = append(attrs, "admin", lns.admin.Addr().String())
+	}
+	log.Info("exed serving", append(attrs, "tls", tlsConfig != nil,
+		"host_key", keys.Fingerprint(hostKey.PublicKey()), "domain", c.domain, "vm_domain", c.vmDomain)...)
 
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 		log.Error("listener failed", "err", err)
 	}
-	stop() // a second signal now ends the process at once
+	// stop() // a second signal now ends the process at once
+	serving.Store(false)
 	log.Info("shutting down", "timeout", c.shutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
-	defer cancel()
-	httpErr := httpSrv.Shutdown(sctx)
-	sshErr := sshSrv.Shutdown(sctx)
-	if echoSrv != nil {
-		echoSrv.Shutdown(sctx)
-	}
-	cancelRun()
-	<-lastUsedDone
-	if ferr := lastUsed.Flush(sctx); ferr != nil {
+	shutdown(c.shutdownTimeout, log, httpSrv, sshSrv, echoSrv)
+	cancelRun() // the last-used writer flushes what it holds, then returns
+	if ferr := <-lastUsedDone; ferr != nil {
 		log.Warn("flush last-used", "err", ferr)
 	}
+	if adminSrv != nil {
+		adminSrv.Close() // last, so that a scrape can watch the drain
+	}
+	log.Info("stopped")
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	return errors.Join(httpErr, sshErr)
+	return nil
+}
+
+// listeners are serve's open sockets; admin is nil without --admin-addr.
+type listeners struct {
+	ssh, http, admin net.Listener
+}
+
+// listen opens every listener c asks for, or none.
+func listen(c *serveConfig) (*listeners, error) {
+	var lns listeners
+	closeAll := func() {
+		for _, ln := range []net.Listener{lns.ssh, lns.http, lns.admin} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+	}
+	var err error
+	if lns.ssh, err = net.Listen("tcp", c.sshAddr); err != nil {
+		return nil, fmt.Errorf("ssh: %w", err)
+	}
+	if lns.http, err = net.Listen("tcp", c.httpAddr); err != nil {
+		closeAll()
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	if c.adminAddr != "" {
+		if lns.admin, err = net.Listen("tcp", c.adminAddr); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("admin: %w", err)
+		}
+	}
+	return &lns, nil
+}
+
+// shutdown stops both fronts at once: no new connections, then in-flight
+// HTTP requests and SSH sessions get until timeout to finish. Past it,
+// what is left is cut; that is logged, and the process still exits 0,
+// since the operator chose the timeout. The demo's echo upstream goes
+// last, once nothing is proxied to it.
+func shutdown(timeout time.Duration, log *slog.Logger, httpSrv *http.Server, sshSrv *sshcmd.Server, echoSrv *http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var (
+		wg              sync.WaitGroup
+		httpErr, sshErr error
+	)
+	wg.Go(func() { httpErr = httpSrv.Shutdown(ctx) })
+	wg.Go(func() { sshErr = sshSrv.Shutdown(ctx) }) // closes what is left itself
+	wg.Wait()
+	if httpErr != nil {
+		httpSrv.Close()
+	}
+	if httpErr != nil || sshErr != nil {
+		log.Warn("shutdown timeout passed: closed the connections still open", "http_err", httpErr, "ssh_err", sshErr)
+	}
+	if echoSrv != nil {
+		echoSrv.Close()
+	}
+}
+
+// reloadOnHangup re-reads the TLS certificate files on each SIGHUP until
+// ctx is done.
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, certs *certReloader, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if certs == nil {
+				log.Info("SIGHUP: no TLS certificate to reload")
+				continue
+			}
+			certs.Reload()
+		}
+	}
+}
+
+// certCheckInterval is how often, at most, a TLS handshake looks at the
+// certificate files again: a renewed certificate is served within seconds
+// without a signal, and a busy server does not stat two files per
+// handshake.
+const certCheckInterval = 2 * time.Second
+
+// certReloader serves the certificate in two files and re-reads them when
+// their size or modification time changes (checked on a handshake, at most
+// every certCheckInterval) or on Reload. Connections already open keep the
+// certificate they were made with. A pair that fails to load (a renewal
+// half-written: new certificate, old key) is logged and the previous one
+// kept until the files change again.
+type certReloader struct {
+	certFile, keyFile string
+	log               *slog.Logger
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	stamp   certStamp // of the files cert was loaded from
+	checked time.Time // last look at the files
+}
+
+// certStamp is the size and modification time of the two files.
+type certStamp [2]struct{ size, mtime int64 }
+
+func newCertReloader(certFile, keyFile string, log *slog.Logger) (*certReloader, error) {
+	r := &certReloader{certFile: certFile, keyFile: keyFile, log: log}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.loadLocked(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// GetCertificate is tls.Config.GetCertificate.
+func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); now.Sub(r.checked) >= certCheckInterval {
+		r.checked = now
+		if st, err := r.statLocked(); err == nil && st != r.stamp {
+			r.reloadLocked()
+		}
+	}
+	return r.cert, nil
+}
+
+// Reload re-reads the files now, changed or not (SIGHUP).
+func (r *certReloader) Reload() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checked = time.Now()
+	r.reloadLocked()
+}
+
+func (r *certReloader) reloadLocked() {
+	if err := r.loadLocked(); err != nil {
+		r.log.Warn("tls: reload certificate: keeping the previous one", "err", err)
+	}
+}
+
+// loadLocked reads the pair and, if it loads, serves it from now on.
+func (r *certReloader) loadLocked() error {
+	st, err := r.statLocked()
+	if err != nil {
+		return err
+	}
+	r.stamp = st // a pair that fails is tried again once the files change
+	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return err
+	}
+	r.cert = &cert
+	r.log.Info("tls certificate loaded", "file", r.certFile,
+		"subject", cert.Leaf.Subject.String(), "not_after", cert.Leaf.NotAfter.UTC())
+	return nil
+}
+
+func (r *certReloader) statLocked() (certStamp, error) {
+	var st certStamp
+	for i, name := range []string{r.certFile, r.keyFile} {
+		fi, err := os.Stat(name)
+		if err != nil {
+			return st, err
+		}
+		st[i].size, st[i].mtime = fi.Size(), fi.ModTime().UnixNano()
+	}
+	return st, nil
 }
 
 // vmURLFunc returns the URL at which users reach a VM through this server:

@@ -1,0 +1,379 @@
+// Command exed-bench measures exed against its physical limits, side by
+// side, in one run, and prints one markdown table of medians and ratios.
+//
+//	go run ./cmd/exed-bench            # the full run, under 5 minutes on 2 cores
+//	go run ./cmd/exed-bench -smoke     # every scenario, tiny, in seconds
+//
+// It builds exed, starts it (`exed serve` on a temp SQLite store), a trivial
+// upstream, a bare httputil.ReverseProxy with exed's transport, and a bare
+// gliderlabs/ssh server, each as its own process on 127.0.0.1, and then
+// measures: (1) token verification against the bare signature check,
+// (2) proxy throughput and latency at 1 and 32 connections, (3) issuance
+// over SSH and cold logins with the stock OpenSSH client, (4) revocation
+// under load, (5) exed's memory, (6) registry lookups among a million keys.
+// The load generator runs in this process and shares the cores with the
+// servers. Absolute numbers drift on a shared machine; the ratios, taken
+// within each round, are the results.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/exed-dev/exed/keys"
+	"github.com/exed-dev/exed/proxy"
+)
+
+// options sizes a run.
+type options struct {
+	smoke        bool
+	exedBin      string        // a prebuilt exed; "" builds this module's
+	rounds       int           // rounds per measurement; medians are over them
+	cell         time.Duration // one measurement of scenarios 2, 3 and 6
+	verifyTime   time.Duration // one measurement of scenario 1
+	pool         int           // distinct valid tokens (scenarios 2 and 5)
+	junk         int           // junk tokens
+	registryKeys int           // keys in scenario 6's registry
+	coldRuns     int           // cold ssh runs of each kind
+	revokeTrials int
+	maxTime      time.Duration // the whole run stops with an error after this
+	cpuProfile   string        // harness CPU profile (scenarios 1 and 6 run in it)
+	only         string        // comma-separated scenario numbers; "" = all
+	pgURL        string        // EXED_TEST_POSTGRES_URL
+}
+
+// fullOptions and smokeOptions are the two sizes; flags adjust them.
+func fullOptions() options {
+	return options{
+		rounds: 5, cell: 1200 * time.Millisecond, verifyTime: 200 * time.Millisecond,
+		pool: 100_000, junk: 900, registryKeys: 1_000_000, coldRuns: 15, revokeTrials: 4,
+		maxTime: 5 * time.Minute,
+	}
+}
+
+func smokeOptions() options {
+	return options{
+		smoke: true, rounds: 1, cell: 150 * time.Millisecond, verifyTime: 10 * time.Millisecond,
+		pool: 300, junk: 30, registryKeys: 5_000, coldRuns: 1, revokeTrials: 2,
+		maxTime: 2 * time.Minute,
+	}
+}
+
+func main() {
+	if runChild() {
+		return
+	}
+	smoke := flag.Bool("smoke", false, "run every scenario tiny, in seconds (for tests)")
+	exedBin := flag.String("exed", "", "use this exed binary instead of building one")
+	rounds := flag.Int("rounds", 0, "rounds per measurement (default 5; 1 with -smoke)")
+	only := flag.String("only", "", "run only these scenarios, e.g. 2,5 (scenario 5 needs 2)")
+	cpuProfile := flag.String("cpuprofile", "", "write the harness's CPU profile here (scenarios 1 and 6 run in process)")
+	flag.Parse()
+	o := fullOptions()
+	if *smoke {
+		o = smokeOptions()
+	}
+	o.exedBin, o.only, o.cpuProfile = *exedBin, *only, *cpuProfile
+	if *rounds > 0 {
+		o.rounds = *rounds
+	}
+	o.pgURL = os.Getenv("EXED_TEST_POSTGRES_URL")
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "exed-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// bench is one run's shared state.
+type bench struct {
+	o   options
+	tmp string
+	log io.Writer
+}
+
+func (b *bench) dir(name string) string {
+	d := filepath.Join(b.tmp, name)
+	os.MkdirAll(d, 0o700)
+	return d
+}
+
+func (b *bench) progress(format string, args ...any) {
+	fmt.Fprintf(b.log, "exed-bench: "+format+"\n", args...)
+}
+
+func (b *bench) want(scenario string) bool {
+	if b.o.only == "" {
+		return true
+	}
+	for _, s := range strings.Split(b.o.only, ",") {
+		if strings.TrimSpace(s) == scenario {
+			return true
+		}
+	}
+	return false
+}
+
+// run runs every scenario and writes the table to out; progress goes to log.
+func run(ctx context.Context, o options, out, log io.Writer) (err error) {
+	ctx, cancel := context.WithTimeout(ctx, o.maxTime)
+	defer cancel()
+	began := time.Now()
+	tmp, err := os.MkdirTemp("", "exed-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	b := &bench{o: o, tmp: tmp, log: log}
+	loadBefore := loadAvg()
+
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	var rows []row
+	add := func(name string, f func() ([]row, error)) error {
+		if !b.want(name[:1]) {
+			return nil
+		}
+		start := time.Now()
+		b.progress("scenario %s…", name)
+		rs, err := f()
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", name, err)
+		}
+		b.progress("scenario %s done in %v", name, time.Since(start).Round(time.Millisecond))
+		rows = append(rows, rs...)
+		return nil
+	}
+
+	// In process first, while no server runs.
+	if err := add("1 verify", func() ([]row, error) { return scenarioVerify(ctx, b) }); err != nil {
+		return err
+	}
+	var registryRowsOut []row
+	if b.want("6") {
+		start := time.Now()
+		b.progress("scenario 6 registry…")
+		if registryRowsOut, err = scenarioRegistry(ctx, b); err != nil {
+			return fmt.Errorf("scenario 6: %w", err)
+		}
+		b.progress("scenario 6 done in %v", time.Since(start).Round(time.Millisecond))
+	}
+
+	var notes []string
+	if b.want("2") || b.want("3") || b.want("4") || b.want("5") {
+		n, srvRows, err := runServers(ctx, b)
+		if err != nil {
+			return err
+		}
+		notes = n
+		rows = append(rows, srvRows...)
+	}
+	rows = append(rows, registryRowsOut...)
+
+	fmt.Fprintf(out, "exed-bench, %s: %s, %d cores (GOMAXPROCS %d), Linux %s, %s; load average %s before, %s after; %v total.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0),
+		kernel(), runtime.Version(), loadBefore, loadAvg(), time.Since(began).Round(time.Second))
+	writeTable(out, rows)
+	fmt.Fprintln(out)
+	notes = append(notes,
+		fmt.Sprintf("Medians of %d rounds; each ratio is the median of the ratios taken within each round (the variants run interleaved, in a rotated order).", o.rounds),
+		"The load generator runs in the harness process (raw HTTP/1.1 keep-alive connections, closed loop: each connection sends its next request when the last is answered) and shares the cores with exed, the upstream and the bare proxy, each in its own process.",
+		"p50/p99: request latency as the load generator sees it.",
+	)
+	for _, n := range notes {
+		fmt.Fprintln(out, "- "+n)
+	}
+	if o.smoke {
+		fmt.Fprintln(out, "- SMOKE RUN: tiny sizes; the figures mean nothing.")
+	}
+	return nil
+}
+
+// runServers starts exed and the baselines and runs scenarios 2 to 5.
+func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err error) {
+	bin := b.o.exedBin
+	if bin == "" {
+		b.progress("building exed…")
+		if bin, err = buildExed(ctx, b.dir("bin")); err != nil {
+			return nil, nil, err
+		}
+	}
+	data := b.dir("exed")
+
+	// The user, with a key the stock ssh client can use too.
+	signer, priv, err := keys.GenerateEd25519()
+	if err != nil {
+		return nil, nil, err
+	}
+	keyFile := filepath.Join(b.tmp, "id_ed25519")
+	if err := writePrivateKey(keyFile, priv); err != nil {
+		return nil, nil, err
+	}
+	if _, err := exedAdmin(ctx, bin, data, "user", "add", "--email", "bench@localhost", "--key", authorizedLine(signer)); err != nil {
+		return nil, nil, err
+	}
+
+	upstream, err := startChild(ctx, "upstream")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer upstream.stop()
+	if _, err := exedAdmin(ctx, bin, data, "vm", "add", "--name", "web", "--owner", "bench@localhost", "--upstream", "http://"+upstream.addrs[0]); err != nil {
+		return nil, nil, err
+	}
+	bare, err := startChild(ctx, "bare", envUpstream+"=http://"+upstream.addrs[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	defer bare.stop()
+
+	exed, err := startExed(ctx, bin, data, filepath.Join(b.tmp, "exed.log"))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if serr := exed.stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	b.progress("exed pid %d: ssh %s, http %s", exed.pid(), exed.sshAddr, exed.httpAddr)
+
+	// exed's host key, for both clients; the bare SSH server gets a key of
+	// the same type.
+	port := exed.sshAddr[strings.LastIndex(exed.sshAddr, ":")+1:]
+	hostOut, err := exedAdmin(ctx, bin, data, "host-key", "--host", "127.0.0.1", "--port", port)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, _, exedHostKey, _, _, err := gossh.ParseKnownHosts([]byte(hostOut))
+	if err != nil {
+		return nil, nil, fmt.Errorf("exed host-key: %w", err)
+	}
+	target := sshTarget{addr: exed.sshAddr, signer: signer, hostKey: exedHostKey}
+	client, err := sshClient(target.addr, signer, exedHostKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ssh to exed: %w", err)
+	}
+	whoami, err := sshRun(client, "whoami")
+	client.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	bareHost, bareHostPriv, err := keys.GenerateEd25519()
+	if err != nil {
+		return nil, nil, err
+	}
+	bareHostFile := filepath.Join(b.tmp, "bare_host_key")
+	if err := writePrivateKey(bareHostFile, bareHostPriv); err != nil {
+		return nil, nil, err
+	}
+	bareSSH, err := startChild(ctx, "sshd", envHostKey+"="+bareHostFile, envUserKey+"="+authorizedLine(signer), envWhoami+"="+string(whoami))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer bareSSH.stop()
+	var stock stockSSH
+	if _, err := exec.LookPath("ssh"); err == nil {
+		stock = stockSSH{keyFile: keyFile, knownHosts: filepath.Join(b.tmp, "known_hosts")}
+		lines := readFirstLine(hostOut) + "\n" +
+			knownhosts.Line([]string{knownhosts.Normalize(bareSSH.addrs[0])}, bareHost.PublicKey()) + "\n"
+		if err := os.WriteFile(stock.knownHosts, []byte(lines), 0o600); err != nil {
+			return nil, nil, err
+		}
+	}
+
+	t := proxy.NewTransport()
+	notes = append(notes, fmt.Sprintf("Transport: exed and the bare proxy both use proxy.NewTransport(): MaxIdleConnsPerHost %d (Go's default keeps 2, so at 32 connections most requests would open a new upstream connection), MaxIdleConns %d, IdleConnTimeout %v, no proxy from the environment, compression left to client and VM; the bare proxy with Go's default transport is measured beside it.",
+		t.MaxIdleConnsPerHost, t.MaxIdleConns, t.IdleConnTimeout))
+
+	issued := 0
+	if b.want("2") || b.want("5") {
+		start := time.Now()
+		ts, err := mintTokens(signer, b.o.pool, b.o.junk)
+		if err != nil {
+			return nil, nil, err
+		}
+		b.progress("minted %s tokens in %v", group(int64(len(ts.pool))), time.Since(start).Round(time.Millisecond))
+		addrs := proxyAddrs{upstream: upstream.addrs[0], bare: bare.addrs[0], bareDefault: bare.addrs[1], exed: exed.httpAddr}
+		start = time.Now()
+		b.progress("scenario 2 proxy and 5 memory…")
+		rs, err := scenarioProxy(ctx, b, addrs, ts, exed.pid())
+		if err != nil {
+			return nil, nil, fmt.Errorf("scenario 2: %w", err)
+		}
+		b.progress("scenarios 2 and 5 done in %v", time.Since(start).Round(time.Millisecond))
+		rows = append(rows, rs...)
+		notes = append(notes, fmt.Sprintf("Scenario 2 tokens are exe0, signed offline with the user's registered ed25519 key; the uncached variant cycles through %s distinct ones (each is a cache miss: a cycle takes longer than the 1 s cache TTL). Junk: malformed, signed by an unregistered key, and forged (a registered key, a changed signature byte), in turn; the forged-only row is the worst case: every one costs a registry lookup and a signature check.",
+			group(int64(len(ts.pool)))))
+	}
+	if b.want("3") {
+		start := time.Now()
+		b.progress("scenario 3 issuance…")
+		rs, n, err := scenarioIssue(ctx, b, target, stock, bareSSH.addrs[0])
+		if err != nil {
+			return nil, nil, fmt.Errorf("scenario 3: %w", err)
+		}
+		issued = n
+		b.progress("scenario 3 done in %v", time.Since(start).Round(time.Millisecond))
+		rows = append(rows, rs...)
+	}
+	if b.want("4") {
+		start := time.Now()
+		b.progress("scenario 4 revocation…")
+		rs, err := scenarioRevoke(ctx, b, target, exed.httpAddr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("scenario 4: %w", err)
+		}
+		b.progress("scenario 4 done in %v", time.Since(start).Round(time.Millisecond))
+		rows = append(rows, rs...)
+	}
+	if issued > 0 {
+		// Durable means stored: every token issued has its key in the
+		// registry (the revocation scenario's keys are gone again).
+		list, err := exedAdmin(ctx, bin, data, "user", "list", "--json")
+		if err != nil {
+			return nil, nil, err
+		}
+		var users struct {
+			Users []struct {
+				Email   string `json:"email"`
+				SSHKeys int    `json:"ssh_keys"`
+			} `json:"users"`
+		}
+		if err := json.Unmarshal([]byte(list), &users); err != nil || len(users.Users) != 1 {
+			return nil, nil, fmt.Errorf("exed user list --json: %v: %.200q", err, list)
+		}
+		if got, want := users.Users[0].SSHKeys, issued+1; got != want {
+			return nil, nil, fmt.Errorf("registry holds %d keys for the user, want %d (1 login key + %d issued)", got, want, issued)
+		}
+		notes = append(notes, fmt.Sprintf("Issuance: all %s tokens issued in scenario 3 have their key in the registry afterwards (exed user list agrees); exed's SQLite runs in WAL mode with synchronous=FULL, so each generate-api-key's commit is fsynced before it answers.", group(int64(issued))))
+	}
+	return notes, rows, nil
+}

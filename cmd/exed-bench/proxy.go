@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/exed-dev/exed/keys"
+	"github.com/exed-dev/exed/tokens"
+)
+
+// Scenarios 2 and 5: proxy throughput and latency, and exed's memory while
+// distinct tokens stream through its cache.
+
+// vmHost is the bench VM's host name; its namespace is vmNamespace.
+const (
+	vmHost      = "web.exe.xyz"
+	vmNamespace = "v0@web.exe.xyz"
+)
+
+// proxyVariant is one way of serving the same request.
+type proxyVariant struct {
+	name   string
+	addr   string
+	host   string
+	src    func(conn int) source
+	only32 bool // run at 32 connections only
+}
+
+// cell is one variant at one concurrency.
+type cell struct {
+	v     *proxyVariant
+	conns int
+}
+
+// tokenSet holds the tokens scenario 2 sends.
+type tokenSet struct {
+	cached string   // one valid token, sent again and again
+	pool   []string // distinct valid tokens, each sent once per cycle
+	next   atomic.Int64
+	junk   []string // malformed, unknown-key and forged tokens, in turn
+	forged []string // valid tokens with one signature byte changed
+}
+
+// mintTokens signs the tokens offline with the user's registered key, as
+// `ssh-keygen -Y sign` would: n distinct valid ones (they differ in ctx),
+// and junk of three kinds.
+func mintTokens(signer gossh.Signer, n, junk int) (*tokenSet, error) {
+	ts := &tokenSet{}
+	mint := func(s gossh.Signer, i int) (string, error) {
+		return tokens.MintExe0(s, vmNamespace, fmt.Appendf(nil, `{"ctx":{"bench":%d}}`, i))
+	}
+	var err error
+	if ts.cached, err = mint(signer, -1); err != nil {
+		return nil, err
+	}
+	ts.pool = make([]string, n)
+	for i := range ts.pool {
+		if ts.pool[i], err = mint(signer, i); err != nil {
+			return nil, err
+		}
+	}
+	stranger, _, err := keys.GenerateEd25519()
+	if err != nil {
+		return nil, err
+	}
+	for i := range junk {
+		var t string
+		switch i % 3 {
+		case 0: // malformed: the right shape, random bytes
+			raw := make([]byte, 300)
+			rand.Read(raw)
+			t = "exe0." + base64.RawURLEncoding.EncodeToString(raw[:60]) + "." + base64.RawURLEncoding.EncodeToString(raw[60:])
+		case 1: // well-formed, signed by a key nobody registered
+			if t, err = mint(stranger, i); err != nil {
+				return nil, err
+			}
+		case 2: // a registered key, a signature that does not verify
+			if t, err = mint(signer, n+i); err != nil {
+				return nil, err
+			}
+			t = forge(t)
+			ts.forged = append(ts.forged, t)
+		}
+		ts.junk = append(ts.junk, t)
+	}
+	return ts, nil
+}
+
+// forge changes one character of the token's signature (inside the raw
+// ed25519 signature at the end of the blob), keeping the base64 canonical.
+func forge(token string) string {
+	b := []byte(token)
+	i := len(b) - 20
+	if b[i] == 'A' {
+		b[i] = 'B'
+	} else {
+		b[i] = 'A'
+	}
+	return string(b)
+}
+
+func noToken(int) source { return func(int) (string, bool) { return "", true } }
+
+func (ts *tokenSet) cachedSrc(int) source {
+	return func(int) (string, bool) { return ts.cached, true }
+}
+
+func (ts *tokenSet) poolSrc(int) source {
+	return func(int) (string, bool) {
+		return ts.pool[int(ts.next.Add(1)-1)%len(ts.pool)], true
+	}
+}
+
+// mixSrc alternates the cached valid token with junk from list.
+func (ts *tokenSet) mixSrc(list []string) func(int) source {
+	return func(conn int) source {
+		return func(i int) (string, bool) {
+			if i%2 == 0 {
+				return ts.cached, true
+			}
+			return list[(conn*131+i/2)%len(list)], false
+		}
+	}
+}
+
+type proxyAddrs struct {
+	upstream, bare, bareDefault, exed string
+}
+
+func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, exedPID int) ([]row, error) {
+	direct := &proxyVariant{name: "direct to the upstream", addr: a.upstream, host: "upstream", src: noToken}
+	bare := &proxyVariant{name: "bare ReverseProxy, exed's transport", addr: a.bare, host: vmHost, src: noToken}
+	bareDef := &proxyVariant{name: "bare ReverseProxy, Go's default transport", addr: a.bareDefault, host: vmHost, src: noToken, only32: true}
+	cached := &proxyVariant{name: "exed, cached token", addr: a.exed, host: vmHost, src: ts.cachedSrc}
+	fresh := &proxyVariant{name: "exed, a new valid token every request", addr: a.exed, host: vmHost, src: ts.poolSrc}
+	junk := &proxyVariant{name: "exed, 50% junk: its valid requests", addr: a.exed, host: vmHost, src: ts.mixSrc(ts.junk)}
+	forged := &proxyVariant{name: "exed, 50% forged signatures: its valid requests", addr: a.exed, host: vmHost, src: ts.mixSrc(ts.forged), only32: true}
+	variants := []*proxyVariant{direct, bare, bareDef, cached, fresh, junk, forged}
+
+	var cells []cell
+	for _, conns := range []int{1, 32} {
+		for _, v := range variants {
+			if !v.only32 || conns == 32 {
+				cells = append(cells, cell{v, conns})
+			}
+		}
+	}
+	rssBefore, _, memErr := memory(exedPID)
+
+	// Warm every path up (connections, caches, the Go runtimes), then
+	// rounds; each round runs the cells in a rotated order so slow drift
+	// in the machine's load falls on all of them alike.
+	for _, c := range cells {
+		if r := runLoad(ctx, c.v.addr, c.v.host, c.conns, b.o.cell/5, c.v.src); r.bad > 0 {
+			return nil, fmt.Errorf("%s, %d conns: %d wrong answers, first: %s", c.v.name, c.conns, r.bad, r.firstBad)
+		}
+	}
+	res := make(map[cell][]*loadResult)
+	for round := range b.o.rounds {
+		b.progress("scenario 2: round %d/%d", round+1, b.o.rounds)
+		for j := range cells {
+			c := cells[(j+round)%len(cells)]
+			r := runLoad(ctx, c.v.addr, c.v.host, c.conns, b.o.cell, c.v.src)
+			if r.bad > 0 {
+				return nil, fmt.Errorf("%s, %d conns: %d wrong answers, first: %s", c.v.name, c.conns, r.bad, r.firstBad)
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			res[c] = append(res[c], r)
+		}
+	}
+
+	var rows []row
+	for _, conns := range []int{1, 32} {
+		scen := fmt.Sprintf("2 proxy, %d conn", conns)
+		if conns > 1 {
+			scen += "s"
+		}
+		// ratio is the median over rounds of a/b's rate in the same round.
+		ratio := func(a, b *proxyVariant) float64 {
+			var xs []float64
+			ra, rb := res[cell{a, conns}], res[cell{b, conns}]
+			for i := range ra {
+				xs = append(xs, ra[i].rate()/rb[i].rate())
+			}
+			return median(xs)
+		}
+		for _, v := range variants {
+			rs := res[cell{v, conns}]
+			if rs == nil {
+				continue
+			}
+			var rates, p50s, p99s []float64
+			var junkRates []float64
+			for _, r := range rs {
+				rates = append(rates, r.rate())
+				p50s = append(p50s, float64(r.p50()))
+				p99s = append(p99s, float64(r.p99()))
+				junkRates = append(junkRates, float64(r.other)/r.elapsed.Seconds())
+			}
+			rw := row{
+				scenario: scen, what: v.name,
+				result: sig3(median(rates)) + " req/s",
+				p50:    fmtDur(time.Duration(median(p50s))),
+				p99:    fmtDur(time.Duration(median(p99s))),
+			}
+			switch v {
+			case bare:
+				rw.ratio = fmtRatio(ratio(bare, direct)) + " direct"
+			case bareDef:
+				rw.ratio = fmtRatio(ratio(bareDef, bare)) + " bare"
+			case cached:
+				x := ratio(cached, bare)
+				rw.ratio, rw.target, rw.met = fmtRatio(x)+" bare", "≥ 0.95× bare", judge(x, 0.95, false)
+			case fresh:
+				x := ratio(fresh, bare)
+				rw.ratio, rw.target, rw.met = fmtRatio(x)+" bare", "≥ 0.65× bare", judge(x, 0.65, false)
+			case junk, forged:
+				rw.result += fmt.Sprintf(" (+ %s junk/s, all 401)", sig3(median(junkRates)))
+				x := ratio(v, cached)
+				rw.ratio, rw.target, rw.met = fmtRatio(x)+" valid-only", "≥ 0.8× valid-only", judge(x, 0.8, false)
+			}
+			rows = append(rows, rw)
+		}
+	}
+
+	// Scenario 5: go on until every token of the pool has been through
+	// the cache, then read exed's peak RSS.
+	start := time.Now()
+	sent := ts.next.Load()
+	for ts.next.Load() < int64(len(ts.pool)) {
+		if r := runLoad(ctx, a.exed, vmHost, 32, b.o.cell, ts.poolSrc); r.bad > 0 {
+			return nil, fmt.Errorf("cache fill: %d wrong answers, first: %s", r.bad, r.firstBad)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	b.progress("scenario 5: %d more distinct tokens in %v", ts.next.Load()-sent, time.Since(start).Round(time.Millisecond))
+	rss, peak, err := memory(exedPID)
+	if memErr != nil || err != nil {
+		rows = append(rows, row{scenario: "5 memory", what: "exed RSS", result: "n/a (needs /proc)"})
+		return rows, nil
+	}
+	distinct := min(ts.next.Load(), int64(len(ts.pool)))
+	perEntry := float64(peak-rssBefore) / float64(min(distinct, tokens.DefaultCacheSize))
+	rows = append(rows,
+		row{scenario: "5 memory", what: "exed RSS before scenario 2", result: mib(rssBefore)},
+		row{scenario: "5 memory", what: fmt.Sprintf("exed peak RSS (VmHWM) after %s distinct valid tokens", group(ts.next.Load())), result: mib(peak)},
+		row{scenario: "5 memory", what: "exed RSS at the end", result: mib(rss)},
+		row{scenario: "5 memory", what: fmt.Sprintf("cache bound: %s entries (tokens.DefaultCacheSize), TTL 1 s; peak growth per cached token", group(tokens.DefaultCacheSize)),
+			result: fmt.Sprintf("%.1f KiB", perEntry/1024)},
+	)
+	return rows, nil
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// tokenCount is for progress lines.
+func tokenCount(n int) string { return strings.TrimSpace(group(int64(n))) }

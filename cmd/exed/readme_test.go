@@ -1,0 +1,477 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The README's shell blocks are run as written, so that the README cannot
+// rot. The substitutions are few and named where they happen:
+//
+//   - `go run ./cmd/exed serve --demo` is the binary the tests built, run
+//     in a fresh working directory with the default data dir `exed-data`,
+//     on free ports instead of the defaults 2222 and 8080;
+//   - in the commands, the numbers 2222 and 8080 become those ports;
+//   - `exed` is that binary, first on PATH.
+
+// readmeScriptTimeout bounds one README script: a few SSH round trips and
+// curls, each well under a second on a quiet machine.
+const readmeScriptTimeout = 2 * time.Minute
+
+// readmeSection returns the text under "## heading" in the README, up to
+// the next level-2 heading.
+func readmeSection(t *testing.T, heading string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		out     []string
+		in      bool
+		inFence bool
+	)
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "```") {
+			inFence = !inFence
+		}
+		if !inFence && strings.HasPrefix(line, "## ") {
+			if in {
+				break
+			}
+			in = line == "## "+heading
+			continue
+		}
+		if in {
+			out = append(out, line)
+		}
+	}
+	if !in {
+		t.Fatalf("README.md has no section %q", heading)
+	}
+	return strings.Join(out, "\n")
+}
+
+// shBlocks returns the contents of the ```sh fenced blocks in text.
+func shBlocks(t *testing.T, text string) []string {
+	t.Helper()
+	var (
+		blocks []string
+		cur    []string
+		in     bool
+	)
+	for _, line := range strings.Split(text, "\n") {
+		switch {
+		case !in && strings.TrimSpace(line) == "```sh":
+			in, cur = true, nil
+		case in && strings.TrimSpace(line) == "```":
+			in = false
+			blocks = append(blocks, strings.Join(cur, "\n"))
+		case in:
+			cur = append(cur, line)
+		}
+	}
+	if len(blocks) == 0 {
+		t.Fatal("no ```sh blocks")
+	}
+	return blocks
+}
+
+// commands splits shell blocks into commands: one a line, lines ending in
+// a backslash joined to the next, comments and blank lines dropped.
+func commands(blocks ...string) []string {
+	var cmds []string
+	var cont string
+	for _, b := range blocks {
+		for _, line := range strings.Split(b, "\n") {
+			line = strings.TrimSpace(line)
+			if cont == "" && (line == "" || strings.HasPrefix(line, "#")) {
+				continue
+			}
+			if l, ok := strings.CutSuffix(line, `\`); ok {
+				cont += l
+				continue
+			}
+			cmds = append(cmds, cont+line)
+			cont = ""
+		}
+	}
+	return cmds
+}
+
+// step is one command of a README script and what it printed.
+type step struct {
+	cmd, out string
+}
+
+var stepMark = regexp.MustCompile(`\n@@readme-step-(\d+)@@\n`)
+
+// runSteps runs cmds in order in one bash (so that functions and variables
+// carry over, as in the terminal the README is pasted into), stopping at
+// the first failure, and returns each command's standard output. The shell
+// has no controlling terminal, so ssh can never stop to prompt.
+func runSteps(t *testing.T, dir string, env []string, cmds []string) []step {
+	t.Helper()
+	var script strings.Builder
+	script.WriteString("set -euo pipefail\n")
+	for i, c := range cmds {
+		fmt.Fprintf(&script, "printf '\\n@@readme-step-%d@@\\n'\n%s\n", i, c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readmeScriptTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+
+	out := stdout.String()
+	idx := stepMark.FindAllStringSubmatchIndex(out, -1)
+	steps := make([]step, len(idx))
+	for i, m := range idx {
+		end := len(out)
+		if i+1 < len(idx) {
+			end = idx[i+1][0]
+		}
+		n, _ := strconv.Atoi(out[m[2]:m[3]])
+		steps[i] = step{cmd: cmds[n], out: out[m[1]:end]}
+	}
+	if err != nil {
+		last := "(none)"
+		if len(steps) > 0 {
+			last = steps[len(steps)-1].cmd
+		}
+		t.Fatalf("README script failed at %q: %v\nstdout:\n%s\nstderr:\n%s", last, err, out, stderr.String())
+	}
+	if len(steps) != len(cmds) {
+		t.Fatalf("ran %d of %d commands", len(steps), len(cmds))
+	}
+	return steps
+}
+
+// needTools skips the test when a program it drives is missing, except in
+// CI, which installs them (.ci/run).
+func needTools(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not installed", n)
+			}
+			t.Skipf("%s not installed", n)
+		}
+	}
+}
+
+// withPorts puts the test server's ports in place of the README's
+// defaults.
+func withPorts(s, sshPort, httpPort string) string {
+	return regexp.MustCompile(`\b(2222|8080)\b`).ReplaceAllStringFunc(s, func(p string) string {
+		if p == "2222" {
+			return sshPort
+		}
+		return httpPort
+	})
+}
+
+// TestReadmeWalkthrough runs the Quickstart's walkthrough, then the /exec
+// section's block, against `exed serve --demo`, and checks what the README
+// says they show; and that the demo prints the very same commands.
+func TestReadmeWalkthrough(t *testing.T) {
+	needTools(t, "bash", "ssh", "curl", "jq")
+	quick := shBlocks(t, readmeSection(t, "Quickstart"))
+	if got := strings.TrimSpace(quick[0]); got != "go run ./cmd/exed serve --demo" {
+		t.Fatalf("the Quickstart starts with %q, want the demo server", got)
+	}
+	walk := quick[1:]
+	execBlocks := shBlocks(t, readmeSection(t, "The /exec API"))
+
+	dir := t.TempDir()
+	t.Chdir(dir) // the server and the commands share it, as two terminals in one checkout do
+	srv := startServer(t, "exed-data", "--demo")
+	_, sshPort := splitHostPort(t, srv.sshAddr)
+	_, httpPort := splitHostPort(t, srv.httpAddr)
+	for i := range walk {
+		walk[i] = withPorts(walk[i], sshPort, httpPort)
+	}
+	for i := range execBlocks {
+		execBlocks[i] = withPorts(execBlocks[i], sshPort, httpPort)
+	}
+
+	type userList struct {
+		Users []struct {
+			UserID string `json:"user_id"`
+			Email  string `json:"email"`
+		} `json:"users"`
+	}
+	users := decode[userList](t, mustRun(t, srv.env, "user", "list", "--json"))
+	if len(users.Users) != 1 || users.Users[0].Email != "demo@localhost" {
+		t.Fatalf("demo users: %+v", users.Users)
+	}
+	demoID := users.Users[0].UserID
+
+	steps := runSteps(t, dir, nil, commands(append(append([]string{}, walk...), execBlocks...)...))
+
+	var carriers []string
+	var sawList, saw401, sawExecWhoami, sawExecList, saw403 bool
+	for _, s := range steps {
+		out := strings.TrimSpace(s.out)
+		switch {
+		case strings.HasPrefix(s.cmd, "curl") && strings.Contains(s.cmd, "demo.exe.xyz") && !strings.Contains(s.cmd, " -i "):
+			got := decode[echoed](t, out)
+			h := got.Headers
+			if len(h["X-Exedev-Userid"]) != 1 || h["X-Exedev-Userid"][0] != demoID ||
+				len(h["X-Exedev-Email"]) != 1 || h["X-Exedev-Email"][0] != "demo@localhost" {
+				t.Errorf("%s: the VM got %v, want the demo user's identity", s.cmd, h)
+			}
+			if _, ok := h["Authorization"]; ok {
+				t.Errorf("%s: the credential reached the VM", s.cmd)
+			}
+			if _, ok := h["X-Exedev-Authorization"]; ok {
+				t.Errorf("%s: the credential reached the VM", s.cmd)
+			}
+			carriers = append(carriers, s.cmd)
+		case strings.HasPrefix(s.cmd, "curl") && strings.Contains(s.cmd, "demo.exe.xyz"):
+			if first, _, _ := strings.Cut(out, "\n"); !strings.Contains(first, " 401") {
+				t.Errorf("%s after removing the token: %q, want 401", s.cmd, first)
+			}
+			saw401 = true
+		case s.cmd == "exe ssh-key list":
+			found := false
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				if len(f) >= 3 && f[0] == "try" && f[1] == "token" && f[2] == "demo" {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("ssh-key list does not show the token try:\n%s", out)
+			}
+			sawList = true
+		case strings.Contains(s.cmd, "-d whoami"):
+			w := decode[struct {
+				UserID string `json:"user_id"`
+				Email  string `json:"email"`
+			}](t, out)
+			if w.UserID != demoID || w.Email != "demo@localhost" {
+				t.Errorf("/exec whoami: %+v", w)
+			}
+			sawExecWhoami = true
+		case strings.Contains(s.cmd, "-d 'ssh-key list'"):
+			if !strings.Contains(out, `"name":"api"`) {
+				t.Errorf("/exec ssh-key list does not show the api token: %s", out)
+			}
+			sawExecList = true
+		case strings.Contains(s.cmd, "-d 'ssh-key generate-api-key'"):
+			if !strings.HasSuffix(out, "\n403") {
+				t.Errorf("/exec generate-api-key with a default token: %q, want 403", out)
+			}
+			saw403 = true
+		}
+	}
+	if len(carriers) != 3 ||
+		!strings.Contains(carriers[0], `-H "X-Exedev-Authorization: Bearer $TOKEN"`) ||
+		!strings.Contains(carriers[1], `-H "Authorization: Bearer $TOKEN"`) ||
+		!strings.Contains(carriers[2], `-u "x:$TOKEN"`) {
+		t.Errorf("want the VM called three ways (X-Exedev-Authorization, Bearer, Basic), got %q", carriers)
+	}
+	if !sawList || !saw401 || !sawExecWhoami || !sawExecList || !saw403 {
+		t.Errorf("README commands missing: list %v, 401 %v, /exec whoami %v, /exec ssh-key list %v, 403 %v",
+			sawList, saw401, sawExecWhoami, sawExecList, saw403)
+	}
+
+	// The demo prints the walkthrough: the same lines, comments included.
+	srv.stop()
+	srv.mu.Lock()
+	printed := srv.stdout.String()
+	srv.mu.Unlock()
+	want := nonBlankLines(strings.Join(walk, "\n"))
+	got := nonBlankLines(printed)
+	if i := slices.Index(got, want[0]); i >= 0 {
+		got = got[i:]
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("serve --demo prints other commands than the README's walkthrough\nprinted:\n%s\nREADME:\n%s",
+			strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func nonBlankLines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestReadmeMintOffline runs "Minting tokens offline" with a fresh
+// ~/.ssh/id_ed25519: the seed's ssh-keygen recipe and `exed token mint
+// --perms` give the same token, and `exed token inspect` accepts it.
+func TestReadmeMintOffline(t *testing.T) {
+	needTools(t, "bash", "ssh-keygen", "base64", "sed", "tr")
+	blocks := shBlocks(t, readmeSection(t, "Minting tokens offline"))
+	home := t.TempDir()
+	if err := os.Mkdir(filepath.Join(home, ".ssh"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(home, ".ssh", "id_ed25519")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "readme", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	env := []string{"HOME=" + home, "PATH=" + filepath.Dir(exedBin) + string(os.PathListSeparator) + os.Getenv("PATH")}
+	cmds := append(commands(blocks...), `printf '%s\n' "$TOKEN"`, `printf '%s\n' "$P"`)
+	steps := runSteps(t, t.TempDir(), env, cmds)
+
+	recipe := strings.TrimSpace(steps[len(steps)-2].out)
+	perms := strings.TrimSpace(steps[len(steps)-1].out)
+	if !strings.HasPrefix(recipe, "exe0.") {
+		t.Fatalf("the recipe made %q", recipe)
+	}
+	fp := strings.Fields(runCmd(t, nil, "", "ssh-keygen", "-lf", key).stdout)[1]
+	var minted, inspected int
+	for _, s := range steps[:len(steps)-2] {
+		out := strings.TrimSpace(s.out)
+		switch {
+		case strings.HasPrefix(s.cmd, "exed token mint") && strings.Contains(s.cmd, "--perms"):
+			if out != recipe {
+				t.Errorf("exed token mint --perms gave\n%s\nthe recipe\n%s", out, recipe)
+			}
+			minted++
+		case strings.HasPrefix(s.cmd, "exed token mint"):
+			// Not the same P (its exp is computed): check it decodes as
+			// the README says.
+			r := run(t, nil, "", "token", "inspect", out)
+			if r.code != 0 || !strings.Contains(r.stdout, `"ctx":{"role":"deploy"}`) || !strings.Contains(r.stdout, `"namespace":"v0@web.exe.xyz"`) {
+				t.Errorf("%s: inspect exit %d: %s%s", s.cmd, r.code, r.stdout, r.stderr)
+			}
+			minted++
+		case strings.HasPrefix(s.cmd, "exed token inspect"):
+			got := decode[struct {
+				Namespace      string          `json:"namespace"`
+				Fingerprint    string          `json:"fingerprint"`
+				Permissions    json.RawMessage `json:"permissions"`
+				SignatureValid bool            `json:"signature_valid"`
+			}](t, out)
+			if got.Namespace != "v0@web.exe.xyz" || got.Fingerprint != fp || !got.SignatureValid || string(got.Permissions) != perms {
+				t.Errorf("inspect of the recipe's token: %s (want namespace v0@web.exe.xyz, %s, P %s)", out, fp, perms)
+			}
+			inspected++
+		}
+	}
+	if minted != 2 || inspected != 1 {
+		t.Errorf("ran %d token mint and %d token inspect commands, want 2 and 1", minted, inspected)
+	}
+}
+
+// TestDemoAddsOnlyWhatIsMissing: `serve --demo` on a data dir that is not
+// empty keeps what is there (other users, the demo user and its key file)
+// and adds only what is missing.
+func TestDemoAddsOnlyWhatIsMissing(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	env := []string{"EXED_DATA=" + data}
+	alice := keygen(t, dir, "ed25519", 0)
+	mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", alice+".pub")
+	keyFile := filepath.Join(data, demoKeyFile)
+
+	type userList struct {
+		Users []struct {
+			UserID  string `json:"user_id"`
+			Email   string `json:"email"`
+			SSHKeys int    `json:"ssh_keys"`
+		} `json:"users"`
+	}
+	usersByEmail := func() map[string]string { // email → "id keys"
+		t.Helper()
+		m := map[string]string{}
+		for _, u := range decode[userList](t, mustRun(t, env, "user", "list", "--json")).Users {
+			if _, dup := m[u.Email]; dup {
+				t.Fatalf("user %s listed twice", u.Email)
+			}
+			m[u.Email] = fmt.Sprintf("%s %d", u.UserID, u.SSHKeys)
+		}
+		return m
+	}
+	demoVMs := func() int {
+		t.Helper()
+		n := 0
+		for _, vm := range decode[struct {
+			VMs []struct {
+				Name  string `json:"vm_name"`
+				Owner string `json:"owner"`
+			} `json:"vms"`
+		}](t, mustRun(t, env, "vm", "list", "--json")).VMs {
+			if vm.Name == "demo" && vm.Owner == "demo@localhost" {
+				n++
+			}
+		}
+		return n
+	}
+	readKey := func() string {
+		t.Helper()
+		b, err := os.ReadFile(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+
+	startServer(t, data, "--demo").stop()
+	first := usersByEmail()
+	if len(first) != 2 || first["alice@example.com"] == "" || !strings.HasSuffix(first["demo@localhost"], " 1") {
+		t.Fatalf("after the first demo start: %v, want alice and demo with one key", first)
+	}
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("demo key file: %v, %v (want mode 0600)", fi, err)
+	}
+	key := readKey()
+
+	// Again on the same data: nothing new, the key file untouched.
+	startServer(t, data, "--demo").stop()
+	if got := usersByEmail(); fmt.Sprint(got) != fmt.Sprint(first) {
+		t.Errorf("a second demo start changed the users: %v, was %v", got, first)
+	}
+	if readKey() != key {
+		t.Error("a second demo start rewrote the demo key file")
+	}
+	if n := demoVMs(); n != 1 {
+		t.Errorf("%d demo VMs, want 1", n)
+	}
+
+	// The key file lost: a fresh key, added to the same demo user, works.
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, data, "--demo")
+	if readKey() == key {
+		t.Fatal("no new demo key file")
+	}
+	demoID, _, _ := strings.Cut(first["demo@localhost"], " ")
+	if got := usersByEmail(); got["demo@localhost"] != demoID+" 2" || got["alice@example.com"] != first["alice@example.com"] || len(got) != 2 {
+		t.Errorf("after losing the key file: %v, want demo %s with 2 keys and alice unchanged", got, demoID)
+	}
+	r := srv.client(t, keyFile).ssh(t, "", "whoami", "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"user_id":"`+demoID+`"`) {
+		t.Errorf("whoami with the new demo key: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	if n := demoVMs(); n != 1 {
+		t.Errorf("%d demo VMs, want 1", n)
+	}
+}

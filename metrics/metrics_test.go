@@ -1,0 +1,337 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/exed-dev/exed/keys"
+	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
+)
+
+// scrape fetches /metrics from h in the text format, parses it with the
+// Prometheus text parser and flattens it to "name{k=v,…}" → value (a
+// histogram gives name_count and name_sum).
+func scrape(t *testing.T, h http.Handler) map[string]float64 {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	r.Header.Set("Accept", "text/plain; version=0.0.4")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/plain") {
+		t.Fatalf("/metrics: %d %q", rec.Code, rec.Header().Get("Content-Type"))
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(rec.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return flatten(fams)
+}
+
+func flatten(fams map[string]*dto.MetricFamily) map[string]float64 {
+	out := make(map[string]float64)
+	for name, f := range fams {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			slices.Sort(labels)
+			key := func(n string) string { return n + "{" + strings.Join(labels, ",") + "}" }
+			switch {
+			case m.Counter != nil:
+				out[key(name)] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				out[key(name)] = m.Gauge.GetValue()
+			case m.Untyped != nil:
+				out[key(name)] = m.Untyped.GetValue()
+			case m.Histogram != nil:
+				out[key(name+"_count")] = float64(m.Histogram.GetSampleCount())
+				out[key(name+"_sum")] = m.Histogram.GetSampleSum()
+			}
+		}
+	}
+	return out
+}
+
+// want checks one series' value.
+func want(t *testing.T, got map[string]float64, series string, v float64) {
+	t.Helper()
+	if g, ok := got[series]; !ok || g != v {
+		t.Errorf("%s = %v (present: %v), want %v", series, g, ok, v)
+	}
+}
+
+func notReady(context.Context) error { return errors.New("starting") }
+
+// testRegistry is a real SQLite registry with one user and one key.
+func testRegistry(t *testing.T, m *Metrics) (store.Store, ssh.Signer) {
+	t.Helper()
+	ctx := context.Background()
+	raw, err := store.Open(ctx, "", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	signer, _, err := keys.GenerateEd25519()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := store.User{ID: "usrmetrics1", Email: "alice@example.com", CreatedAt: time.Now()}
+	k := store.Key{
+		UserID: u.ID, Name: "laptop", Fingerprint: keys.Fingerprint(signer.PublicKey()),
+		PublicKey: keys.MarshalAuthorized(signer.PublicKey()), AddedAt: time.Now(),
+	}
+	st := m.Store(raw)
+	if err := st.AddUser(ctx, u, k, store.Event{Time: time.Now(), ActorID: "admin", Action: "user.add", Subject: u.Email}); err != nil {
+		t.Fatal(err)
+	}
+	return st, signer
+}
+
+// TestVerificationResults runs a real Verifier over a real registry, with
+// tokens of each outcome, and reads the counters back through /metrics.
+func TestVerificationResults(t *testing.T) {
+	m := New()
+	st, signer := testRegistry(t, m)
+	v := tokens.NewVerifier(tokens.Config{Registry: st, OnVerify: m.TokenVerified})
+	m.WatchVerifierCache(v.CacheStats)
+	ctx := context.Background()
+	const ns = "v0@exe.dev"
+	mint := func(ns, payload string) string {
+		t.Helper()
+		tok, err := tokens.MintExe0(signer, ns, []byte(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	stranger, _, err := keys.GenerateEd25519()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown, err := tokens.MintExe0(stranger, ns, []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := mint(ns, `{}`)
+	other := mint(ns, `{"ctx":1}`)
+	forged := good[:strings.LastIndex(good, ".")] + other[strings.LastIndex(other, "."):] // P of one, signature of the other
+
+	cases := []struct {
+		token  string
+		result string
+	}{
+		{good, "ok"},
+		{good, "ok"}, // a cache hit
+		{"exe0.nonsense", "malformed"},
+		{mint("v0@web.exe.xyz", `{}`), "namespace"},
+		{unknown, "unknown_key"},
+		{forged, "bad_signature"},
+		{mint(ns, `{"exp":1000000000}`), "expired"},
+		{mint(ns, `{"nbf":4000000000}`), "not_yet_valid"},
+	}
+	counts := map[string]float64{}
+	for _, c := range cases {
+		_, err := v.Verify(ctx, c.token, tokens.Target{Namespace: ns})
+		if (err == nil) != (c.result == "ok") {
+			t.Fatalf("Verify(%s case) = %v", c.result, err)
+		}
+		counts[c.result]++
+	}
+	// Explain (check-api-key) is a diagnosis, not a use: not counted.
+	v.Explain(ctx, good, tokens.Target{Namespace: ns})
+
+	got := scrape(t, m.Handler(notReady))
+	for _, r := range append([]string{"ok"}, stringsOf(reasons)...) {
+		want(t, got, "exed_token_verifications_total{result="+r+"}", counts[r])
+	}
+	want(t, got, "exed_token_cache_hits_total{}", 1)
+	if got["exed_token_cache_misses_total{}"] < 1 || got["exed_token_cache_entries{}"] != 1 {
+		t.Errorf("cache misses %v, entries %v", got["exed_token_cache_misses_total{}"], got["exed_token_cache_entries{}"])
+	}
+	// The registry calls were timed through the decorator.
+	if got["exed_store_query_duration_seconds_count{method=key,result=ok}"] < 5 ||
+		got["exed_store_query_duration_seconds_count{method=add_user,result=ok}"] != 1 {
+		t.Errorf("store timings missing: %v", filter(got, "exed_store_"))
+	}
+	// The Go runtime and process collectors are there too.
+	if _, ok := got["go_goroutines{}"]; !ok {
+		t.Error("no go_goroutines")
+	}
+}
+
+func stringsOf(rs []tokens.Reason) []string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, string(r))
+	}
+	return s
+}
+
+func filter(m map[string]float64, prefix string) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range m {
+		if strings.HasPrefix(k, prefix) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// TestStoreResults: a not-found answer is the store working; a failed call
+// (here: a closed database) is an error.
+func TestStoreResults(t *testing.T) {
+	m := New()
+	st, _ := testRegistry(t, m)
+	ctx := context.Background()
+	if _, err := st.Key(ctx, "SHA256:nosuch"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Key: %v", err)
+	}
+	if err := st.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if _, err := st.VMs(ctx, ""); err == nil {
+		t.Fatal("VMs on a closed store worked")
+	}
+	got := scrape(t, m.Handler(notReady))
+	want(t, got, "exed_store_query_duration_seconds_count{method=key,result=ok}", 1)
+	want(t, got, "exed_store_query_duration_seconds_count{method=ping,result=ok}", 1)
+	want(t, got, "exed_store_query_duration_seconds_count{method=vms,result=error}", 1)
+}
+
+// TestFrontCounters: the proxy, /exec and SSH hooks land on their series
+// with labels from fixed sets.
+func TestFrontCounters(t *testing.T) {
+	m := New()
+	m.ProxyRequest(200, 3*time.Millisecond)
+	m.ProxyRequest(204, time.Millisecond)
+	m.ProxyRequest(401, time.Millisecond)
+	m.ProxyRequest(502, 2*time.Second)
+	m.ProxyRequest(0, 0) // nothing sensible: "other", never a new label
+	m.ExecRequest("whoami", 200)
+	m.ExecRequest("", 401)
+	m.ExecRequest("ssh-key generate-api-key", 403)
+	m.SSHConnOpened()
+	m.SSHConnOpened()
+	m.SSHConnClosed()
+	m.SSHSession()
+	m.SSHAuthFailure()
+	m.SSHCommand("ssh-key list", 0)
+	m.SSHCommand("", 1)
+	backlog := 7
+	m.WatchLastUsedBacklog(func() int { return backlog })
+
+	got := scrape(t, m.Handler(notReady))
+	want(t, got, "exed_proxy_requests_total{class=2xx}", 2)
+	want(t, got, "exed_proxy_requests_total{class=4xx}", 1)
+	want(t, got, "exed_proxy_requests_total{class=5xx}", 1)
+	want(t, got, "exed_proxy_requests_total{class=other}", 1)
+	want(t, got, "exed_proxy_request_duration_seconds_count{class=2xx}", 2)
+	want(t, got, "exed_proxy_request_duration_seconds_sum{class=5xx}", 2)
+	want(t, got, "exed_exec_requests_total{code=200,command=whoami}", 1)
+	want(t, got, "exed_exec_requests_total{code=401,command=unknown}", 1)
+	want(t, got, "exed_exec_requests_total{code=403,command=ssh-key generate-api-key}", 1)
+	want(t, got, "exed_ssh_connections_total{}", 2)
+	want(t, got, "exed_ssh_connections_open{}", 1)
+	want(t, got, "exed_ssh_sessions_total{}", 1)
+	want(t, got, "exed_ssh_auth_failures_total{}", 1)
+	want(t, got, "exed_ssh_commands_total{command=ssh-key list,exit=0}", 1)
+	want(t, got, "exed_ssh_commands_total{command=unknown,exit=1}", 1)
+	want(t, got, "exed_last_used_backlog{}", 7)
+	backlog = 0 // read at scrape time
+	want(t, scrape(t, m.Handler(notReady)), "exed_last_used_backlog{}", 0)
+}
+
+// TestNilMetrics: a nil *Metrics records nothing and hands the store back
+// untouched, so proxy and sshcmd run without metrics.
+func TestNilMetrics(t *testing.T) {
+	var m *Metrics
+	m.TokenVerified(tokens.ReasonExpired)
+	m.ProxyRequest(200, time.Second)
+	m.ExecRequest("whoami", 200)
+	m.SSHConnOpened()
+	m.SSHConnClosed()
+	m.SSHSession()
+	m.SSHAuthFailure()
+	m.SSHCommand("whoami", 0)
+	m.WatchVerifierCache(func() (uint64, uint64, int) { return 0, 0, 0 })
+	m.WatchLastUsedBacklog(func() int { return 0 })
+	raw, err := store.Open(context.Background(), "", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if m.Store(raw) != raw {
+		t.Error("nil Metrics wrapped the store")
+	}
+}
+
+// TestAdminEndpoints: /healthz always answers, /readyz follows ready, and
+// nothing else is served.
+func TestAdminEndpoints(t *testing.T) {
+	m := New()
+	var storeUp atomic.Bool
+	srv := httptest.NewServer(m.Handler(func(ctx context.Context) error {
+		if _, ok := ctx.Deadline(); !ok {
+			return errors.New("no deadline on the readiness check")
+		}
+		if !storeUp.Load() {
+			return errors.New("store unreachable")
+		}
+		return nil
+	}))
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	if code, body := get("/readyz"); code != 503 || body != "not ready: store unreachable\n" {
+		t.Errorf("/readyz while not ready = %d %q", code, body)
+	}
+	storeUp.Store(true)
+	if code, body := get("/readyz"); code != 200 || body != "ok\n" {
+		t.Errorf("/readyz when ready = %d %q", code, body)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "exed_token_verifications_total") {
+		t.Errorf("/metrics = %d", code)
+	}
+	if code, _ := get("/exec"); code != 404 {
+		t.Errorf("/exec on the admin handler = %d", code)
+	}
+}
+
+func TestStatusClass(t *testing.T) {
+	for status, want := range map[int]string{
+		0: "other", 99: "other", 100: "1xx", 101: "1xx", 200: "2xx", 299: "2xx", 304: "3xx",
+		404: "4xx", 499: "4xx", 500: "5xx", 599: "5xx", 600: "other", -200: "other", 1000: "other",
+	} {
+		if got := statusClass(status); got != want {
+			t.Errorf("statusClass(%d) = %q, want %q", status, got, want)
+		}
+	}
+}

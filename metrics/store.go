@@ -1,0 +1,134 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/exed-dev/exed/store"
+)
+
+// Store returns s with every call timed into
+// exed_store_query_duration_seconds, labelled with the method's name. On a
+// nil *Metrics it returns s itself.
+func (m *Metrics) Store(s store.Store) store.Store {
+	if m == nil {
+		return s
+	}
+	return &timedStore{Store: s, m: m}
+}
+
+// timedStore decorates a store.Store. It embeds the interface so that a
+// method added to store.Store later still reaches the real store (untimed
+// until it is listed here).
+type timedStore struct {
+	store.Store
+	m *Metrics
+}
+
+// observe records one call of method that began at start and ended with
+// *err. A sentinel answer (not found, exists, last key) is the store
+// working: only other errors count as "error".
+func (s *timedStore) observe(method string, start time.Time, err *error) {
+	result := resultOK
+	if e := *err; e != nil && !errors.Is(e, store.ErrNotFound) &&
+		!errors.Is(e, store.ErrExists) && !errors.Is(e, store.ErrLastKey) {
+		result = resultError
+	}
+	s.m.storeDuration.WithLabelValues(method, result).Observe(time.Since(start).Seconds())
+}
+
+func (s *timedStore) AddUser(ctx context.Context, u store.User, first store.Key, e store.Event) (err error) {
+	defer s.observe("add_user", time.Now(), &err)
+	return s.Store.AddUser(ctx, u, first, e)
+}
+
+func (s *timedStore) UserByID(ctx context.Context, id string) (_ store.User, err error) {
+	defer s.observe("user_by_id", time.Now(), &err)
+	return s.Store.UserByID(ctx, id)
+}
+
+func (s *timedStore) UserByEmail(ctx context.Context, email string) (_ store.User, err error) {
+	defer s.observe("user_by_email", time.Now(), &err)
+	return s.Store.UserByEmail(ctx, email)
+}
+
+func (s *timedStore) Users(ctx context.Context) (_ []store.UserSummary, err error) {
+	defer s.observe("users", time.Now(), &err)
+	return s.Store.Users(ctx)
+}
+
+func (s *timedStore) AddKey(ctx context.Context, k store.Key, e store.Event) (err error) {
+	defer s.observe("add_key", time.Now(), &err)
+	return s.Store.AddKey(ctx, k, e)
+}
+
+func (s *timedStore) AddTokenKey(ctx context.Context, k store.Key, h *store.Exe1, e store.Event) (err error) {
+	defer s.observe("add_token_key", time.Now(), &err)
+	return s.Store.AddTokenKey(ctx, k, h, e)
+}
+
+func (s *timedStore) Key(ctx context.Context, fingerprint string) (_ store.Key, err error) {
+	defer s.observe("key", time.Now(), &err)
+	return s.Store.Key(ctx, fingerprint)
+}
+
+func (s *timedStore) Keys(ctx context.Context, userID string) (_ []store.Key, err error) {
+	defer s.observe("keys", time.Now(), &err)
+	return s.Store.Keys(ctx, userID)
+}
+
+func (s *timedStore) RemoveKey(ctx context.Context, userID, fingerprint string, e store.Event) (err error) {
+	defer s.observe("remove_key", time.Now(), &err)
+	return s.Store.RemoveKey(ctx, userID, fingerprint, e)
+}
+
+func (s *timedStore) RenameKey(ctx context.Context, userID, fingerprint, newName string, e store.Event) (err error) {
+	defer s.observe("rename_key", time.Now(), &err)
+	return s.Store.RenameKey(ctx, userID, fingerprint, newName, e)
+}
+
+func (s *timedStore) TouchKeys(ctx context.Context, used map[string]time.Time) (err error) {
+	defer s.observe("touch_keys", time.Now(), &err)
+	return s.Store.TouchKeys(ctx, used)
+}
+
+func (s *timedStore) AddExe1(ctx context.Context, h store.Exe1, e store.Event) (err error) {
+	defer s.observe("add_exe1", time.Now(), &err)
+	return s.Store.AddExe1(ctx, h, e)
+}
+
+func (s *timedStore) Exe1(ctx context.Context, id []byte) (_ store.Exe1, err error) {
+	defer s.observe("exe1", time.Now(), &err)
+	return s.Store.Exe1(ctx, id)
+}
+
+func (s *timedStore) AddVM(ctx context.Context, vm store.VM, e store.Event) (err error) {
+	defer s.observe("add_vm", time.Now(), &err)
+	return s.Store.AddVM(ctx, vm, e)
+}
+
+func (s *timedStore) VM(ctx context.Context, name string) (_ store.VM, err error) {
+	defer s.observe("vm", time.Now(), &err)
+	return s.Store.VM(ctx, name)
+}
+
+func (s *timedStore) VMs(ctx context.Context, ownerID string) (_ []store.VM, err error) {
+	defer s.observe("vms", time.Now(), &err)
+	return s.Store.VMs(ctx, ownerID)
+}
+
+func (s *timedStore) RemoveVM(ctx context.Context, name string, e store.Event) (err error) {
+	defer s.observe("remove_vm", time.Now(), &err)
+	return s.Store.RemoveVM(ctx, name, e)
+}
+
+func (s *timedStore) Events(ctx context.Context, after int64, limit int) (_ []store.Event, err error) {
+	defer s.observe("events", time.Now(), &err)
+	return s.Store.Events(ctx, after, limit)
+}
+
+func (s *timedStore) Ping(ctx context.Context) (err error) {
+	defer s.observe("ping", time.Now(), &err)
+	return s.Store.Ping(ctx)
+}
