@@ -58,11 +58,16 @@ var reasons = []tokens.Reason{
 type Metrics struct {
 	reg *prometheus.Registry
 
-	verifications *prometheus.CounterVec // result
+	verifications *prometheus.CounterVec               // result
+	byResult      map[tokens.Reason]prometheus.Counter // every result, resolved once ("" is ok); read-only
 
 	proxyRequests *prometheus.CounterVec   // class
 	proxyDuration *prometheus.HistogramVec // class
-	execRequests  *prometheus.CounterVec   // command, code
+	byClass       [len(classes)]struct {   // resolved once, indexed like classes
+		requests prometheus.Counter
+		duration prometheus.Observer
+	}
+	execRequests *prometheus.CounterVec // command, code
 
 	sshConns        prometheus.Counter
 	sshOpen         prometheus.Gauge
@@ -127,9 +132,15 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	m.verifications.WithLabelValues(resultOK)
+	// Resolving the fixed label sets once keeps the request path to one
+	// atomic add, and makes every series exist (at 0) from the start.
+	m.byResult = map[tokens.Reason]prometheus.Counter{"": m.verifications.WithLabelValues(resultOK)}
 	for _, r := range reasons {
-		m.verifications.WithLabelValues(string(r))
+		m.byResult[r] = m.verifications.WithLabelValues(string(r))
+	}
+	for i, class := range classes {
+		m.byClass[i].requests = m.proxyRequests.WithLabelValues(class)
+		m.byClass[i].duration = m.proxyDuration.WithLabelValues(class)
 	}
 	return m
 }
@@ -179,11 +190,11 @@ func (m *Metrics) TokenVerified(reason tokens.Reason) {
 	if m == nil {
 		return
 	}
-	result := resultOK
-	if reason != "" {
-		result = string(reason)
+	if c, ok := m.byResult[reason]; ok {
+		c.Inc()
+		return
 	}
-	m.verifications.WithLabelValues(result).Inc()
+	m.verifications.WithLabelValues(string(reason)).Inc() // a Reason added to tokens since
 }
 
 // ProxyRequest counts one request to a VM host that ended with status
@@ -192,9 +203,9 @@ func (m *Metrics) ProxyRequest(status int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	class := statusClass(status)
-	m.proxyRequests.WithLabelValues(class).Inc()
-	m.proxyDuration.WithLabelValues(class).Observe(d.Seconds())
+	c := &m.byClass[classIndex(status)]
+	c.requests.Inc()
+	c.duration.Observe(d.Seconds())
 }
 
 // ExecRequest counts one /exec call. command must be a canonical path
@@ -258,11 +269,14 @@ func (m *Metrics) SSHCommand(command string, exit int) {
 // classes are the status class labels, indexed by status/100.
 var classes = [...]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
-// statusClass maps a status code to "1xx"…"5xx", or "other" for a code
-// outside 100–599.
-func statusClass(status int) string {
+// classIndex maps a status code to its index in classes: 1…5 for
+// "1xx"…"5xx", 0 ("other") for a code outside 100–599.
+func classIndex(status int) int {
 	if c := status / 100; status >= 100 && c < len(classes) {
-		return classes[c]
+		return c
 	}
-	return classes[0]
+	return 0
 }
+
+// statusClass is the class label of a status code.
+func statusClass(status int) string { return classes[classIndex(status)] }

@@ -70,7 +70,7 @@ func keyObjects(ks []store.Key, current string) []keyJSON {
 // Tokens are keys too (kind "token"): removing the row revokes the token.
 func writeKeyTable(w io.Writer, ks []store.Key, current string, now time.Time) error {
 	tw := table(w)
-	fmt.Fprintln(tw, "NAME\tKIND\tVM\tCREATED\tEXPIRES\tLAST USED\tFINGERPRINT")
+	fmt.Fprintln(tw, "NAME\tKIND\tVM\tCMDS\tCREATED\tEXPIRES\tLAST USED\tFINGERPRINT")
 	for _, k := range ks {
 		name := k.Name
 		if k.Fingerprint == current {
@@ -84,8 +84,12 @@ func writeKeyTable(w io.Writer, ks []store.Key, current string, now time.Time) e
 		if vm == "" {
 			vm = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			name, kind, vm, day(k.AddedAt), expires(k.ExpiresAt, now), lastUsed(k.LastUsedAt), k.Fingerprint)
+		cmds := "-" // no restriction
+		if k.Cmds != nil {
+			cmds = listOrNothing(k.Cmds)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			name, kind, vm, cmds, day(k.AddedAt), expires(k.ExpiresAt, now), lastUsed(k.LastUsedAt), k.Fingerprint)
 	}
 	return tw.Flush()
 }

@@ -237,6 +237,9 @@ func (s *Suite) sshKeyRemove(ctx context.Context, r *request) error {
 	if err != nil {
 		return err
 	}
+	if err := covers(r.caller.Key, k); err != nil {
+		return err
+	}
 	switch err := s.env.Store.RemoveKey(ctx, r.caller.User.ID, k.Fingerprint, s.event(r, "key.remove", k.Fingerprint)); {
 	case errors.Is(err, store.ErrLastKey):
 		return fmt.Errorf("refusing to remove %s: it is your last login key, and removing it would lock you out (add another first)", k.Name)
@@ -285,6 +288,9 @@ func (s *Suite) sshKeyRename(ctx context.Context, r *request) error {
 	}
 	k, err := s.findKey(ctx, r, r.args[0])
 	if err != nil {
+		return err
+	}
+	if err := covers(r.caller.Key, k); err != nil {
 		return err
 	}
 	newName := r.args[1]
@@ -362,6 +368,29 @@ func (s *Suite) requestedLimits(ctx context.Context, r *request, fs *pflag.FlagS
 	}
 	want.exp = t
 	return within(r.caller.Key, want)
+}
+
+// covers refuses a restricted caller key c acting on a key k that is less
+// restricted than c itself: a deploy key granted "ssh-key remove" to revoke
+// its own tokens must not be able to remove its owner's other keys.
+func covers(c, k store.Key) error {
+	if !restricted(c) || c.Fingerprint == k.Fingerprint {
+		return nil
+	}
+	_, err := within(c, limits{vm: k.VM, cmds: k.Cmds, hasCmds: k.Cmds != nil, exp: k.ExpiresAt})
+	switch {
+	case err != nil:
+	case c.VM != "" && k.VM == "":
+		err = fmt.Errorf("key %q is restricted to VM %s: key %q is not", c.Name, c.VM, k.Name)
+	case c.Cmds != nil && k.Cmds == nil:
+		err = fmt.Errorf("key %q is restricted to cmds %s: key %q is not", c.Name, listOrNothing(c.Cmds), k.Name)
+	case !c.ExpiresAt.IsZero() && k.ExpiresAt.IsZero():
+		err = fmt.Errorf("key %q expires at %s: key %q does not", c.Name, rfc3339(c.ExpiresAt), k.Name)
+	}
+	if err != nil {
+		return fmt.Errorf("%w, so it cannot act on that key", err)
+	}
+	return nil
 }
 
 // within fits want inside the caller key k's restrictions: a restricted

@@ -852,3 +852,42 @@ func TestNothingOnStdoutOnFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestRestrictedKeyCannotRemoveWiderKeys pins the rule that a deploy key
+// granted "ssh-key remove" (to revoke its own tokens) cannot use it to
+// remove or rename its owner's other, less restricted keys.
+func TestRestrictedKeyCannotRemoveWiderKeys(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	e.addVM("web", alice, false)
+	e.addVM("db", alice, false)
+	deploy := e.addKey(alice, "deploy", 3, func(k *store.Key) {
+		k.VM = "web"
+		k.Cmds = []string{"ssh-key generate-api-key", "ssh-key remove", "ssh-key rename"}
+	})
+	other := e.addKey(alice, "other", 4, func(k *store.Key) { k.VM = "db" })
+	c := deploy.caller()
+
+	for _, tt := range []struct{ line, want string }{
+		{"ssh-key remove alice-laptop", `key "deploy" is restricted to VM web: key "alice-laptop" is not, so it cannot act on that key`},
+		{"ssh-key remove other", `key "deploy" is restricted to VM web: --vm db is outside it, so it cannot act on that key`},
+		{"ssh-key rename alice-laptop x", `key "alice-laptop" is not`},
+	} {
+		if _, err := e.run(c, tt.line, ""); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: %v, want %q", tt.line, err, tt.want)
+		}
+	}
+	for _, fp := range []string{alice.key.Fingerprint, other.key.Fingerprint} {
+		if _, err := e.store.Key(e.ctx, fp); err != nil {
+			t.Errorf("key %s is gone: %v", fp, err)
+		}
+	}
+
+	// What it minted, and itself, it may remove.
+	m, _ := jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --label ci-1", ""))
+	e.mustRun(c, "ssh-key remove ci-1", "")
+	if _, err := e.store.Key(e.ctx, m["fingerprint"].(string)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("minted key not removed: %v", err)
+	}
+	e.mustRun(c, "ssh-key remove deploy", "")
+}

@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -82,6 +83,7 @@ func main() {
 	exedBin := flag.String("exed", "", "use this exed binary instead of building one")
 	rounds := flag.Int("rounds", 0, "rounds per measurement (default 5; 1 with -smoke)")
 	only := flag.String("only", "", "run only these scenarios, e.g. 2,5 (scenario 5 needs 2)")
+	registryKeys := flag.Int("registry-keys", 0, "keys in scenario 6's registry (default 1,000,000)")
 	cpuProfile := flag.String("cpuprofile", "", "write the harness's CPU profile here (scenarios 1 and 6 run in process)")
 	flag.Parse()
 	o := fullOptions()
@@ -91,6 +93,9 @@ func main() {
 	o.exedBin, o.only, o.cpuProfile = *exedBin, *only, *cpuProfile
 	if *rounds > 0 {
 		o.rounds = *rounds
+	}
+	if *registryKeys > 0 {
+		o.registryKeys = *registryKeys
 	}
 	o.pgURL = os.Getenv("EXED_TEST_POSTGRES_URL")
 
@@ -196,6 +201,7 @@ func run(ctx context.Context, o options, out, log io.Writer) (err error) {
 		rows = append(rows, srvRows...)
 	}
 	rows = append(rows, registryRowsOut...)
+	slices.SortStableFunc(rows, func(a, b row) int { return strings.Compare(a.scenario[:1], b.scenario[:1]) })
 
 	fmt.Fprintf(out, "exed-bench, %s: %s, %d cores (GOMAXPROCS %d), Linux %s, %s; load average %s before, %s after; %v total.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0),

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -263,6 +262,3 @@ func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, ex
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-
-// tokenCount is for progress lines.
-func tokenCount(n int) string { return strings.TrimSpace(group(int64(n))) }

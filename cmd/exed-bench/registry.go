@@ -37,7 +37,9 @@ func benchFingerprint(i int) string {
 func scenarioRegistry(ctx context.Context, b *bench) ([]row, error) {
 	dir := b.dir("registry")
 	path := filepath.Join(dir, "exed.db") // where store.Open puts it
-	rows, err := registryRows(ctx, b, "SQLite", "", dir, "sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)")
+	// The fill is not what is measured: no fsync, and a page cache that
+	// holds the indexes.
+	rows, err := registryRows(ctx, b, "SQLite", "", dir, "sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)&_pragma=cache_size(-262144)")
 	if err != nil {
 		return nil, fmt.Errorf("SQLite: %w", err)
 	}
@@ -100,20 +102,31 @@ func registryRows(ctx context.Context, b *bench, name, dsn, dir, rawDriver, rawD
 		}
 	}
 	p99 := time.Duration(median(p99s))
-	return []row{{
+	r := row{
 		scenario: "6 registry",
 		what:     fmt.Sprintf("%s: Store.Key by fingerprint among %s keys, one at a time", name, group(int64(b.o.registryKeys))),
 		result:   sig3(median(rates)) + " lookups/s",
 		p50:      fmtDur(time.Duration(median(p50s))),
 		p99:      fmtDur(p99),
-		target:   "p99 ≤ 100 µs",
-		met:      judge(float64(p99), float64(100*time.Microsecond), true),
-	}}, nil
+	}
+	if dsn == "" { // the target is the embedded store's; PostgreSQL adds a network round trip
+		r.target, r.met = "p99 ≤ 100 µs", judge(float64(p99), float64(100*time.Microsecond), true)
+	}
+	return []row{r}, nil
 }
 
 // fillKeys inserts n keys (keysPerUser per user) with plain SQL in one
-// transaction.
+// transaction, in fingerprint order: the primary key index then grows at
+// its end instead of splitting pages all over (a random order makes the
+// fill minutes long).
 func fillKeys(ctx context.Context, driver, dsn string, n int) error {
+	order := make([]int, n)
+	fps := make([]string, n)
+	for i := range n {
+		order[i], fps[i] = i, benchFingerprint(i)
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(fps[a], fps[b]) })
+
 	db, err := sql.Open(driver, dsn)
 	if err != nil {
 		return err
@@ -136,13 +149,21 @@ func fillKeys(ctx context.Context, driver, dsn string, n int) error {
 		q.Reset()
 		args = args[:0]
 		q.WriteString(`INSERT INTO keys (fingerprint, user_id, name, public_key, added_at, generated) VALUES `)
-		for i := start; i < min(start+insertBatch, n); i++ {
-			if i > start {
+		for j := start; j < min(start+insertBatch, n); j++ {
+			if j > start {
 				q.WriteByte(',')
 			}
-			p := len(args)
-			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d)", p+1, p+2, p+3, p+4, p+5, p+6)
-			args = append(args, benchFingerprint(i), fmt.Sprintf("usrbench%08d", i/keysPerUser),
+			i := order[j]
+			if driver == "sqlite" {
+				// SQLite looks numbered parameters up by name, in
+				// time linear in their number: thousands make an INSERT
+				// quadratic. Plain ? are found by position.
+				q.WriteString("(?, ?, ?, ?, ?, ?)")
+			} else {
+				p := len(args)
+				fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d)", p+1, p+2, p+3, p+4, p+5, p+6)
+			}
+			args = append(args, fps[i], fmt.Sprintf("usrbench%08d", i/keysPerUser),
 				fmt.Sprintf("key-%d", i), benchPubKey, int64(1767225600), i%2 == 0)
 		}
 		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {

@@ -96,18 +96,8 @@ type ciWorld struct {
 
 func newCIWorld(t *testing.T) *ciWorld {
 	t.Helper()
-	if _, err := exec.LookPath("jq"); err != nil {
-		t.Skip("jq not installed")
-	}
-	gitPath, err := exec.LookPath("git")
-	if err != nil {
-		t.Skip("git not installed")
-	}
-	if raceEnabled && os.Getenv("GORACE") == "" {
-		// A -race binary sleeps a second as it exits (so that late
-		// reports get out); this test runs exed a dozen times.
-		t.Setenv("GORACE", "atexit_sleep_ms=0")
-	}
+	requireTools(t, "jq")
+	gitPath := requireTools(t, "git")
 	w := &ciWorld{dir: t.TempDir()}
 	data := filepath.Join(w.dir, "data")
 	env := []string{"EXED_DATA=" + data}

@@ -331,22 +331,52 @@ func TestDockerfileBuild(t *testing.T) {
 	if err := json.Unmarshal([]byte(healthcheck), &probe); err != nil || len(probe) == 0 || image[probe[0]] == "" {
 		t.Fatalf("HEALTHCHECK CMD %s: want the exec form running a binary from the image", healthcheck)
 	}
-	srv := startServer(t, filepath.Join(t.TempDir(), "data"))
+	srv := startServer(t, filepath.Join(t.TempDir(), "data"), "--admin-addr", "127.0.0.1:0")
 	_, sshPort := splitHostPort(t, srv.sshAddr)
 	_, httpPort := splitHostPort(t, srv.httpAddr)
-	check := func(sshAddr, httpAddr string) result {
+	_, adminPort := splitHostPort(t, srv.adminAddr(t))
+	check := func(sshAddr, httpAddr, adminAddr string) result {
 		// EXED_TIMEOUT: a silent port fails the probe in a second, not five.
 		e := append(slices.Clone(env), "EXED_SSH_ADDR="+sshAddr, "EXED_HTTP_ADDR="+httpAddr, "EXED_TIMEOUT=1s")
+		if adminAddr != "" {
+			e = append(e, "EXED_ADMIN_ADDR="+adminAddr)
+		}
 		return runCmd(t, e, "", image[probe[0]], probe[1:]...)
 	}
-	if r := check("0.0.0.0:"+sshPort, "0.0.0.0:"+httpPort); r.code != 0 {
+	sshAddr, httpAddr, adminAddr := "0.0.0.0:"+sshPort, "0.0.0.0:"+httpPort, "0.0.0.0:"+adminPort
+	if r := check(sshAddr, httpAddr, ""); r.code != 0 {
 		t.Errorf("healthcheck with the server up: exit %d: %s", r.code, r.stderr)
 	}
-	if r := check("0.0.0.0:"+httpPort, "0.0.0.0:"+httpPort); r.code == 0 {
+	if r := check(sshAddr, httpAddr, adminAddr); r.code != 0 {
+		t.Errorf("healthcheck with the admin server: exit %d: %s", r.code, r.stderr)
+	}
+	if r := check(httpAddr, httpAddr, ""); r.code == 0 {
 		t.Error("healthcheck took the HTTP port for the SSH server")
 	}
+	if r := check(sshAddr, httpAddr, httpAddr); r.code == 0 {
+		t.Error("healthcheck took the HTTP front (404 on /readyz) for the admin server")
+	}
 	srv.stop()
-	if r := check("0.0.0.0:"+sshPort, "0.0.0.0:"+httpPort); r.code == 0 {
+	if r := check(sshAddr, httpAddr, ""); r.code == 0 {
 		t.Error("healthcheck passed with the server stopped")
+	}
+}
+
+// TestHealthcheckTLS: with serve's TLS certificate in the environment, as
+// in a container configured with EXED_TLS_CERT, the probe speaks HTTPS: it
+// passes against a TLS front and fails against a plain one.
+func TestHealthcheckTLS(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := selfSigned(t, dir, "exe.dev")
+	probe := func(srv *server) result {
+		return run(t, []string{"EXED_SSH_ADDR=" + srv.sshAddr, "EXED_HTTP_ADDR=" + srv.httpAddr, "EXED_TLS_CERT=" + cert}, "", "healthcheck")
+	}
+	tlsSrv := startServer(t, filepath.Join(dir, "tls"), "--tls-cert", cert, "--tls-key", key)
+	if r := probe(tlsSrv); r.code != 0 || r.stdout != "ok\n" {
+		t.Errorf("healthcheck of a TLS server: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	plain := startServer(t, filepath.Join(dir, "plain"))
+	if r := probe(plain); r.code == 0 {
+		t.Error("healthcheck with EXED_TLS_CERT passed against a plain-HTTP front: it did not speak TLS")
 	}
 }

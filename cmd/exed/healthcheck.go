@@ -13,15 +13,17 @@ import (
 )
 
 // healthcheck probes the listeners that `exed serve` opens with the same
-// flags and environment: the SSH port must greet with an SSH version line
-// and the HTTP port must answer an HTTP request (any status). It is the
+// flags and environment: the SSH port must greet with an SSH version line,
+// the HTTP port must answer an HTTP request (any status), and with an admin
+// address, /readyz must answer 200 (the store is reachable). It is the
 // container image's HEALTHCHECK, which has no shell or curl to do it.
 func (a *app) healthcheck(ctx context.Context, args []string) error {
-	fs := a.flagSet("healthcheck", "healthcheck [--ssh-addr A] [--http-addr A] [--tls-cert F] [--timeout D]\n\n"+
-		"Exits 0 when exed serve answers on both addresses. Flags default to the environment, as for serve.")
+	fs := a.flagSet("healthcheck", "healthcheck [--ssh-addr A] [--http-addr A] [--admin-addr A] [--tls-cert F] [--timeout D]\n\n"+
+		"Exits 0 when exed serve answers on its addresses. Flags default to the environment, as for serve.")
 	sshAddr := fs.String("ssh-addr", "127.0.0.1:2222", "serve's SSH listen address (0.0.0.0 is probed on 127.0.0.1)")
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "serve's HTTP(S) listen address")
 	tlsCert := fs.String("tls-cert", "", "serve's --tls-cert: when set, the HTTP probe speaks TLS")
+	adminAddr := fs.String("admin-addr", "", "serve's --admin-addr: when set, its /readyz must answer 200")
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -37,8 +39,23 @@ func (a *app) healthcheck(ctx context.Context, args []string) error {
 	if err := probeSSH(ctx, probeAddr(*sshAddr)); err != nil {
 		return fmt.Errorf("healthcheck: ssh %s: %w", *sshAddr, err)
 	}
-	if err := probeHTTP(ctx, probeAddr(*httpAddr), *tlsCert != ""); err != nil {
+	scheme := "http"
+	if *tlsCert != "" {
+		scheme = "https"
+	}
+	// Any status will do: a 404 for an unknown host still shows the front
+	// is serving.
+	if _, err := probeHTTP(ctx, scheme+"://"+probeAddr(*httpAddr)+"/"); err != nil {
 		return fmt.Errorf("healthcheck: http %s: %w", *httpAddr, err)
+	}
+	if *adminAddr != "" {
+		status, err := probeHTTP(ctx, "http://"+probeAddr(*adminAddr)+"/readyz")
+		if err == nil && status != http.StatusOK {
+			err = fmt.Errorf("/readyz answered %d", status)
+		}
+		if err != nil {
+			return fmt.Errorf("healthcheck: admin %s: %w", *adminAddr, err)
+		}
 	}
 	fmt.Fprintln(a.stdout, "ok")
 	return nil
@@ -78,16 +95,11 @@ func probeSSH(ctx context.Context, addr string) error {
 	return nil
 }
 
-// probeHTTP sends one GET and accepts any response: a 404 for an unknown
-// host still shows the front is serving.
-func probeHTTP(ctx context.Context, addr string, useTLS bool) error {
-	scheme := "http"
-	if useTLS {
-		scheme = "https"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+"/", nil)
+// probeHTTP sends one GET to url and returns the response's status.
+func probeHTTP(ctx context.Context, url string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	tr := &http.Transport{
 		// Liveness only, on loopback, with nothing secret sent: the
@@ -99,8 +111,8 @@ func probeHTTP(ctx context.Context, addr string, useTLS bool) error {
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	resp.Body.Close()
-	return nil
+	return resp.StatusCode, nil
 }

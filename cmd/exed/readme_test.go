@@ -164,19 +164,6 @@ func runSteps(t *testing.T, dir string, env []string, cmds []string) []step {
 	return steps
 }
 
-// needTools skips the test when a program it drives is missing, except in
-// CI, which installs them (.ci/run).
-func needTools(t *testing.T, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed", n)
-			}
-			t.Skipf("%s not installed", n)
-		}
-	}
-}
 
 // withPorts puts the test server's ports in place of the README's
 // defaults.
@@ -193,7 +180,7 @@ func withPorts(s, sshPort, httpPort string) string {
 // section's block, against `exed serve --demo`, and checks what the README
 // says they show; and that the demo prints the very same commands.
 func TestReadmeWalkthrough(t *testing.T) {
-	needTools(t, "bash", "ssh", "curl", "jq")
+	requireTools(t, "bash", "ssh", "curl", "jq")
 	quick := shBlocks(t, readmeSection(t, "Quickstart"))
 	if got := strings.TrimSpace(quick[0]); got != "go run ./cmd/exed serve --demo" {
 		t.Fatalf("the Quickstart starts with %q, want the demo server", got)
@@ -213,19 +200,15 @@ func TestReadmeWalkthrough(t *testing.T) {
 		execBlocks[i] = withPorts(execBlocks[i], sshPort, httpPort)
 	}
 
-	type userList struct {
-		Users []struct {
-			UserID string `json:"user_id"`
-			Email  string `json:"email"`
-		} `json:"users"`
-	}
 	users := decode[userList](t, mustRun(t, srv.env, "user", "list", "--json"))
 	if len(users.Users) != 1 || users.Users[0].Email != "demo@localhost" {
 		t.Fatalf("demo users: %+v", users.Users)
 	}
 	demoID := users.Users[0].UserID
 
-	steps := runSteps(t, dir, nil, commands(append(append([]string{}, walk...), execBlocks...)...))
+	// No HTTP proxy from the environment: curl talks to the test server.
+	noProxy := []string{"NO_PROXY=*", "no_proxy=*"}
+	steps := runSteps(t, dir, noProxy, commands(append(append([]string{}, walk...), execBlocks...)...))
 
 	var carriers []string
 	var sawList, saw401, sawExecWhoami, sawExecList, saw403 bool
@@ -325,7 +308,7 @@ func nonBlankLines(s string) []string {
 // ~/.ssh/id_ed25519: the seed's ssh-keygen recipe and `exed token mint
 // --perms` give the same token, and `exed token inspect` accepts it.
 func TestReadmeMintOffline(t *testing.T) {
-	needTools(t, "bash", "ssh-keygen", "base64", "sed", "tr")
+	requireTools(t, "bash", "ssh-keygen", "base64", "sed", "tr")
 	blocks := shBlocks(t, readmeSection(t, "Minting tokens offline"))
 	home := t.TempDir()
 	if err := os.Mkdir(filepath.Join(home, ".ssh"), 0o700); err != nil {
@@ -391,13 +374,6 @@ func TestDemoAddsOnlyWhatIsMissing(t *testing.T) {
 	mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", alice+".pub")
 	keyFile := filepath.Join(data, demoKeyFile)
 
-	type userList struct {
-		Users []struct {
-			UserID  string `json:"user_id"`
-			Email   string `json:"email"`
-			SSHKeys int    `json:"ssh_keys"`
-		} `json:"users"`
-	}
 	usersByEmail := func() map[string]string { // email → "id keys"
 		t.Helper()
 		m := map[string]string{}
@@ -412,12 +388,7 @@ func TestDemoAddsOnlyWhatIsMissing(t *testing.T) {
 	demoVMs := func() int {
 		t.Helper()
 		n := 0
-		for _, vm := range decode[struct {
-			VMs []struct {
-				Name  string `json:"vm_name"`
-				Owner string `json:"owner"`
-			} `json:"vms"`
-		}](t, mustRun(t, env, "vm", "list", "--json")).VMs {
+		for _, vm := range decode[vmList](t, mustRun(t, env, "vm", "list", "--json")).VMs {
 			if vm.Name == "demo" && vm.Owner == "demo@localhost" {
 				n++
 			}

@@ -227,7 +227,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	case err = <-errc:
 		log.Error("listener failed", "err", err)
 	}
-	// stop() // a second signal now ends the process at once
+	stop() // a second signal now ends the process at once
 	serving.Store(false)
 	log.Info("shutting down", "timeout", c.shutdownTimeout)
 	shutdown(c.shutdownTimeout, log, httpSrv, sshSrv, echoSrv)
@@ -338,7 +338,7 @@ type certReloader struct {
 
 	mu      sync.Mutex
 	cert    *tls.Certificate
-	stamp   certStamp // of the files cert was loaded from
+	stamp   certStamp // of the files when last loaded (or tried)
 	checked time.Time // last look at the files
 }
 
