@@ -164,7 +164,6 @@ func runSteps(t *testing.T, dir string, env []string, cmds []string) []step {
 	return steps
 }
 
-
 // withPorts puts the test server's ports in place of the README's
 // defaults.
 func withPorts(s, sshPort, httpPort string) string {
