@@ -11,7 +11,8 @@ import (
 	"strings"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite"             // registers "sqlite"
 )
 
@@ -32,6 +33,10 @@ const (
 	postgresConns = 20
 	// connMaxIdle lets idle connections go (PostgreSQL's are processes).
 	connMaxIdle = 5 * time.Minute
+	// pingAfterIdle: a PostgreSQL connection idle longer than this is
+	// pinged before reuse. Busy connections skip the round trip; one that
+	// died while busy fails one query and is dropped.
+	pingAfterIdle = 100 * time.Millisecond
 )
 
 // dialect holds what differs between the two backends; the SQL of every
@@ -152,10 +157,18 @@ func openSQLite(ctx context.Context, path, synchronous string) (*sqlStore, error
 }
 
 func openPostgres(ctx context.Context, dsn string) (*sqlStore, error) {
-	db, err := sql.Open("pgx", dsn)
+	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open PostgreSQL: %w", err)
 	}
+	// A pooled connection whose server went away (failover, a restart,
+	// pg_terminate_backend, a cut network path) fails the first query sent
+	// on it, and database/sql does not retry that. Pinging a connection that
+	// sat idle before reusing it turns that failure into a silent reconnect,
+	// at the cost of one round trip on connections that were idle anyway.
+	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(func(_ context.Context, p stdlib.ShouldPingParams) bool {
+		return p.IdleDuration > pingAfterIdle
+	}))
 	db.SetMaxOpenConns(postgresConns)
 	db.SetMaxIdleConns(postgresConns)
 	db.SetConnMaxIdleTime(connMaxIdle)

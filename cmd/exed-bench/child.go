@@ -104,27 +104,37 @@ func serveUpstream() error {
 	return nil
 }
 
-// serveBare is the baseline proxy: httputil.ReverseProxy alone, with the
-// transport exed uses (proxy.NewTransport), streaming and pooled copy
-// buffers as exed has them, on the first port; on the second, the same
-// with Go's default transport, to show what sizing the pool is worth.
+// serveBare is the baseline proxy: httputil.ReverseProxy with exed's
+// transport (proxy.NewTransport) and pooled copy buffers, and otherwise
+// its defaults (FlushInterval 0, which already flushes streams: responses
+// of unknown length and server-sent events). On the second port the same
+// with Go's default transport, to show what sizing the pool is worth; on
+// the third, with exed's FlushInterval -1 (flush after every write).
 func serveBare(upstream string) error {
 	u, err := url.Parse(upstream)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("bad upstream %q", upstream)
 	}
-	lns, err := listenAll(2)
+	lns, err := listenAll(3)
 	if err != nil {
 		return err
 	}
-	for i, rt := range []http.RoundTripper{proxy.NewTransport(), http.DefaultTransport.(*http.Transport).Clone()} {
+	tuned := proxy.NewTransport()
+	for i, c := range []struct {
+		rt    http.RoundTripper
+		flush time.Duration
+	}{
+		{tuned, 0},
+		{http.DefaultTransport.(*http.Transport).Clone(), 0},
+		{tuned, -1},
+	} {
 		rp := &httputil.ReverseProxy{
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(u)
 				pr.SetXForwarded()
 			},
-			Transport:     rt,
-			FlushInterval: -1,
+			Transport:     c.rt,
+			FlushInterval: c.flush,
 			BufferPool:    &bufferPool{},
 			ErrorLog:      log.New(io.Discard, "", 0),
 		}

@@ -29,25 +29,35 @@ var labels atomic.Int64
 
 func nextLabel(prefix string) string { return fmt.Sprintf("%s%d", prefix, labels.Add(1)) }
 
-func scenarioIssue(ctx context.Context, b *bench, t sshTarget, stock stockSSH, bareSSHAddr string) ([]row, int, error) {
+// sessionRetryWait is how long a worker waits before opening a session
+// again after exed refused it for the per-connection bound.
+const sessionRetryWait = time.Millisecond
+
+func scenarioIssue(ctx context.Context, b *bench, t sshTarget, stock stockSSH, bareSSHAddr string) (rows []row, issued int, err error) {
+	// Cold logins first, while the user has few keys (whoami lists them).
+	rows, issued, err = coldSSH(ctx, b, t, stock, bareSSHAddr)
+	if err != nil {
+		return nil, 0, err
+	}
+
 	client, err := sshClient(t.addr, t.signer, t.hostKey)
 	if err != nil {
 		return nil, 0, fmt.Errorf("ssh to exed: %w", err)
 	}
 	defer client.Close()
-
 	// As many sessions at once as exed allows on one connection.
 	workers := sshcmd.DefaultMaxSessions
 	var (
 		rates   []float64
-		issued  int
 		retried atomic.Int64
 	)
 	for round := range b.o.rounds + 1 { // round 0 warms up
-		var n atomic.Int64
-		var firstErr error
-		var mu sync.Mutex
-		var wg sync.WaitGroup
+		var (
+			n        atomic.Int64
+			mu       sync.Mutex
+			firstErr error
+			wg       sync.WaitGroup
+		)
 		d := b.o.cell
 		if round == 0 {
 			d /= 5
@@ -62,9 +72,10 @@ func scenarioIssue(ctx context.Context, b *bench, t sshTarget, stock stockSSH, b
 					out, err := sshRun(client, "ssh-key generate-api-key --json --label "+nextLabel("mux"))
 					var oce *gossh.OpenChannelError
 					if errors.As(err, &oce) && oce.Reason == gossh.ResourceShortage {
-						// The previous session's slot is freed just after
-						// its client saw it close: try again.
+						// exed frees a session's slot a moment after its
+						// client has seen it close.
 						retried.Add(1)
+						time.Sleep(sessionRetryWait)
 						continue
 					}
 					if err == nil && !bytes.Contains(out, []byte(`"token"`)) {
@@ -93,24 +104,29 @@ func scenarioIssue(ctx context.Context, b *bench, t sshTarget, stock stockSSH, b
 		}
 	}
 	rate := median(rates)
-	rows := []row{{
+	r := row{
 		scenario: "3 issuance",
-		what:     fmt.Sprintf("generate-api-key, %d sessions at a time on one SSH connection (SQLite synchronous=FULL)", workers),
+		what:     fmt.Sprintf("generate-api-key, %d sessions at a time on one SSH connection, each stored durably (SQLite WAL, synchronous=FULL)", workers),
 		result:   sig3(rate) + " tokens/s",
-		ratio:    "",
 		target:   "≥ 1,200/s",
 		met:      judge(rate, 1200, false),
-	}}
+	}
 	if n := retried.Load(); n > 0 {
-		rows[0].what += fmt.Sprintf("; %d session opens retried", n)
+		r.what += fmt.Sprintf("; %d session opens refused as over the bound and retried", n)
 	}
+	return append([]row{r}, rows...), issued, nil
+}
 
+// coldSSH times one-command logins with the stock OpenSSH client, each a
+// new process and connection: whoami and generate-api-key against exed,
+// whoami against the bare gliderlabs server. It returns the rows and the
+// number of tokens it issued.
+func coldSSH(ctx context.Context, b *bench, t sshTarget, stock stockSSH, bareSSHAddr string) ([]row, int, error) {
 	if stock.keyFile == "" {
-		rows = append(rows, row{scenario: "3 cold ssh", what: "stock OpenSSH client", result: "n/a (no ssh on PATH)"})
-		return rows, issued, nil
+		return []row{{scenario: "3 cold ssh", what: "stock OpenSSH client", result: "n/a (no ssh on PATH)"}}, 0, nil
 	}
-	// Cold logins, interleaved so that drift falls on all three alike.
 	var whoami, gen, bare []time.Duration
+	issued := 0
 	runs := []func() error{
 		func() error { d, err := stock.run(ctx, t.addr, "whoami"); whoami = append(whoami, d); return err },
 		func() error {
@@ -121,7 +137,9 @@ func scenarioIssue(ctx context.Context, b *bench, t sshTarget, stock stockSSH, b
 		},
 		func() error { d, err := stock.run(ctx, bareSSHAddr, "whoami"); bare = append(bare, d); return err },
 	}
-	for i := range b.o.coldRuns + 1 { // the first round warms up
+	// Interleaved, in a rotated order, so that drift falls on all three
+	// alike; the first round warms up.
+	for i := range b.o.coldRuns + 1 {
 		for j := range runs {
 			if err := runs[(i+j)%len(runs)](); err != nil {
 				return nil, 0, err
@@ -137,15 +155,14 @@ func scenarioIssue(ctx context.Context, b *bench, t sshTarget, stock stockSSH, b
 	note := func(ds []time.Duration) string {
 		return fmt.Sprintf(" (wall time, median of %d, max %s)", len(ds), fmtDur(maxDur(ds)))
 	}
-	rows = append(rows,
-		row{scenario: "3 cold ssh", what: "`ssh HOST whoami`, exed" + note(whoami), result: fmtDur(mw)},
-		row{scenario: "3 cold ssh", what: "`ssh HOST ssh-key generate-api-key`, exed" + note(gen), result: fmtDur(mg),
+	return []row{
+		{scenario: "3 cold ssh", what: "`ssh HOST whoami`, exed" + note(whoami), result: fmtDur(mw)},
+		{scenario: "3 cold ssh", what: "`ssh HOST ssh-key generate-api-key`, exed" + note(gen), result: fmtDur(mg),
 			ratio: fmtRatio(genRatio) + " whoami", target: "≤ 1.05× whoami", met: judge(genRatio, 1.05, true)},
-		row{scenario: "3 cold ssh", what: "`ssh HOST whoami`, bare gliderlabs/ssh with default settings" + note(bare), result: fmtDur(mb)},
-		row{scenario: "3 cold ssh", what: "exed whoami vs bare gliderlabs whoami", result: fmtDur(mw) + " vs " + fmtDur(mb),
+		{scenario: "3 cold ssh", what: "`ssh HOST whoami`, bare gliderlabs/ssh with default settings" + note(bare), result: fmtDur(mb)},
+		{scenario: "3 cold ssh", what: "exed whoami vs bare gliderlabs whoami", result: fmtDur(mw) + " vs " + fmtDur(mb),
 			ratio: fmtRatio(bareRatio) + " bare", target: "≤ 0.4× bare", met: judge(bareRatio, 0.4, true)},
-	)
-	return rows, issued, nil
+	}, issued, nil
 }
 
 func maxDur(ds []time.Duration) time.Duration {

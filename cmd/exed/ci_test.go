@@ -636,8 +636,8 @@ func TestCIDeployKeyRefusals(t *testing.T) {
 		t.Errorf("ci-deploy expires at %s, want in 90 days", d.ExpiresAt)
 	}
 	table := w.alice.ok(t, "", "ssh-key", "list")
-	if !regexp.MustCompile(`(?m)^ci-deploy\s+login\s+web\s+\S+\s+` + regexp.QuoteMeta(exp.UTC().Format("2006-01-02 15:04"))).MatchString(table) {
-		t.Errorf("ssh-key list does not show ci-deploy's VM and expiry:\n%s", table)
+	if !regexp.MustCompile(`(?m)^ci-deploy\s+login\s+web\s+ssh-key generate-api-key, ssh-key remove\s+\S+\s+` + regexp.QuoteMeta(exp.UTC().Format("2006-01-02 15:04"))).MatchString(table) {
+		t.Errorf("ssh-key list does not show ci-deploy's VM, cmds and expiry:\n%s", table)
 	}
 
 	keysBefore := w.keys(t)
