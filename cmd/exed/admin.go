@@ -29,16 +29,10 @@ func (a *app) storeFlags(fs *pflag.FlagSet) (data, db *string) {
 }
 
 func (a *app) user(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return errors.New("usage: exed user add|list")
-	}
-	switch args[0] {
-	case "add":
-		return a.userAdd(ctx, args[1:])
-	case "list", "ls":
-		return a.userList(ctx, args[1:])
-	}
-	return fmt.Errorf("unknown user command %q (want add or list)", args[0])
+	return a.dispatch("user", args, []subcommand{
+		{"add", nil, "add a user with its first SSH key", func(args []string) error { return a.userAdd(ctx, args) }},
+		{"list", []string{"ls"}, "list users", func(args []string) error { return a.userList(ctx, args) }},
+	})
 }
 
 func (a *app) userAdd(ctx context.Context, args []string) error {
@@ -151,18 +145,11 @@ func (a *app) userList(ctx context.Context, args []string) error {
 }
 
 func (a *app) vm(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return errors.New("usage: exed vm add|list|rm")
-	}
-	switch args[0] {
-	case "add":
-		return a.vmAdd(ctx, args[1:])
-	case "list", "ls":
-		return a.vmList(ctx, args[1:])
-	case "rm", "remove":
-		return a.vmRemove(ctx, args[1:])
-	}
-	return fmt.Errorf("unknown vm command %q (want add, list or rm)", args[0])
+	return a.dispatch("vm", args, []subcommand{
+		{"add", nil, "add a VM: a named upstream owned by a user", func(args []string) error { return a.vmAdd(ctx, args) }},
+		{"list", []string{"ls"}, "list VMs", func(args []string) error { return a.vmList(ctx, args) }},
+		{"rm", []string{"remove"}, "remove a VM", func(args []string) error { return a.vmRemove(ctx, args) }},
+	})
 }
 
 func (a *app) vmAdd(ctx context.Context, args []string) error {

@@ -7,10 +7,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -120,4 +122,39 @@ func oneLine(s string) string {
 		s = s[:i]
 	}
 	return s
+}
+
+// subcommand is one command of a group such as `exed vm`.
+type subcommand struct {
+	name    string
+	aliases []string
+	summary string
+	run     func(args []string) error
+}
+
+// dispatch runs the subcommand of group that args name, or prints the
+// group's usage for --help.
+func (a *app) dispatch(group string, args []string, subs []subcommand) error {
+	names := make([]string, len(subs))
+	for i, sc := range subs {
+		names[i] = sc.name
+	}
+	synopsis := "exed " + group + " " + strings.Join(names, "|")
+	if len(args) == 0 {
+		return errors.New("usage: " + synopsis)
+	}
+	switch args[0] {
+	case "--help", "-h", "help":
+		fmt.Fprintf(a.stdout, "Usage: %s\n\n", synopsis)
+		for _, sc := range subs {
+			fmt.Fprintf(a.stdout, "  %-8s %s\n", sc.name, sc.summary)
+		}
+		return nil
+	}
+	for _, sc := range subs {
+		if args[0] == sc.name || slices.Contains(sc.aliases, args[0]) {
+			return sc.run(args[1:])
+		}
+	}
+	return fmt.Errorf("unknown %s command %q (want %s)", group, args[0], strings.Join(names, ", "))
 }

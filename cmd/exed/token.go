@@ -14,19 +14,10 @@ import (
 )
 
 func (a *app) token(args []string) error {
-	if len(args) == 0 {
-		return errors.New("usage: exed token mint|inspect")
-	}
-	switch args[0] {
-	case "mint":
-		return a.tokenMint(args[1:])
-	case "inspect":
-		return a.tokenInspect(args[1:])
-	case "--help", "-h", "help":
-		fmt.Fprint(a.stdout, "Usage: exed token mint|inspect\n\n  mint     sign a token offline with a private key\n  inspect  decode an exe0 token and check its signature\n")
-		return nil
-	}
-	return fmt.Errorf("unknown token command %q (want mint or inspect)", args[0])
+	return a.dispatch("token", args, []subcommand{
+		{"mint", nil, "sign a token offline with a private key", a.tokenMint},
+		{"inspect", nil, "decode an exe0 token and check its signature", a.tokenInspect},
+	})
 }
 
 // tokenMint signs a token offline, exactly as the SPEC §2 shell recipe does
