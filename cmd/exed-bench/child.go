@@ -263,7 +263,7 @@ func (c *child) stop() error {
 	}
 }
 
-// signerFile writes an OpenSSH private key file (0600) for signer's key.
+// writePrivateKey writes priv as an OpenSSH private key file (0600).
 func writePrivateKey(path string, priv any) error {
 	pem, err := keys.MarshalPrivateKey(priv, "exed-bench")
 	if err != nil {
@@ -272,5 +272,5 @@ func writePrivateKey(path string, priv any) error {
 	return os.WriteFile(path, pem, 0o600)
 }
 
-// hostKeyLine is the authorized_keys form of a signer's public key.
+// authorizedLine is the authorized_keys form of a signer's public key.
 func authorizedLine(s gossh.Signer) string { return keys.MarshalAuthorized(s.PublicKey()) }

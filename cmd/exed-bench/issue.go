@@ -24,11 +24,6 @@ type sshTarget struct {
 	hostKey gossh.PublicKey
 }
 
-// labels numbers the keys the scenarios create (names are unique per user).
-var labels atomic.Int64
-
-func nextLabel(prefix string) string { return fmt.Sprintf("%s%d", prefix, labels.Add(1)) }
-
 // sessionRetryWait is how long a worker waits before opening a session
 // again after exed refused it for the per-connection bound.
 const sessionRetryWait = time.Millisecond
@@ -69,7 +64,7 @@ func scenarioIssue(ctx context.Context, b *bench, t sshTarget, stock stockSSH, b
 			go func() {
 				defer wg.Done()
 				for time.Now().Before(deadline) && ctx.Err() == nil {
-					out, err := sshRun(client, "ssh-key generate-api-key --json --label "+nextLabel("mux"))
+					out, err := sshRun(client, "ssh-key generate-api-key --json --label "+b.nextLabel("mux"))
 					var oce *gossh.OpenChannelError
 					if errors.As(err, &oce) && oce.Reason == gossh.ResourceShortage {
 						// exed frees a session's slot a moment after its
@@ -130,7 +125,7 @@ func coldSSH(ctx context.Context, b *bench, t sshTarget, stock stockSSH, bareSSH
 	runs := []func() error{
 		func() error { d, err := stock.run(ctx, t.addr, "whoami"); whoami = append(whoami, d); return err },
 		func() error {
-			d, err := stock.run(ctx, t.addr, "ssh-key generate-api-key --label "+nextLabel("cold"))
+			d, err := stock.run(ctx, t.addr, "ssh-key generate-api-key --label "+b.nextLabel("cold"))
 			gen = append(gen, d)
 			issued++
 			return err

@@ -42,7 +42,7 @@ func scenarioRevoke(ctx context.Context, b *bench, t sshTarget, exedAddr string)
 		if trial%2 == 1 {
 			kind, flags = "exe0", " --exe0"
 		}
-		label := nextLabel("revoke")
+		label := b.nextLabel("revoke")
 		out, err := sshRun(client, "ssh-key generate-api-key --json --vm web --label "+label+flags)
 		if err != nil {
 			return nil, err

@@ -85,11 +85,11 @@ func sig3(x float64) string {
 	switch {
 	case math.IsNaN(x):
 		return "–"
-	case x >= 1000:
+	case x >= 999.5:
 		return group(int64(math.Round(x)))
-	case x >= 100:
+	case x >= 99.95:
 		return fmt.Sprintf("%.0f", x)
-	case x >= 10:
+	case x >= 9.995:
 		return fmt.Sprintf("%.1f", x)
 	}
 	return fmt.Sprintf("%.2f", x)
@@ -121,6 +121,16 @@ func fmtRatio(x float64) string {
 	return fmt.Sprintf("%.2f×", x)
 }
 
+// fmtRatios prints the median of per-round ratios and, for several
+// rounds, their range: "0.93× bare (0.88–0.97)".
+func fmtRatios(xs []float64, of string) string {
+	s := fmtRatio(median(xs)) + " " + of
+	if len(xs) > 1 {
+		s += fmt.Sprintf(" (%.2f–%.2f)", slices.Min(xs), slices.Max(xs))
+	}
+	return s
+}
+
 // judge says whether ratio x meets a target of at most (atMost) or at
 // least limit, and by how much it misses.
 func judge(x, limit float64, atMost bool) string {
@@ -130,7 +140,11 @@ func judge(x, limit float64, atMost bool) string {
 	case atMost && x <= limit, !atMost && x >= limit:
 		return "yes"
 	}
-	return fmt.Sprintf("**no**: %+.0f%% vs target", (x/limit-1)*100)
+	off := (x/limit - 1) * 100
+	if math.Abs(off) < 10 {
+		return fmt.Sprintf("**no**: %+.1f%% vs target", off)
+	}
+	return fmt.Sprintf("**no**: %+.0f%% vs target", off)
 }
 
 // judgeCount is judge for a count that must be at most limit.

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestMain lets the test binary serve as the harness's child processes
+// (upstream, bare proxy, bare SSH server), as the real binary does.
+func TestMain(m *testing.M) {
+	if runChild() {
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestSmoke runs every scenario at tiny sizes, so the harness cannot rot:
+// it must build and start exed and its baselines, get right answers from
+// all of them (a wrong status fails the run), and print every row. Its
+// figures are not checked, except revocation, which is correctness: no
+// request sent after the removal returned may be accepted.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs exed")
+	}
+	var out, log bytes.Buffer
+	rows, err := run(context.Background(), smokeOptions(), &out, &log)
+	if err != nil {
+		t.Fatalf("run: %v\nprogress:\n%s", err, log.String())
+	}
+	want := []string{
+		"1 verify|ed25519: full Verify",
+		"1 verify|ecdsa-p256: full Verify",
+		"1 verify|rsa-3072: full Verify",
+		"2 proxy, 1 conn|exed, cached token",
+		"2 proxy, 32 conns|bare ReverseProxy (exed's transport)",
+		"2 proxy, 32 conns|exed, a new valid token every request",
+		"2 proxy, 32 conns|exed, 50% junk",
+		"3 issuance|generate-api-key",
+		"4 revocation|requests accepted",
+		"5 memory|exed peak RSS",
+		"6 registry|SQLite: Store.Key",
+	}
+	if _, err := exec.LookPath("ssh"); err == nil {
+		want = append(want, "3 cold ssh|exed whoami vs bare gliderlabs whoami")
+	}
+	for _, w := range want {
+		scen, what, _ := strings.Cut(w, "|")
+		found := false
+		for _, r := range rows {
+			if r.scenario == scen && strings.HasPrefix(r.what, what) && r.result != "" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no row %q", w)
+		}
+		if !strings.Contains(out.String(), "| "+scen+" | "+what) {
+			t.Errorf("table lacks %q", w)
+		}
+	}
+	for _, r := range rows {
+		if r.scenario == "4 revocation" && (r.result != "0" || r.met != "yes") {
+			t.Errorf("revocation: %s accepted after the removal (%s)", r.result, r.what)
+		}
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s\nprogress:\n%s", out.String(), log.String())
+	}
+}
