@@ -165,7 +165,7 @@ func TestVerificationResults(t *testing.T) {
 		t.Errorf("cache misses %v, entries %v", got["exed_token_cache_misses_total{}"], got["exed_token_cache_entries{}"])
 	}
 	// The registry calls were timed through the decorator.
-	if got["exed_store_query_duration_seconds_count{method=key,result=ok}"] < 5 ||
+	if got["exed_store_query_duration_seconds_count{method=key_and_user,result=ok}"] < 5 ||
 		got["exed_store_query_duration_seconds_count{method=add_user,result=ok}"] != 1 {
 		t.Errorf("store timings missing: %v", filter(got, "exed_store_"))
 	}
@@ -202,6 +202,9 @@ func TestStoreResults(t *testing.T) {
 	if _, err := st.Key(ctx, "SHA256:nosuch"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Key: %v", err)
 	}
+	if _, _, err := st.KeyAndUser(ctx, "SHA256:nosuch"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("KeyAndUser: %v", err)
+	}
 	if err := st.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -211,6 +214,7 @@ func TestStoreResults(t *testing.T) {
 	}
 	got := scrape(t, m.Handler(notReady))
 	want(t, got, "exed_store_query_duration_seconds_count{method=key,result=ok}", 1)
+	want(t, got, "exed_store_query_duration_seconds_count{method=key_and_user,result=ok}", 1)
 	want(t, got, "exed_store_query_duration_seconds_count{method=ping,result=ok}", 1)
 	want(t, got, "exed_store_query_duration_seconds_count{method=vms,result=error}", 1)
 }

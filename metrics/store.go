@@ -73,6 +73,11 @@ func (s *timedStore) Key(ctx context.Context, fingerprint string) (_ store.Key, 
 	return s.Store.Key(ctx, fingerprint)
 }
 
+func (s *timedStore) KeyAndUser(ctx context.Context, fingerprint string) (_ store.Key, _ store.User, err error) {
+	defer s.observe("key_and_user", time.Now(), &err)
+	return s.Store.KeyAndUser(ctx, fingerprint)
+}
+
 func (s *timedStore) Keys(ctx context.Context, userID string) (_ []store.Key, err error) {
 	defer s.observe("keys", time.Now(), &err)
 	return s.Store.Keys(ctx, userID)

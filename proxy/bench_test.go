@@ -52,9 +52,8 @@ func BenchmarkProxyBare(b *testing.B) {
 			pr.SetURL(u)
 			pr.SetXForwarded()
 		},
-		Transport:     NewTransport(),
-		FlushInterval: -1,
-		BufferPool:    &bufferPool{},
+		Transport:  NewTransport(),
+		BufferPool: &bufferPool{},
 	}
 	benchServe(b, rp, "web.exe.xyz", nil)
 }

@@ -159,19 +159,19 @@ func (l *limiters) evict(now time.Time) {
 const copyBufSize = 32 << 10
 
 // bufferPool recycles ReverseProxy's copy buffers (without one it
-// allocates 32 KiB per proxied body).
+// allocates 32 KiB per proxied body). It holds pointers to the arrays, so
+// Put boxes nothing.
 type bufferPool struct{ p sync.Pool }
 
 func (b *bufferPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
+	if v, ok := b.p.Get().(*[copyBufSize]byte); ok {
+		return v[:]
 	}
 	return make([]byte, copyBufSize)
 }
 
 func (b *bufferPool) Put(buf []byte) {
 	if cap(buf) == copyBufSize {
-		buf = buf[:copyBufSize]
-		b.p.Put(&buf)
+		b.p.Put((*[copyBufSize]byte)(buf[:copyBufSize]))
 	}
 }

@@ -190,7 +190,7 @@ func (h *Handler) logExec(r *http.Request, start time.Time, bytes int64, res exe
 		attrs = append(attrs, slog.String("user_id", g.User.ID), slog.String("fingerprint", g.Key.Fingerprint))
 	}
 	if res.reason != nil {
-		attrs = append(attrs, reasonAttrs(res.reason)...)
+		attrs = appendReason(attrs, res.reason)
 	}
 	h.c.Log.LogAttrs(context.Background(), slog.LevelInfo, "exec", attrs...)
 }

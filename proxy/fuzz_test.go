@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"net"
 	"net/http"
+	"path"
 	"strings"
 	"testing"
 
@@ -114,5 +116,35 @@ func FuzzRoute(f *testing.F) {
 		if strings.HasPrefix(strings.ToLower(p), "/__exe.dev/") && !isReserved(p) {
 			t.Fatalf("path %q not reserved", p)
 		}
+		// The allocation-free shortcuts agree with the plain definitions.
+		if want := plainCanonicalHost(host); c != want {
+			t.Fatalf("canonicalHost(%q) = %q, plain definition %q", host, c, want)
+		}
+		if got, want := isReserved(p), plainIsReserved(p); got != want {
+			t.Fatalf("isReserved(%q) = %v, plain definition %v", p, got, want)
+		}
 	})
+}
+
+// plainCanonicalHost is canonicalHost without its shortcut.
+func plainCanonicalHost(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, host)
+	return strings.TrimSuffix(host, ".")
+}
+
+// plainIsReserved is isReserved without its shortcut.
+func plainIsReserved(p string) bool {
+	under := func(p string) bool {
+		p = strings.ToLower(p)
+		return p+"/" == reservedPrefix || strings.HasPrefix(p, reservedPrefix)
+	}
+	return under(p) || under(path.Clean("/"+p))
 }

@@ -8,10 +8,10 @@
 package proxy
 
 import (
-	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"strings"
 	"time"
 
@@ -58,8 +58,7 @@ type Handler struct {
 	vmSuffix string // "." + canonical VMDomain
 	vms      *vmCache
 	limits   *limiters
-	bufs     bufferPool
-	errLog   *log.Logger // ReverseProxy's own error log, routed to slog
+	rp       *httputil.ReverseProxy // to every VM; per-request data rides in the context
 }
 
 // New returns the HTTP front for c.
@@ -82,13 +81,14 @@ func New(c Config) *Handler {
 	if c.Transport == nil {
 		c.Transport = NewTransport()
 	}
+	errLog := slog.NewLogLogger(c.Log.Handler(), slog.LevelWarn) // ReverseProxy's own errors
 	return &Handler{
 		c:        c,
 		domain:   canonicalHost(c.Domain),
 		vmSuffix: "." + canonicalHost(c.VMDomain),
 		vms:      newVMCache(c.Store, c.Now, canonicalHost(c.VMDomain)),
 		limits:   newLimiters(c.ExecRate, c.ExecBurst),
-		errLog:   slog.NewLogLogger(c.Log.Handler(), slog.LevelWarn),
+		rp:       newReverseProxy(c.Transport, &bufferPool{}, errLog),
 	}
 }
 
@@ -127,8 +127,10 @@ func (h *Handler) vmName(host string) (string, bool) {
 // Only ASCII letters are lowered: Unicode case mapping would turn the
 // Kelvin sign into "k" and route a host that no DNS name matches.
 func canonicalHost(host string) string {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	if strings.IndexByte(host, ':') >= 0 { // SplitHostPort's error for no port allocates
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
 	}
 	host = strings.Map(func(r rune) rune {
 		if 'A' <= r && r <= 'Z' {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,11 +18,14 @@ import (
 	"github.com/exed-dev/exed/tokens"
 )
 
-// Identity headers the proxy sets; clients can never send them (see isExedevHeader).
+// Identity headers the proxy sets; clients can never send them (see
+// isExedevHeader). SPEC's X-ExeDev-UserID and so on, spelled as
+// http.CanonicalHeaderKey spells them (and so as they go on the wire), to
+// set them without canonicalising each time.
 const (
-	headerUserID = "X-ExeDev-UserID"
-	headerEmail  = "X-ExeDev-Email"
-	headerCtx    = "X-ExeDev-Token-Ctx"
+	headerUserID = "X-Exedev-Userid"
+	headerEmail  = "X-Exedev-Email"
+	headerCtx    = "X-Exedev-Token-Ctx"
 )
 
 // reservedPrefix is never forwarded to a VM: it belongs to the proxy.
@@ -35,8 +39,8 @@ const authRealm = `Basic realm="exed"`
 // the VM up, authorize, forward.
 func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
-	var a access
+	rq := &vmRequest{w: statusWriter{ResponseWriter: w}}
+	sw := &rq.w
 	defer func() {
 		status := sw.status
 		if status == 0 {
@@ -44,7 +48,7 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		}
 		d := time.Since(start)
 		h.c.Metrics.ProxyRequest(status, d)
-		h.logVM(r, name, status, d, sw.bytes, &a)
+		h.logVM(r, name, status, d, sw.bytes, &rq.access)
 	}()
 
 	if status, msg := checkRequest(r); status != 0 {
@@ -60,19 +64,34 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	if err != nil {
-		a.reason = err
+		rq.reason = err
 		http.Error(sw, "service unavailable", http.StatusServiceUnavailable)
 		return
 	}
-	if h.authorize(r, vm, &a); a.status != 0 {
-		if a.status == http.StatusUnauthorized {
+	if h.authorize(r, vm, &rq.access); rq.status != 0 {
+		if rq.status == http.StatusUnauthorized {
 			sw.Header().Set("WWW-Authenticate", authRealm)
 		}
-		http.Error(sw, a.msg, a.status)
+		http.Error(sw, rq.msg, rq.status)
 		return
 	}
-	h.forward(sw, r, vm, &a)
+	rq.vm = vm
+	// The Handler's one ReverseProxy finds rq in the context (see rewriteVM).
+	ctx := context.WithValue(r.Context(), vmRequestKey{}, rq)
+	h.rp.ServeHTTP(sw, r.WithContext(ctx))
 }
+
+// vmRequest is one request to a VM on its way through the proxy: one
+// allocation holds the writer that records status and size for the log,
+// what authorize decided, and the VM it is forwarded to.
+type vmRequest struct {
+	w  statusWriter
+	vm *vmEntry // set once authorized
+	access
+}
+
+// vmRequestKey is the context key of a forwarded request's *vmRequest.
+type vmRequestKey struct{}
 
 // checkRequest refuses what is never forwarded, whoever asks: the reserved
 // path, CONNECT, and protocol upgrades other than WebSocket (Go's
@@ -122,8 +141,8 @@ func (h *Handler) authorize(r *http.Request, vm *vmEntry, a *access) {
 		refuse(http.StatusUnauthorized, "authentication required", nil)
 		return
 	}
-	vmCopy := vm.vm // the Verifier gets its own copy of the cached VM
-	grant, err := h.c.Verifier.Verify(r.Context(), token, tokens.Target{Namespace: vm.namespace, VM: &vmCopy})
+	// vm is immutable once cached, and Verify only reads Target.VM.
+	grant, err := h.c.Verifier.Verify(r.Context(), token, tokens.Target{Namespace: vm.namespace, VM: &vm.vm})
 	if err != nil {
 		refuse(http.StatusUnauthorized, "invalid token", err)
 		return
@@ -137,22 +156,35 @@ func (h *Handler) authorize(r *http.Request, vm *vmEntry, a *access) {
 	}
 }
 
-// forward proxies the request to vm's upstream, streaming both ways.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, vm *vmEntry, a *access) {
-	rp := &httputil.ReverseProxy{
-		Rewrite:       func(pr *httputil.ProxyRequest) { rewrite(pr, vm, a.grant) },
-		Transport:     h.c.Transport,
-		FlushInterval: -1, // stream: server-sent events, git, large downloads
-		BufferPool:    &h.bufs,
-		ErrorLog:      h.errLog,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if !errors.Is(err, context.Canceled) {
-				a.reason = fmt.Errorf("upstream: %w", err)
-			}
-			http.Error(w, "bad gateway", http.StatusBadGateway)
-		},
+// newReverseProxy returns the ReverseProxy every request to a VM goes
+// through, streaming both ways. FlushInterval 0 still flushes at once the
+// responses that stream (server-sent events, unknown length: git, chunked
+// downloads); a flush after every write of the others only costs.
+func newReverseProxy(transport http.RoundTripper, bufs httputil.BufferPool, errLog *log.Logger) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:       rewriteVM,
+		Transport:     transport,
+		FlushInterval: 0,
+		BufferPool:    bufs,
+		ErrorLog:      errLog,
+		ErrorHandler:  upstreamError,
 	}
-	rp.ServeHTTP(w, r)
+}
+
+// rewriteVM is the ReverseProxy's Rewrite: the request's VM and grant come
+// from its context (see serveVM).
+func rewriteVM(pr *httputil.ProxyRequest) {
+	rq := pr.In.Context().Value(vmRequestKey{}).(*vmRequest)
+	rewrite(pr, rq.vm, rq.grant)
+}
+
+// upstreamError answers 502 when the VM cannot be reached, noting why for
+// the log line.
+func upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	if rq, ok := r.Context().Value(vmRequestKey{}).(*vmRequest); ok && !errors.Is(err, context.Canceled) {
+		rq.reason = fmt.Errorf("upstream: %w", err)
+	}
+	http.Error(w, "bad gateway", http.StatusBadGateway)
 }
 
 // rewrite builds the upstream request: the VM's URL, fresh X-Forwarded-*,
@@ -167,11 +199,14 @@ func rewrite(pr *httputil.ProxyRequest, vm *vmEntry, grant *tokens.Grant) {
 	if grant == nil {
 		return
 	}
+	// One array backs the three values (scrubHeaders removed any other).
+	vals := &[3]string{grant.User.ID, grant.User.Email}
 	hdr := pr.Out.Header
-	hdr.Set(headerUserID, grant.User.ID)
-	hdr.Set(headerEmail, grant.User.Email)
+	hdr[headerUserID] = vals[0:1:1]
+	hdr[headerEmail] = vals[1:2:2]
 	if grant.Perms.Ctx != nil {
-		hdr.Set(headerCtx, string(grant.Perms.Ctx))
+		vals[2] = string(grant.Perms.Ctx)
+		hdr[headerCtx] = vals[2:3:3]
 	}
 }
 
@@ -230,7 +265,10 @@ func isReserved(p string) bool {
 		p = strings.ToLower(p)
 		return p+"/" == reservedPrefix || strings.HasPrefix(p, reservedPrefix)
 	}
-	return under(p) || under(path.Clean("/"+p))
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	return under(p) || under(path.Clean(p)) // Clean allocates only when p is not clean
 }
 
 // validHeaderValue reports whether b can travel as an HTTP header value
@@ -245,10 +283,23 @@ func validHeaderValue(b []byte) bool {
 	return true
 }
 
+// logAttrsCap holds a log line's attributes on the stack: the fixed
+// seven, carrier, user and fingerprint, reason and detail.
+const logAttrsCap = 12
+
 // logVM writes the one log line of a proxied request: bytes is the size of
 // the response body sent to the client. Never the token.
 func (h *Handler) logVM(r *http.Request, vm string, status int, d time.Duration, bytes int64, a *access) {
-	attrs := []slog.Attr{
+	level := slog.LevelInfo
+	if a.reason != nil && status >= 500 {
+		level = slog.LevelWarn
+	}
+	ctx := context.Background()
+	if !h.c.Log.Enabled(ctx, level) {
+		return
+	}
+	var buf [logAttrsCap]slog.Attr
+	attrs := append(buf[:0],
 		slog.String("route", "vm"),
 		slog.String("vm", vm),
 		slog.String("method", r.Method),
@@ -256,31 +307,27 @@ func (h *Handler) logVM(r *http.Request, vm string, status int, d time.Duration,
 		slog.Duration("duration", d),
 		slog.Int64("bytes", bytes),
 		slog.String("remote_addr", r.RemoteAddr),
-	}
+	)
 	if a.carrier != "" {
 		attrs = append(attrs, slog.String("carrier", a.carrier))
 	}
 	if g := a.grant; g != nil {
 		attrs = append(attrs, slog.String("user_id", g.User.ID), slog.String("fingerprint", g.Key.Fingerprint))
 	}
-	level := slog.LevelInfo
 	if a.reason != nil {
-		attrs = append(attrs, reasonAttrs(a.reason)...)
-		if status >= 500 {
-			level = slog.LevelWarn
-		}
+		attrs = appendReason(attrs, a.reason)
 	}
-	h.c.Log.LogAttrs(context.Background(), level, "proxy", attrs...)
+	h.c.Log.LogAttrs(ctx, level, "proxy", attrs...)
 }
 
-// reasonAttrs describes a refusal for the log: a tokens.Error's reason and
-// precise detail (which never holds the token), or the error text.
-func reasonAttrs(err error) []slog.Attr {
+// appendReason describes a refusal for the log: a tokens.Error's reason
+// and precise detail (which never holds the token), or the error text.
+func appendReason(attrs []slog.Attr, err error) []slog.Attr {
 	var te *tokens.Error
 	if errors.As(err, &te) {
-		return []slog.Attr{slog.String("reason", string(te.Reason)), slog.String("detail", te.Error())}
+		return append(attrs, slog.String("reason", string(te.Reason)), slog.String("detail", te.Error()))
 	}
-	return []slog.Attr{slog.String("detail", err.Error())}
+	return append(attrs, slog.String("detail", err.Error()))
 }
 
 // statusWriter records the status and body size of the response for the
@@ -321,6 +368,9 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // Flush is here for code that asserts http.Flusher rather than using
 // http.ResponseController.
-func (w *statusWriter) Flush() {
-	http.NewResponseController(w.ResponseWriter).Flush()
+func (w *statusWriter) Flush() { w.FlushError() }
+
+// FlushError is what http.ResponseController.Flush calls first.
+func (w *statusWriter) FlushError() error {
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -587,7 +589,41 @@ func TestUpstreamDown(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Errorf("status %d, want 502", resp.StatusCode)
 	}
-	waitFor(t, "the 502 log line", func() bool { return strings.Contains(w.logs.String(), "status=502") })
+	// The shared ReverseProxy's ErrorHandler finds the request's log record
+	// through the context: the line says why, at WARN.
+	waitFor(t, "the 502 log line", func() bool {
+		for _, line := range strings.Split(w.logs.String(), "\n") {
+			if strings.Contains(line, "status=502") && strings.Contains(line, "level=WARN") && strings.Contains(line, `detail="upstream: `) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// A proxied request's access-log line: one line with every field.
+func TestAccessLogLine(t *testing.T) {
+	w := newWorld(t, nil)
+	e := w.echo("web.exe.xyz", map[string]string{"X-Exedev-Authorization": bearerHdr(w.vmToken("web", `{}`))})
+	wantIdentity(t, e, w.alice, "")
+	var lines []string
+	for _, line := range strings.Split(w.logs.String(), "\n") {
+		if strings.Contains(line, "route=vm") {
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) != 1 {
+		t.Fatalf("%d access-log lines, want 1: %q", len(lines), lines)
+	}
+	for _, want := range []string{"level=INFO", "msg=proxy", "vm=web", "method=GET", "status=200", "duration=", "bytes=",
+		"remote_addr=127.0.0.1:", "carrier=x-exedev-authorization", "user_id=" + w.alice.user.ID, "fingerprint=" + w.alice.key.Fingerprint} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("access-log line lacks %q: %s", want, lines[0])
+		}
+	}
+	if strings.Contains(lines[0], "bytes=0 ") {
+		t.Errorf("access-log line counts no body bytes: %s", lines[0])
+	}
 }
 
 // The VM cache serves a VM for at most vmCacheTTL after it changes.
@@ -702,5 +738,129 @@ func TestCtxHeaderBytes(t *testing.T) {
 	resp, _ := w.get("web.exe.xyz", "/", map[string]string{"X-Exedev-Authorization": bearerHdr(tok)})
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("ctx with DEL: status %d, want 400", resp.StatusCode)
+	}
+}
+
+// A response of unknown length that is not an event stream (git's, a
+// chunked download) streams too: the proxy flushes it as it comes, with no
+// flush interval of its own.
+func TestChunkedStreams(t *testing.T) {
+	release := make(chan struct{})
+	up := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "application/octet-stream")
+		io.WriteString(rw, "first\n")
+		http.NewResponseController(rw).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		io.WriteString(rw, "last\n")
+	})
+	w := newWorld(t, up)
+	defer close(release)
+	req := w.request(http.MethodGet, "web.exe.xyz", "/download", nil, map[string]string{"X-Exedev-Authorization": bearerHdr(w.vmToken("web", `{}`))})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := w.front.Client().Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ContentLength != -1 {
+		t.Fatalf("ContentLength %d, want -1 (unknown)", resp.ContentLength)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "first\n" {
+		t.Fatalf("first chunk = %q, %v (buffered by the proxy?)", line, err)
+	}
+}
+
+// One ReverseProxy serves every request: concurrent requests for different
+// users, VMs and ctx values must each reach the upstream with their own
+// identity, and anonymous ones with none.
+func TestConcurrentIdentities(t *testing.T) {
+	w := newWorld(t, nil)
+	const workers, each = 6, 20
+	type client struct {
+		host, token string
+		who         *account // nil: anonymous
+		ctx         string
+	}
+	clients := make([]client, workers)
+	for i := range clients {
+		ctx := fmt.Sprintf(`{"n":%d}`, i)
+		switch i % 3 {
+		case 0:
+			clients[i] = client{"web.exe.xyz", w.vmToken("web", `{"ctx":`+ctx+`}`), &w.alice, ctx}
+		case 1:
+			clients[i] = client{"bobvm.exe.xyz", w.mint(w.bob.signer, vmNamespace("bobvm"), `{"ctx":`+ctx+`}`), &w.bob, ctx}
+		default:
+			clients[i] = client{host: "pub.exe.xyz"}
+		}
+	}
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Go(func() {
+			for range each {
+				req := w.request(http.MethodGet, c.host, "/", nil, nil)
+				if c.token != "" {
+					req.Header.Set("X-Exedev-Authorization", bearerHdr(c.token))
+				}
+				resp, err := w.front.Client().Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var e echoReply
+				err = json.NewDecoder(resp.Body).Decode(&e)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK {
+					t.Errorf("%s: status %d, %v", c.host, resp.StatusCode, err)
+					return
+				}
+				want := map[string][]string{}
+				if c.who != nil {
+					want["X-Exedev-Userid"] = []string{c.who.user.ID}
+					want["X-Exedev-Email"] = []string{c.who.user.Email}
+					want["X-Exedev-Token-Ctx"] = []string{c.ctx}
+				}
+				if got := e.exedevHeaders(); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("%s: upstream saw %v, want %v", c.host, got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// rewrite sets the identity headers straight into the header map, so
+// their names must be in canonical form (as Header.Set would store them),
+// and they are SPEC's names.
+func TestIdentityHeaderNames(t *testing.T) {
+	for spec, name := range map[string]string{
+		"X-ExeDev-UserID":    headerUserID,
+		"X-ExeDev-Email":     headerEmail,
+		"X-ExeDev-Token-Ctx": headerCtx,
+	} {
+		if name != http.CanonicalHeaderKey(spec) {
+			t.Errorf("%s is spelled %q, want %q", spec, name, http.CanonicalHeaderKey(spec))
+		}
+	}
+}
+
+// The copy-buffer pool keeps array pointers: Put must not allocate (a
+// boxed slice header per request), and Get hands out full-size buffers.
+func TestBufferPool(t *testing.T) {
+	var p bufferPool
+	buf := p.Get()
+	if len(buf) != copyBufSize {
+		t.Fatalf("Get: len %d, want %d", len(buf), copyBufSize)
+	}
+	if n := testing.AllocsPerRun(100, func() { p.Put(buf[:10]) }); n != 0 {
+		t.Errorf("Put allocates %v times", n)
+	}
+	if got := p.Get(); len(got) != copyBufSize {
+		t.Errorf("Get after Put: len %d, want %d", len(got), copyBufSize)
 	}
 }

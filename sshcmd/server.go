@@ -76,7 +76,13 @@ type Server struct {
 type connState struct {
 	conn   net.Conn
 	authed atomic.Bool // public-key authentication completed
-	open   int         // session channels open; guarded by Server.mu
+	open   int         // session channels not yet closed; guarded by Server.mu
+	slots  int         // sessions counted against MaxSessions; guarded by Server.mu
+
+	// user is the account of the key that authenticated, kept for the
+	// connection's later sessions: a key's user never changes and users
+	// are immutable, so only the key itself is looked up again.
+	user atomic.Pointer[store.User]
 }
 
 // contextKey keys the values the server stores in gliderlabs' context.
@@ -297,14 +303,32 @@ func (s *Server) sessionChannel(srv *ssh.Server, conn *gossh.ServerConn, ch goss
 		s.mu.Unlock()
 		ch.Reject(gossh.ResourceShortage, "server is shutting down")
 		return
-	case st.open >= s.c.MaxSessions:
+	case st.slots >= s.c.MaxSessions, st.open >= 2*s.c.MaxSessions:
+		// A slot is freed before the client closes its channel (below);
+		// the second bound keeps a client that never closes ended
+		// sessions from piling their channels up.
 		s.mu.Unlock()
 		ch.Reject(gossh.ResourceShortage, "too many sessions on this connection")
 		return
 	}
 	st.open++
+	st.slots++
 	s.mu.Unlock()
+	// The slot goes back before the session's exit status or close is
+	// sent: a client that opens its next session as soon as it sees one
+	// end must find the slot free. DefaultSessionHandler returns only
+	// once the client's close has been read, which may be after its next
+	// open has arrived.
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			s.mu.Lock()
+			st.slots--
+			s.mu.Unlock()
+		})
+	}
 	defer func() {
+		release() // the client closed first, or the channel was never accepted
 		s.mu.Lock()
 		st.open--
 		if s.closing && st.open == 0 {
@@ -312,7 +336,40 @@ func (s *Server) sessionChannel(srv *ssh.Server, conn *gossh.ServerConn, ch goss
 		}
 		s.mu.Unlock()
 	}()
-	ssh.DefaultSessionHandler(srv, conn, ch, ctx)
+	ssh.DefaultSessionHandler(srv, conn, slotChannel{ch, release}, ctx)
+}
+
+// slotChannel is a session's NewChannel whose accepted channel calls
+// release before it tells the client the session has ended.
+type slotChannel struct {
+	gossh.NewChannel
+	release func()
+}
+
+func (c slotChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error) {
+	ch, reqs, err := c.NewChannel.Accept()
+	if err != nil {
+		return nil, nil, err
+	}
+	return releasingChannel{ch, c.release}, reqs, nil
+}
+
+// releasingChannel calls release before exit-status, exit-signal or close.
+type releasingChannel struct {
+	gossh.Channel
+	release func()
+}
+
+func (c releasingChannel) SendRequest(name string, wantReply bool, payload []byte) (bool, error) {
+	if name == "exit-status" || name == "exit-signal" {
+		c.release()
+	}
+	return c.Channel.SendRequest(name, wantReply, payload)
+}
+
+func (c releasingChannel) Close() error {
+	c.release()
+	return c.Channel.Close()
 }
 
 // handle runs one session: a command, a REPL, or help.
@@ -354,7 +411,8 @@ func (s *Server) handle(sess ssh.Session) {
 
 // caller is the identity of a session: the key that completed
 // authentication, as recorded in the connection's Permissions, looked up
-// again now.
+// again now (it may have been removed, renamed or restricted since), with
+// its user.
 func (s *Server) caller(ctx ssh.Context, sess ssh.Session) (Caller, error) {
 	conn, _ := ctx.Value(ssh.ContextKeyConn).(*gossh.ServerConn)
 	if conn == nil || conn.Permissions == nil || conn.Permissions.Extensions[extFingerprint] == "" {
@@ -371,10 +429,19 @@ func (s *Server) caller(ctx ssh.Context, sess ssh.Session) (Caller, error) {
 	case k.Generated:
 		return Caller{}, errors.New("token keys cannot log in")
 	}
+	st, _ := ctx.Value(connStateKey).(*connState)
+	if st != nil {
+		if u := st.user.Load(); u != nil && u.ID == k.UserID {
+			return Caller{User: *u, Key: k, RemoteAddr: sess.RemoteAddr().String()}, nil
+		}
+	}
 	u, err := s.c.Store.UserByID(ctx, k.UserID)
 	if err != nil {
 		s.c.Log.Error("ssh session: user lookup", "user", k.UserID, "err", err)
 		return Caller{}, errors.New("internal error: user lookup failed")
+	}
+	if st != nil {
+		st.user.Store(&u)
 	}
 	return Caller{User: u, Key: k, RemoteAddr: sess.RemoteAddr().String()}, nil
 }

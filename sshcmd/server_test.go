@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -515,17 +516,68 @@ func TestMaxSessions(t *testing.T) {
 		t.Fatalf("held session: %v", err)
 	}
 	held[0].Close()
-	// A slot is free again once the server has seen the channel close.
-	waitFor(t, "a free session slot", func() bool {
-		s, err := c.NewSession()
-		if err != nil {
-			return false
-		}
-		s.Close()
-		return true
-	})
+	// The slot is free by the time the client has seen the session end.
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatalf("session after one ended: %v", err)
+	}
+	s.Close()
 	stdins[1].Close()
 	held[1].Wait()
+}
+
+// TestMaxSessionsBackToBack: clients that keep the bound's worth of
+// sessions busy, each opening its next as soon as its last has ended, are
+// never refused: the server frees a slot before the client can see its
+// session end, not when it later reads the client's close.
+func TestMaxSessionsBackToBack(t *testing.T) {
+	const (
+		maxSessions = 3
+		rounds      = 40 // per worker; the race showed within a few
+	)
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	ts := e.startServer(t, func(c *ServerConfig) { c.MaxSessions = maxSessions })
+	c := ts.dial(t, alice.signer)
+	var wg sync.WaitGroup
+	for range maxSessions {
+		wg.Go(func() {
+			for i := range rounds {
+				s, err := c.NewSession()
+				if err != nil {
+					t.Errorf("session %d: %v", i, err)
+					return
+				}
+				out, err := s.Output("whoami")
+				s.Close()
+				if err != nil || !strings.Contains(string(out), "alice@example.com") {
+					t.Errorf("session %d: whoami = %q, %v", i, out, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestSessionAfterKeyRemoved: a connection whose key is removed (from
+// another connection) runs no further sessions.
+func TestSessionAfterKeyRemoved(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	second := e.addKey(alice, "second", 3, nil)
+	ts := e.startServer(t, nil)
+	c := ts.dial(t, second.signer)
+	if out, errOut, code := execSSH(t, c, "whoami", ""); code != 0 || !strings.Contains(out, "alice@example.com") {
+		t.Fatalf("whoami before removal: %d %q %q", code, out, errOut)
+	}
+	if _, errOut, code := execSSH(t, ts.dial(t, alice.signer), "ssh-key remove second", ""); code != 0 {
+		t.Fatalf("remove: %q", errOut)
+	}
+	out, errOut, code := execSSH(t, c, "whoami", "")
+	if code != 1 || out != "" || !strings.Contains(errOut, "your key is no longer registered") {
+		t.Errorf("whoami after removal: %d %q %q", code, out, errOut)
+	}
 }
 
 func TestHandshakeTimeout(t *testing.T) {
@@ -581,7 +633,17 @@ func TestIdleTimeout(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	e := newTestEnv(t)
 	alice := e.addUser("alice@example.com", 1)
-	ts := e.startServer(t, nil)
+	// The handler tells LastUsed of its key once it has joined the
+	// sessions Shutdown waits for: the command has then started.
+	started := make(chan struct{}, 1)
+	ts := e.startServer(t, func(c *ServerConfig) {
+		c.LastUsed = touchFunc(func(string) {
+			select {
+			case started <- struct{}{}:
+			default:
+			}
+		})
+	})
 	busy := ts.dial(t, alice.signer)
 	idle := ts.dial(t, alice.signer)
 
@@ -596,16 +658,11 @@ func TestShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait until the command is running (it then waits for stdin).
-	waitFor(t, "the command to start", func() bool {
-		ts.srv.mu.Lock()
-		defer ts.srv.mu.Unlock()
-		for st := range ts.srv.conns {
-			if st.open > 0 {
-				return true
-			}
-		}
-		return false
-	})
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the command did not start")
+	}
 
 	shut := make(chan error, 1)
 	go func() {
@@ -773,6 +830,47 @@ func BenchmarkGenerateAPIKeySSH(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tokens/s")
+}
+
+// BenchmarkGenerateAPIKeySSHMux: generate-api-key with DefaultMaxSessions
+// sessions at a time on one connection (exed-bench's scenario 3), each
+// worker opening its next session as soon as its last has ended. refused/op
+// counts opens refused as over the bound (and retried).
+func BenchmarkGenerateAPIKeySSHMux(b *testing.B) {
+	e := newTestEnv(b)
+	alice := e.addUser("alice@example.com", 1)
+	ts := e.startServerB(b)
+	c := ts.dial(b, alice.signer)
+	var next, refused atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for range DefaultMaxSessions {
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(b.N); {
+				s, err := c.NewSession()
+				var oce *gossh.OpenChannelError
+				if errors.As(err, &oce) && oce.Reason == gossh.ResourceShortage {
+					refused.Add(1)
+					continue
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				out, err := s.Output(fmt.Sprintf("ssh-key generate-api-key --json --label m%d", i))
+				s.Close()
+				if err != nil || !bytes.Contains(out, []byte(`"token"`)) {
+					b.Errorf("generate-api-key: %q, %v", out, err)
+					return
+				}
+				i = next.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tokens/s")
+	b.ReportMetric(float64(refused.Load())/float64(b.N), "refused/op")
 }
 
 func (e *testEnv) startServerB(b *testing.B) *testServer {

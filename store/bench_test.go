@@ -129,6 +129,70 @@ func BenchmarkKeyLookup(b *testing.B) {
 	}
 }
 
+// verifierKeys is the registry size BenchmarkVerifierLookup measures: the
+// cost it compares is per query, not per row.
+const verifierKeys = 10_000
+
+// BenchmarkVerifierLookup compares what an uncached token check asks of the
+// registry: two queries parsed afresh each time and watching the context
+// (Key then UserByID, as before statements were prepared), the same two
+// prepared, and the one prepared join, KeyAndUser, that the Verifier uses.
+func BenchmarkVerifierLookup(b *testing.B) {
+	for _, be := range testBackends() {
+		b.Run(be.name, func(b *testing.B) {
+			ctx := context.Background()
+			dsn, dir := be.fresh(b)
+			st, err := Open(ctx, dsn, dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			fillKeys(b, rawDB(b, dsn, dir), dsn == "", verifierKeys)
+			s := st.(*sqlStore)
+			// Cancelable, as every request's context is.
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+
+			lookups := []struct {
+				name string
+				get  func(fp string) (Key, User, error)
+			}{
+				{"unprepared-key-then-user", func(fp string) (Key, User, error) {
+					k, err := scanKey(s.ro.QueryRowContext(ctx, keyQuery, fp))
+					if err != nil {
+						return Key{}, User{}, err
+					}
+					u, err := scanUser(s.ro.QueryRowContext(ctx, userByIDQuery, k.UserID))
+					return k, u, err
+				}},
+				{"prepared-key-then-user", func(fp string) (Key, User, error) {
+					k, err := s.Key(ctx, fp)
+					if err != nil {
+						return Key{}, User{}, err
+					}
+					u, err := s.UserByID(ctx, k.UserID)
+					return k, u, err
+				}},
+				{"prepared-join", func(fp string) (Key, User, error) {
+					return s.KeyAndUser(ctx, fp)
+				}},
+			}
+			for _, l := range lookups {
+				b.Run(l.name, func(b *testing.B) {
+					rng := rand.New(rand.NewPCG(1, 2))
+					for b.Loop() {
+						fp := benchFingerprint(rng.IntN(verifierKeys))
+						k, u, err := l.get(fp)
+						if err != nil || k.Fingerprint != fp || u.ID != k.UserID {
+							b.Fatalf("lookup %s: %+v, %+v, %v", fp, k, u, err)
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
 func reportPercentiles(b *testing.B, lat []time.Duration) {
 	slices.Sort(lat)
 	at := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) }

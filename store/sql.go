@@ -15,9 +15,58 @@ type sqlStore struct {
 	d  dialect
 	rw *sql.DB // writes (and reads inside write transactions)
 	ro *sql.DB // reads; the same pool as rw for PostgreSQL
+	q  reads   // prepared on ro
+
+	group groupCommit // AddTokenKey's, on SQLite
 }
 
 var _ Store = (*sqlStore)(nil)
+
+// reads are the hot read queries (every uncached token check, every proxied
+// request's VM), prepared once at Open: parsing a query cost SQLite about as
+// much as running it. database/sql prepares each again, lazily, on every
+// pooled connection that runs it.
+type reads struct {
+	key, keyAndUser, userByID, vm, exe1 *sql.Stmt
+}
+
+const (
+	keyQuery        = `SELECT ` + keyColumns + ` FROM keys WHERE fingerprint = $1`
+	keyAndUserQuery = `SELECT ` + keyColumns + `, u.id, u.email, u.created_at
+		FROM keys LEFT JOIN users u ON u.id = keys.user_id WHERE fingerprint = $1`
+	userByIDQuery = `SELECT ` + userColumns + ` FROM users WHERE id = $1`
+	vmQuery       = `SELECT ` + vmColumns + ` FROM vms WHERE name = $1`
+	exe1Query     = `SELECT id, fingerprint, sealed, created_at FROM exe1 WHERE id = $1`
+)
+
+// pointRead runs one of s.q with args. A ctx already done still fails it.
+func (s *sqlStore) pointRead(ctx context.Context, st *sql.Stmt, args ...any) *sql.Row {
+	if s.d.detachReads && ctx.Err() == nil {
+		ctx = context.WithoutCancel(ctx)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// prepare prepares s.q on the read pool; the tables must exist.
+func (s *sqlStore) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{
+		{&s.q.key, keyQuery},
+		{&s.q.keyAndUser, keyAndUserQuery},
+		{&s.q.userByID, userByIDQuery},
+		{&s.q.vm, vmQuery},
+		{&s.q.exe1, exe1Query},
+	} {
+		st, err := s.ro.PrepareContext(ctx, p.query)
+		if err != nil {
+			return fmt.Errorf("store: prepare %q: %w", p.query, err)
+		}
+		*p.stmt = st
+	}
+	return nil
+}
 
 // write runs fn in a transaction, appends e in that same transaction, and
 // commits. Errors come back mapped by dbErr and wrapped with op.
@@ -93,8 +142,7 @@ func scanUser(row interface{ Scan(...any) error }) (User, error) {
 }
 
 func (s *sqlStore) UserByID(ctx context.Context, id string) (User, error) {
-	u, err := scanUser(s.ro.QueryRowContext(ctx,
-		`SELECT `+userColumns+` FROM users WHERE id = $1`, id))
+	u, err := scanUser(s.pointRead(ctx, s.q.userByID, id))
 	if err != nil {
 		return User{}, fmt.Errorf("store: user %s: %w", id, err)
 	}
@@ -160,6 +208,9 @@ func (s *sqlStore) AddTokenKey(ctx context.Context, k Key, h *Exe1, e Event) err
 	if h != nil && h.Fingerprint != k.Fingerprint {
 		return fmt.Errorf("store: add token key %s: exe1 handle is for %s", k.Fingerprint, h.Fingerprint)
 	}
+	if s.d.name == "sqlite" { // one writer: its commits queue anyway
+		return s.addTokenKeyGrouped(ctx, k, h, e)
+	}
 	return s.write(ctx, "add token key "+k.Fingerprint, e, func(tx *sql.Tx) error {
 		if err := insertKey(ctx, tx, k); err != nil {
 			return err
@@ -174,21 +225,28 @@ func (s *sqlStore) AddTokenKey(ctx context.Context, k Key, h *Exe1, e Event) err
 const keyColumns = `user_id, name, fingerprint, public_key, added_at, last_used_at,
 	generated, vm, cmds, expires_at`
 
-func scanKey(row interface{ Scan(...any) error }) (Key, error) {
-	var k Key
-	var added int64
-	var lastUsed, expires sql.NullInt64
-	var vm, cmds sql.NullString
-	if err := row.Scan(&k.UserID, &k.Name, &k.Fingerprint, &k.PublicKey, &added, &lastUsed,
-		&k.Generated, &vm, &cmds, &expires); err != nil {
-		return Key{}, dbErr(err)
-	}
-	k.AddedAt = fromUnix(added)
-	k.LastUsedAt = fromNullUnix(lastUsed)
-	k.ExpiresAt = fromNullUnix(expires)
-	k.VM = vm.String
-	if cmds.Valid {
-		if err := json.Unmarshal([]byte(cmds.String), &k.Cmds); err != nil {
+// keyRow is a row of keyColumns as scanned, before decoding.
+type keyRow struct {
+	k                 Key
+	added             int64
+	lastUsed, expires sql.NullInt64
+	vm, cmds          sql.NullString
+}
+
+// dest returns Scan's destinations for keyColumns.
+func (r *keyRow) dest() []any {
+	return []any{&r.k.UserID, &r.k.Name, &r.k.Fingerprint, &r.k.PublicKey, &r.added, &r.lastUsed,
+		&r.k.Generated, &r.vm, &r.cmds, &r.expires}
+}
+
+func (r *keyRow) key() (Key, error) {
+	k := r.k
+	k.AddedAt = fromUnix(r.added)
+	k.LastUsedAt = fromNullUnix(r.lastUsed)
+	k.ExpiresAt = fromNullUnix(r.expires)
+	k.VM = r.vm.String
+	if r.cmds.Valid {
+		if err := json.Unmarshal([]byte(r.cmds.String), &k.Cmds); err != nil {
 			return Key{}, fmt.Errorf("decode cmds: %w", err)
 		}
 		if k.Cmds == nil { // stored "null": not something we write
@@ -198,13 +256,38 @@ func scanKey(row interface{ Scan(...any) error }) (Key, error) {
 	return k, nil
 }
 
+func scanKey(row interface{ Scan(...any) error }) (Key, error) {
+	var r keyRow
+	if err := row.Scan(r.dest()...); err != nil {
+		return Key{}, dbErr(err)
+	}
+	return r.key()
+}
+
 func (s *sqlStore) Key(ctx context.Context, fingerprint string) (Key, error) {
-	k, err := scanKey(s.ro.QueryRowContext(ctx,
-		`SELECT `+keyColumns+` FROM keys WHERE fingerprint = $1`, fingerprint))
+	k, err := scanKey(s.pointRead(ctx, s.q.key, fingerprint))
 	if err != nil {
 		return Key{}, fmt.Errorf("store: key %s: %w", fingerprint, err)
 	}
 	return k, nil
+}
+
+func (s *sqlStore) KeyAndUser(ctx context.Context, fingerprint string) (Key, User, error) {
+	var r keyRow
+	var uid, email sql.NullString // NULL: the key's user is missing
+	var created sql.NullInt64
+	err := s.pointRead(ctx, s.q.keyAndUser, fingerprint).Scan(append(r.dest(), &uid, &email, &created)...)
+	if err != nil {
+		return Key{}, User{}, fmt.Errorf("store: key %s: %w", fingerprint, dbErr(err))
+	}
+	k, err := r.key()
+	if err != nil {
+		return Key{}, User{}, fmt.Errorf("store: key %s: %w", fingerprint, err)
+	}
+	if !uid.Valid {
+		return k, User{}, fmt.Errorf("store: user %s of key %s: %w", k.UserID, fingerprint, ErrNotFound)
+	}
+	return k, User{ID: uid.String, Email: email.String, CreatedAt: fromUnix(created.Int64)}, nil
 }
 
 func (s *sqlStore) Keys(ctx context.Context, userID string) ([]Key, error) {
@@ -317,9 +400,7 @@ func (s *sqlStore) AddExe1(ctx context.Context, h Exe1, e Event) error {
 func (s *sqlStore) Exe1(ctx context.Context, id []byte) (Exe1, error) {
 	var h Exe1
 	var created int64
-	err := s.ro.QueryRowContext(ctx,
-		`SELECT id, fingerprint, sealed, created_at FROM exe1 WHERE id = $1`, id).
-		Scan(&h.ID, &h.Fingerprint, &h.Sealed, &created)
+	err := s.pointRead(ctx, s.q.exe1, id).Scan(&h.ID, &h.Fingerprint, &h.Sealed, &created)
 	if err != nil {
 		// The id is a hash, not the handle, but there is no need to print it.
 		return Exe1{}, fmt.Errorf("store: exe1: %w", dbErr(err))
@@ -350,8 +431,7 @@ func scanVM(row interface{ Scan(...any) error }) (VM, error) {
 }
 
 func (s *sqlStore) VM(ctx context.Context, name string) (VM, error) {
-	vm, err := scanVM(s.ro.QueryRowContext(ctx,
-		`SELECT `+vmColumns+` FROM vms WHERE name = $1`, name))
+	vm, err := scanVM(s.pointRead(ctx, s.q.vm, name))
 	if err != nil {
 		return VM{}, fmt.Errorf("store: VM %s: %w", name, err)
 	}
@@ -420,7 +500,13 @@ func (s *sqlStore) Ping(ctx context.Context) error {
 }
 
 func (s *sqlStore) Close() error {
-	err := s.rw.Close()
+	var err error
+	for _, st := range []*sql.Stmt{s.q.key, s.q.keyAndUser, s.q.userByID, s.q.vm, s.q.exe1} {
+		if st != nil { // nil: Open failed before preparing it
+			err = errors.Join(err, st.Close())
+		}
+	}
+	err = errors.Join(err, s.rw.Close())
 	if s.ro != s.rw {
 		err = errors.Join(err, s.ro.Close())
 	}

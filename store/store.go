@@ -105,6 +105,13 @@ type Store interface {
 	// Key looks a key up by fingerprint, whoever owns it (the Verifier's
 	// and SSH authentication's lookup).
 	Key(ctx context.Context, fingerprint string) (Key, error)
+	// KeyAndUser looks a key up by fingerprint together with the user it
+	// belongs to, in one query: the Verifier's lookup. ErrNotFound when no
+	// key has that fingerprint. A key whose user does not exist (the
+	// schema's foreign key rules it out) comes back with a zero User and
+	// an error wrapping ErrNotFound, so that callers can tell the two apart
+	// by the Key's Fingerprint.
+	KeyAndUser(ctx context.Context, fingerprint string) (Key, User, error)
 	// Keys lists a user's keys, oldest first.
 	Keys(ctx context.Context, userID string) ([]Key, error)
 	// RemoveKey deletes one of userID's keys and every exe1 handle it

@@ -22,6 +22,7 @@ func TestStore(t *testing.T) {
 		{"Users", testUsers},
 		{"AddUserAtomic", testAddUserAtomic},
 		{"Keys", testKeys},
+		{"KeyAndUser", testKeyAndUser},
 		{"RemoveOnlyOwnKeys", testRemoveOnlyOwnKeys},
 		{"LastLoginKey", testLastLoginKey},
 		{"RemoveCascadesExe1", testRemoveCascadesExe1},
@@ -227,6 +228,95 @@ func testKeys(t *testing.T, s Store) {
 	}
 	if ks, err := s.Keys(ctx, "usrnobody"); err != nil || len(ks) != 0 {
 		t.Fatalf("Keys(unknown) = %v, %v", ks, err)
+	}
+}
+
+func testKeyAndUser(t *testing.T, s Store) {
+	ctx := context.Background()
+	ada, adaLogin := addUser(t, s, "ada@example.com")
+	bob, _ := addUser(t, s, "bob@example.com")
+	bobKey := newKey(bob.ID, "ci")
+	bobKey.Generated, bobKey.VM, bobKey.Cmds = true, "web", []string{"ls"}
+	if err := s.AddKey(ctx, bobKey, ev(bob.ID, "key.add", bobKey.Fingerprint)); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct {
+		k Key
+		u User
+	}{{adaLogin, ada}, {bobKey, bob}} {
+		k, u, err := s.KeyAndUser(ctx, c.k.Fingerprint)
+		if err != nil || !reflect.DeepEqual(k, c.k) || u != c.u {
+			t.Fatalf("KeyAndUser(%s) = %+v, %+v, %v; want %+v, %+v", c.k.Name, k, u, err, c.k, c.u)
+		}
+	}
+
+	k, u, err := s.KeyAndUser(ctx, randomFingerprint())
+	wantErr(t, "KeyAndUser(unknown)", err, ErrNotFound)
+	if k.Fingerprint != "" || u != (User{}) {
+		t.Fatalf("KeyAndUser(unknown) = %+v, %+v: want zero values", k, u)
+	}
+
+	// A request already canceled does not query (SQLite's point reads run
+	// detached from cancellation only once started).
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, _, err = s.KeyAndUser(cctx, adaLogin.Fingerprint)
+	wantErr(t, "KeyAndUser(canceled)", err, context.Canceled)
+
+	// A removed key is gone at once: the prepared statement sees the commit.
+	if err := s.RemoveKey(ctx, bob.ID, bobKey.Fingerprint, ev(bob.ID, "key.remove", bobKey.Fingerprint)); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = s.KeyAndUser(ctx, bobKey.Fingerprint)
+	wantErr(t, "KeyAndUser(removed)", err, ErrNotFound)
+}
+
+// TestKeyAndUserMissingUser: a key whose user row is gone (only possible
+// behind the schema's back) comes back with an error wrapping ErrNotFound
+// and the key itself, which is how the Verifier tells "no such user" from
+// "no such key".
+func TestKeyAndUserMissingUser(t *testing.T) {
+	for _, b := range testBackends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dsn, dir := b.fresh(t)
+			s, err := Open(ctx, dsn, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			ada, k := addUser(t, s, "ada@example.com")
+
+			db := rawDB(t, dsn, dir)
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			if dsn == "" {
+				// SQLite checks foreign keys only when told to: rawDB does not.
+				_, err = tx.ExecContext(ctx, `DELETE FROM users WHERE id = $1`, ada.ID)
+			} else {
+				// Replica mode skips PostgreSQL's foreign-key triggers.
+				if _, err = tx.ExecContext(ctx, `SET LOCAL session_replication_role = replica`); err == nil {
+					_, err = tx.ExecContext(ctx, `DELETE FROM users WHERE id = $1`, ada.ID)
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+
+			gotK, gotU, err := s.KeyAndUser(ctx, k.Fingerprint)
+			wantErr(t, "KeyAndUser(key of a missing user)", err, ErrNotFound)
+			if !reflect.DeepEqual(gotK, k) || gotU != (User{}) {
+				t.Fatalf("KeyAndUser = %+v, %+v; want the key and a zero user", gotK, gotU)
+			}
+		})
 	}
 }
 
@@ -576,6 +666,11 @@ func testRestrictions(t *testing.T, s Store) {
 		// nil (no restriction) and empty (nothing allowed) mean opposite things.
 		if (got.Cmds == nil) != (c.Cmds == nil) {
 			t.Fatalf("%s: Cmds nil-ness lost: got %#v, want %#v", c.Name, got.Cmds, c.Cmds)
+		}
+		// The Verifier's lookup decodes the same columns through its join.
+		gotK, gotU, err := s.KeyAndUser(ctx, k.Fingerprint)
+		if err != nil || !reflect.DeepEqual(gotK, k) || gotU != ada {
+			t.Fatalf("%s: KeyAndUser = %+v, %+v, %v; want %+v, %+v", c.Name, gotK, gotU, err, k, ada)
 		}
 	}
 }

@@ -13,8 +13,9 @@ import (
 // Registry is what the Verifier needs from the store; store.Store
 // satisfies it.
 type Registry interface {
-	Key(ctx context.Context, fingerprint string) (store.Key, error)
-	UserByID(ctx context.Context, id string) (store.User, error)
+	// KeyAndUser is one round trip for the key and its user; see
+	// store.Store.KeyAndUser for how a missing user is told apart.
+	KeyAndUser(ctx context.Context, fingerprint string) (store.Key, store.User, error)
 	Exe1(ctx context.Context, id []byte) (store.Exe1, error)
 }
 
@@ -158,13 +159,14 @@ func NewVerifier(c Config) *Verifier {
 //
 //	format (ParseExe0, or the exe1 shape → Registry.Exe1 → OpenExe1 → ParseExe0)
 //	→ namespace == t.Namespace
-//	→ Registry.Key(fingerprint), before any cryptography, so unknown keys are cheap
+//	→ the key registered (Registry.KeyAndUser, which fetches its user too),
+//	  before any cryptography, so unknown keys are cheap
 //	→ signature over P
 //	→ exp and nbf against now
 //	→ the signing key's restrictions: its expiry, its VM, its cmds
 //	→ t.VM owned by the key's user
 //	→ t.Command granted by the token's cmds
-//	→ Registry.UserByID.
+//	→ the key's user exists.
 //
 // A valid result is cached (keyed by a hash of the token) for at most the
 // cache TTL; a hit skips the registry and the cryptography but re-checks
@@ -264,11 +266,15 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report) (
 	r.pass(CheckNamespace, sig.Namespace)
 
 	fp := sig.Fingerprint()
-	key, err := v.reg.Key(ctx, fp)
+	key, user, err := v.reg.KeyAndUser(ctx, fp)
+	var userErr error
 	switch {
+	case err == nil:
+	case key.Fingerprint != "" && errors.Is(err, store.ErrNotFound):
+		userErr = err // the key is registered but its user is not: the user check, last as before
 	case errors.Is(err, store.ErrNotFound):
 		return nil, r.fail(CheckKey, ReasonUnknownKey, "key "+fp+" is not registered (never added, or removed)", err)
-	case err != nil:
+	default:
 		return nil, r.fail(CheckKey, ReasonInternal, "look up key "+fp+": "+err.Error(), err)
 	}
 	if r != nil {
@@ -284,12 +290,8 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report) (
 		return nil, err
 	}
 
-	user, err := v.reg.UserByID(ctx, key.UserID)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return nil, r.fail(CheckUser, ReasonUnknownKey, "user "+key.UserID+" of key "+fp+" does not exist", err)
-	case err != nil:
-		return nil, r.fail(CheckUser, ReasonInternal, "look up user "+key.UserID+": "+err.Error(), err)
+	if userErr != nil {
+		return nil, r.fail(CheckUser, ReasonUnknownKey, "user "+key.UserID+" of key "+fp+" does not exist", userErr)
 	}
 	r.pass(CheckUser, user.ID)
 

@@ -27,7 +27,7 @@ type memRegistry struct {
 	users    map[string]store.User
 	exe1     map[string]store.Exe1
 	fail     error  // when set, every method returns it
-	onKey    func() // when set, called inside Key
+	onKey    func() // when set, called inside KeyAndUser
 	keyCalls int
 }
 
@@ -35,35 +35,25 @@ func newMemRegistry() *memRegistry {
 	return &memRegistry{keys: map[string]store.Key{}, users: map[string]store.User{}, exe1: map[string]store.Exe1{}}
 }
 
-func (r *memRegistry) Key(ctx context.Context, fp string) (store.Key, error) {
+func (r *memRegistry) KeyAndUser(ctx context.Context, fp string) (store.Key, store.User, error) {
 	r.mu.Lock()
 	r.keyCalls++
 	hook, fail := r.onKey, r.fail
 	k, ok := r.keys[fp]
+	u, userOK := r.users[k.UserID]
 	r.mu.Unlock()
 	if hook != nil {
 		hook()
 	}
-	if fail != nil {
-		return store.Key{}, fail
+	switch {
+	case fail != nil:
+		return store.Key{}, store.User{}, fail
+	case !ok:
+		return store.Key{}, store.User{}, store.ErrNotFound
+	case !userOK: // as store.Store: the key, and a not-found error for its user
+		return k, store.User{}, fmt.Errorf("user %s: %w", k.UserID, store.ErrNotFound)
 	}
-	if !ok {
-		return store.Key{}, store.ErrNotFound
-	}
-	return k, nil
-}
-
-func (r *memRegistry) UserByID(ctx context.Context, id string) (store.User, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.fail != nil {
-		return store.User{}, r.fail
-	}
-	u, ok := r.users[id]
-	if !ok {
-		return store.User{}, store.ErrNotFound
-	}
-	return u, nil
+	return k, u, nil
 }
 
 func (r *memRegistry) Exe1(ctx context.Context, id []byte) (store.Exe1, error) {
@@ -228,6 +218,8 @@ func TestVerifyFailures(t *testing.T) {
 	good := mint(t, f.signer, apiNS, `{}`)
 	gp, gs := parts(t, good)
 	tampered := "exe0." + enc(`{"cmds":["ssh-key generate-api-key"]}`) + "." + gs
+	_, orphanSig := parts(t, mint(t, orphan, apiNS, `{}`))
+	orphanForged := "exe0." + enc(`{"ctx":1}`) + "." + orphanSig
 
 	tests := []struct {
 		name   string
@@ -257,6 +249,9 @@ func TestVerifyFailures(t *testing.T) {
 		{"cmds [] grants nothing", mint(t, f.signer, apiNS, `{"cmds":[]}`), Target{Namespace: apiNS, Command: "help"}, ReasonNotGranted, CheckCommand},
 		{"parent does not grant child", mint(t, f.signer, apiNS, `{"cmds":["ssh-key"]}`), Target{Namespace: apiNS, Command: "ssh-key list"}, ReasonNotGranted, CheckCommand},
 		{"user gone", mint(t, orphan, apiNS, `{}`), api, ReasonUnknownKey, CheckUser},
+		// The user is fetched with the key but checked last, as before.
+		{"user gone, forged", orphanForged, api, ReasonBadSignature, CheckSignature},
+		{"user gone, expired", mint(t, orphan, apiNS, fmt.Sprintf(`{"exp":%d}`, now-1)), api, ReasonExpired, CheckValidity},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -180,26 +180,23 @@ func timeOps(ctx context.Context, rounds int, d time.Duration, ops []func() erro
 	return per, nil
 }
 
-// memRegistry answers Key and UserByID from memory (and anything else from
-// the store).
+// memRegistry answers KeyAndUser from memory (and anything else from the
+// store).
 type memRegistry struct {
 	tokens.Registry
 	keys map[string]store.Key
 	user store.User
 }
 
-func (m *memRegistry) Key(ctx context.Context, fp string) (store.Key, error) {
-	if k, ok := m.keys[fp]; ok {
-		return k, nil
+func (m *memRegistry) KeyAndUser(ctx context.Context, fp string) (store.Key, store.User, error) {
+	k, ok := m.keys[fp]
+	switch {
+	case !ok:
+		return store.Key{}, store.User{}, store.ErrNotFound
+	case k.UserID != m.user.ID:
+		return k, store.User{}, store.ErrNotFound
 	}
-	return store.Key{}, store.ErrNotFound
-}
-
-func (m *memRegistry) UserByID(ctx context.Context, id string) (store.User, error) {
-	if id == m.user.ID {
-		return m.user, nil
-	}
-	return store.User{}, store.ErrNotFound
+	return k, m.user, nil
 }
 
 // bareVerifier takes an exe0 token apart on its own (PROTOCOL.sshsig,
