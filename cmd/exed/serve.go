@@ -92,14 +92,14 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return errors.New("serve: --tls-cert and --tls-key go together")
 	}
-	var log *slog.Logger
-	switch c.logFormat {
-	case "text":
-		log = slog.New(slog.NewTextHandler(a.stderr, nil))
-	case "json":
-		log = slog.New(slog.NewJSONHandler(a.stderr, nil))
-	default:
+	if c.logFormat != "text" && c.logFormat != "json" {
 		return fmt.Errorf("serve: --log-format must be text or json, not %q", c.logFormat)
+	}
+	logOut := newLogWriter(a.stderr)
+	defer logOut.Close()
+	log := slog.New(slog.NewTextHandler(logOut, nil))
+	if c.logFormat == "json" {
+		log = slog.New(slog.NewJSONHandler(logOut, nil))
 	}
 
 	rawStore, err := store.Open(ctx, c.db, c.data)
