@@ -142,7 +142,7 @@ func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, ex
 	direct := &proxyVariant{name: "direct to the upstream", addr: a.upstream, host: "upstream", src: noToken}
 	bare := &proxyVariant{name: "bare ReverseProxy (exed's transport)", addr: a.bare, host: vmHost, src: noToken}
 	bareDef := &proxyVariant{name: "bare ReverseProxy, Go's default transport instead", addr: a.bareDefault, host: vmHost, src: noToken, only32: true}
-	bareFlush := &proxyVariant{name: "bare ReverseProxy, FlushInterval -1 as exed's", addr: a.bareFlush, host: vmHost, src: noToken, only32: true}
+	bareFlush := &proxyVariant{name: "bare ReverseProxy, FlushInterval -1 (flush after every write)", addr: a.bareFlush, host: vmHost, src: noToken, only32: true}
 	cached := &proxyVariant{name: "exed, cached token", addr: a.exed, host: vmHost, src: ts.cachedSrc}
 	fresh := &proxyVariant{name: "exed, a new valid token every request", addr: a.exed, host: vmHost, src: ts.poolSrc}
 	junk := &proxyVariant{name: "exed, 50% junk: its valid requests", addr: a.exed, host: vmHost, src: ts.mixSrc(ts.junk)}
