@@ -478,33 +478,45 @@ func TestUpgrades(t *testing.T) {
 	}
 }
 
-// Server-sent events stream: the first event arrives while the upstream is
-// still holding the response open.
-func TestSSEStreams(t *testing.T) {
-	release := make(chan struct{})
-	up := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		rw.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(rw, "data: first\n\n")
-		http.NewResponseController(rw).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-		io.WriteString(rw, "data: last\n\n")
-	})
-	w := newWorld(t, up)
-	defer close(release)
-	req := w.request(http.MethodGet, "web.exe.xyz", "/events", nil, map[string]string{"X-Exedev-Authorization": bearerHdr(w.vmToken("web", `{}`))})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := w.front.Client().Do(req.WithContext(ctx))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
-	if err != nil || line != "data: first\n" {
-		t.Fatalf("first event = %q, %v (buffered by the proxy?)", line, err)
+// Responses stream: the first part arrives while the upstream still holds
+// the response open, for server-sent events and for any response of
+// unknown length (git's, a chunked download) — with no flush interval of
+// the proxy's own.
+func TestResponsesStream(t *testing.T) {
+	for _, tt := range []struct{ contentType, first string }{
+		{"text/event-stream", "data: first\n"},
+		{"application/octet-stream", "first\n"},
+	} {
+		t.Run(tt.contentType, func(t *testing.T) {
+			release := make(chan struct{})
+			up := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+				rw.Header().Set("Content-Type", tt.contentType)
+				io.WriteString(rw, tt.first+"\n")
+				http.NewResponseController(rw).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+				io.WriteString(rw, "last\n\n")
+			})
+			w := newWorld(t, up)
+			defer close(release)
+			req := w.request(http.MethodGet, "web.exe.xyz", "/stream", nil, map[string]string{"X-Exedev-Authorization": bearerHdr(w.vmToken("web", `{}`))})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := w.front.Client().Do(req.WithContext(ctx))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.ContentLength != -1 {
+				t.Fatalf("ContentLength %d, want -1 (unknown)", resp.ContentLength)
+			}
+			line, err := bufio.NewReader(resp.Body).ReadString('\n')
+			if err != nil || line != tt.first {
+				t.Fatalf("first part = %q, %v (buffered by the proxy?)", line, err)
+			}
+		})
 	}
 }
 
@@ -738,40 +750,6 @@ func TestCtxHeaderBytes(t *testing.T) {
 	resp, _ := w.get("web.exe.xyz", "/", map[string]string{"X-Exedev-Authorization": bearerHdr(tok)})
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("ctx with DEL: status %d, want 400", resp.StatusCode)
-	}
-}
-
-// A response of unknown length that is not an event stream (git's, a
-// chunked download) streams too: the proxy flushes it as it comes, with no
-// flush interval of its own.
-func TestChunkedStreams(t *testing.T) {
-	release := make(chan struct{})
-	up := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		rw.Header().Set("Content-Type", "application/octet-stream")
-		io.WriteString(rw, "first\n")
-		http.NewResponseController(rw).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-		io.WriteString(rw, "last\n")
-	})
-	w := newWorld(t, up)
-	defer close(release)
-	req := w.request(http.MethodGet, "web.exe.xyz", "/download", nil, map[string]string{"X-Exedev-Authorization": bearerHdr(w.vmToken("web", `{}`))})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := w.front.Client().Do(req.WithContext(ctx))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.ContentLength != -1 {
-		t.Fatalf("ContentLength %d, want -1 (unknown)", resp.ContentLength)
-	}
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
-	if err != nil || line != "first\n" {
-		t.Fatalf("first chunk = %q, %v (buffered by the proxy?)", line, err)
 	}
 }
 

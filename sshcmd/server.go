@@ -78,11 +78,6 @@ type connState struct {
 	authed atomic.Bool // public-key authentication completed
 	open   int         // session channels not yet closed; guarded by Server.mu
 	slots  int         // sessions counted against MaxSessions; guarded by Server.mu
-
-	// user is the account of the key that authenticated, kept for the
-	// connection's later sessions: a key's user never changes and users
-	// are immutable, so only the key itself is looked up again.
-	user atomic.Pointer[store.User]
 }
 
 // contextKey keys the values the server stores in gliderlabs' context.
@@ -419,29 +414,17 @@ func (s *Server) caller(ctx ssh.Context, sess ssh.Session) (Caller, error) {
 		return Caller{}, errors.New("not authenticated")
 	}
 	fp := conn.Permissions.Extensions[extFingerprint]
-	k, err := s.c.Store.Key(ctx, fp)
+	// One query for the key and its user: the key may have been removed,
+	// renamed or restricted since the connection authenticated.
+	k, u, err := s.c.Store.KeyAndUser(ctx, fp)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound) && k.Fingerprint == "":
 		return Caller{}, errors.New("your key is no longer registered")
 	case err != nil:
 		s.c.Log.Error("ssh session: key lookup", "fingerprint", fp, "err", err)
 		return Caller{}, errors.New("internal error: key lookup failed")
 	case k.Generated:
 		return Caller{}, errors.New("token keys cannot log in")
-	}
-	st, _ := ctx.Value(connStateKey).(*connState)
-	if st != nil {
-		if u := st.user.Load(); u != nil && u.ID == k.UserID {
-			return Caller{User: *u, Key: k, RemoteAddr: sess.RemoteAddr().String()}, nil
-		}
-	}
-	u, err := s.c.Store.UserByID(ctx, k.UserID)
-	if err != nil {
-		s.c.Log.Error("ssh session: user lookup", "user", k.UserID, "err", err)
-		return Caller{}, errors.New("internal error: user lookup failed")
-	}
-	if st != nil {
-		st.user.Store(&u)
 	}
 	return Caller{User: u, Key: k, RemoteAddr: sess.RemoteAddr().String()}, nil
 }
