@@ -55,7 +55,7 @@ func mustKeygen(t *testing.T, dir string, stdin []byte, args ...string) []byte {
 // for every key type ssh-keygen makes in software and both hashes.
 func TestSSHKeygenInterop(t *testing.T) {
 	const namespace = "v0@web.exe.xyz"
-	message := []byte(`{"exp":1798761600,"ctx":{"role":"deploy"}}`)
+	message := []byte(`{"exp":4070908800,"ctx":{"role":"deploy"}}`)
 	for _, kt := range []struct{ name, typ, bits string }{
 		{"ed25519", "ed25519", ""},
 		{"ecdsa256", "ecdsa", "256"},

@@ -60,7 +60,7 @@ func TestWebAuthnRefused(t *testing.T) {
 }
 
 func TestSignVerify(t *testing.T) {
-	message := []byte(`{"exp":1798761600,"ctx":{"role":"deploy"}}`)
+	message := []byte(`{"exp":4070908800,"ctx":{"role":"deploy"}}`)
 	for name, signer := range testSigners(t) {
 		for _, hash := range []string{HashSHA512, HashSHA256} {
 			t.Run(name+"/"+hash, func(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 )
 
 // benchPayload is a typical generate-api-key P.
-const benchPayload = `{"exp":1798761600,"cmds":["ls","whoami"],"ctx":{"role":"deploy"}}`
+const benchPayload = `{"exp":4070908800,"cmds":["ls","whoami"],"ctx":{"role":"deploy"}}`
 
 // sshString reads one SSH wire string from b.
 func sshString(tb testing.TB, b []byte) (s, rest []byte) {

@@ -86,7 +86,7 @@ func sizedToken(t *testing.T, s ssh.Signer, n int) string {
 // that the Verifier reports it as malformed at the format check.
 func TestParseExe0Negatives(t *testing.T) {
 	s := newSigner(t)
-	good := mint(t, s, apiNS, `{"exp":1798761600}`)
+	good := mint(t, s, apiNS, `{"exp":4070908800}`)
 	gp, gs := parts(t, good)
 	withP := func(p string) string { return "exe0." + enc(p) + "." + gs }
 
@@ -102,7 +102,7 @@ func TestParseExe0Negatives(t *testing.T) {
 		t.Fatal("no payload with - and _ in its encoding")
 	}
 	// P of length 3k+1: its last base64 character carries 4 unused bits.
-	tailP := `{"exp":1798761600,"ctx":"` + "a" + `"}`
+	tailP := `{"exp":4070908800,"ctx":"` + "a" + `"}`
 	for len(tailP)%3 != 1 {
 		tailP = strings.Replace(tailP, `"a`, `"aa`, 1)
 	}
@@ -113,7 +113,7 @@ func TestParseExe0Negatives(t *testing.T) {
 		t.Fatalf("badTail is not a lax encoding of the same payload: %v", err)
 	}
 	// P of length 3k+1, so its padded form ends in "==".
-	padP := `{"exp":1798761600}`
+	padP := `{"exp":4070908800}`
 	for len(padP)%3 == 0 {
 		padP = strings.Replace(padP, "{", "{ ", 1)
 	}
@@ -149,8 +149,8 @@ func TestParseExe0Negatives(t *testing.T) {
 		{"newline inside base64", "exe0." + gp[:4] + "\n" + gp[4:] + "." + gs, "payload: byte 4"},
 		{"tab inside base64", "exe0." + gp + "." + gs[:8] + "\t" + gs[8:], "signature: byte 8"},
 
-		{"CR in P", withP("{\"exp\":\r1798761600}"), "CR, LF or NUL"},
-		{"LF in P", withP("{\n\"exp\":1798761600}"), "CR, LF or NUL"},
+		{"CR in P", withP("{\"exp\":\r4070908800}"), "CR, LF or NUL"},
+		{"LF in P", withP("{\n\"exp\":4070908800}"), "CR, LF or NUL"},
 		{"NUL in P", withP("{\"ctx\":\"a\x00\"}"), "CR, LF or NUL"},
 		{"LF at end of P", withP("{}\n"), "CR, LF or NUL"},
 
@@ -165,40 +165,40 @@ func TestParseExe0Negatives(t *testing.T) {
 		{"invalid JSON open", withP(`{`), "invalid JSON"},
 		{"invalid JSON no value", withP(`{"exp":}`), "invalid JSON"},
 		{"invalid JSON trailing comma", withP(`{"ctx":1,}`), "invalid JSON"},
-		{"invalid JSON unquoted name", withP(`{exp:1798761600}`), "invalid JSON"},
-		{"invalid JSON single quotes", withP(`{'exp':1798761600}`), "invalid JSON"},
+		{"invalid JSON unquoted name", withP(`{exp:4070908800}`), "invalid JSON"},
+		{"invalid JSON single quotes", withP(`{'exp':4070908800}`), "invalid JSON"},
 		{"invalid JSON garbage after", withP(`{}x`), "invalid JSON"},
 		{"second object after", withP(`{}{}`), "data after the object"},
 		{"invalid UTF-8", withP("{\"ctx\":\"\xff\"}"), "invalid JSON"},
 		{"invalid JSON in ctx", withP(`{"ctx":[1,]}`), "invalid JSON"},
 
-		{"duplicate top level", withP(`{"exp":1798761600,"exp":1798761600}`), `duplicate key "exp"`},
-		{"duplicate top level null", withP(`{"exp":null,"exp":1798761600}`), `duplicate key "exp"`},
+		{"duplicate top level", withP(`{"exp":4070908800,"exp":4070908800}`), `duplicate key "exp"`},
+		{"duplicate top level null", withP(`{"exp":null,"exp":4070908800}`), `duplicate key "exp"`},
 		{"duplicate ctx", withP(`{"ctx":{"a":1,"a":2}}`), `duplicate key "a" within "/ctx"`},
 		{"duplicate deep in ctx", withP(`{"ctx":{"a":[{"b":{"c":1,"c":1}}]}}`), `duplicate key "c" within "/ctx/a/0/b"`},
 		{"duplicate by escape", withP(`{"ctx":{"a":1,"\u0061":2}}`), `duplicate key "a"`},
 
 		{"unknown key", withP(`{"foo":1}`), `unknown key "foo"`},
-		{"case variant EXP", withP(`{"EXP":1798761600}`), `unknown key "EXP"`},
+		{"case variant EXP", withP(`{"EXP":4070908800}`), `unknown key "EXP"`},
 		{"case variant Cmds", withP(`{"Cmds":[]}`), `unknown key "Cmds"`},
-		{"unknown key null", withP(`{"exp":1798761600,"sub":null}`), `unknown key "sub"`},
+		{"unknown key null", withP(`{"exp":4070908800,"sub":null}`), `unknown key "sub"`},
 	}
 	for _, field := range []string{"exp", "nbf"} {
 		for _, v := range []struct{ name, value, want string }{
-			{"float", "1798761600.0", "is not a plain integer"},
+			{"float", "4070908800.0", "is not a plain integer"},
 			{"1.0", "1.0", "is not a plain integer"},
 			{"exponent", "1e9", "is not a plain integer"},
 			{"exponent upper", "1798761E3", "is not a plain integer"},
-			{"string", `"1798761600"`, "is not a number"},
-			{"leading zero", "01798761600", "invalid JSON"},
-			{"plus", "+1798761600", "invalid JSON"},
-			{"negative", "-1798761600", "out of range"},
+			{"string", `"4070908800"`, "is not a number"},
+			{"leading zero", "04070908800", "invalid JSON"},
+			{"plus", "+4070908800", "invalid JSON"},
+			{"negative", "-4070908800", "out of range"},
 			{"minus zero", "-0", "out of range"},
 			{"below range", "946684799", "out of range"},
 			{"above range", "4102444801", "out of range"},
 			{"overflows int64", "99999999999999999999", "out of range"},
 			{"bool", "true", "is not a number"},
-			{"array", "[1798761600]", "is not a number"},
+			{"array", "[4070908800]", "is not a number"},
 			{"object", "{}", "is not a number"},
 		} {
 			want := field + " " + v.want
@@ -271,11 +271,11 @@ func TestParseExe0Accepts(t *testing.T) {
 	s := newSigner(t)
 	for _, p := range []string{
 		`{}`,
-		`{"exp":1798761600,"ctx":{"role":"deploy"}}`,
+		`{"exp":4070908800,"ctx":{"role":"deploy"}}`,
 		`{"exp":null,"nbf":null,"cmds":null,"ctx":null}`,
 		`{"ctx": {"b" : [1, 2]} ,"exp" : 946684800 }`,
 		`{"nbf":4102444800,"cmds":[]}`,
-		`{"\u0065xp":1798761600}`,
+		`{"\u0065xp":4070908800}`,
 	} {
 		tok := mint(t, s, apiNS, p)
 		x, err := ParseExe0(tok)
@@ -303,7 +303,7 @@ func TestParsePermissions(t *testing.T) {
 		want Permissions
 	}{
 		{`{}`, Permissions{}},
-		{`{"exp":1798761600,"nbf":1700000000}`, Permissions{Exp: 1798761600, Nbf: 1700000000}},
+		{`{"exp":4070908800,"nbf":1700000000}`, Permissions{Exp: 4070908800, Nbf: 1700000000}},
 		{`{"exp":946684800}`, Permissions{Exp: 946684800}},
 		{`{"exp":4102444800}`, Permissions{Exp: 4102444800}},
 		{`{"exp":null,"nbf":null,"cmds":null,"ctx":null}`, Permissions{}},
@@ -390,9 +390,9 @@ func TestBuildPayload(t *testing.T) {
 		want     string
 	}{
 		{0, 0, nil, false, "", `{}`},
-		{1798761600, 0, nil, false, "", `{"exp":1798761600}`},
-		{1798761600, 1700000000, []string{"ls", "ssh-key list"}, true, `{"role":"deploy"}`,
-			`{"exp":1798761600,"nbf":1700000000,"cmds":["ls","ssh-key list"],"ctx":{"role":"deploy"}}`},
+		{4070908800, 0, nil, false, "", `{"exp":4070908800}`},
+		{4070908800, 1700000000, []string{"ls", "ssh-key list"}, true, `{"role":"deploy"}`,
+			`{"exp":4070908800,"nbf":1700000000,"cmds":["ls","ssh-key list"],"ctx":{"role":"deploy"}}`},
 		{0, 1700000000, nil, true, "", `{"nbf":1700000000,"cmds":[]}`},
 		{0, 0, []string{"ls"}, false, `[1, 2]`, `{"ctx":[1, 2]}`},
 		{0, 0, []string{`a"b\`}, true, "", `{"cmds":["a\"b\\"]}`},
@@ -429,7 +429,7 @@ func TestBuildPayload(t *testing.T) {
 		{ctx: " {}"},                            // surrounding whitespace would not round-trip
 		{ctx: "{\n}"},                           // LF
 		{ctx: `{} {}`},                          // two values
-		{ctx: `1,"exp":1798761600`},             // smuggling a key
+		{ctx: `1,"exp":4070908800`},             // smuggling a key
 		{ctx: `null`},                           // would read back as absent
 		{cmds: []string{"\xff"}, hasCmds: true}, // invalid UTF-8
 	} {

@@ -53,7 +53,7 @@ func FuzzParsePermissions(f *testing.F) {
 	for _, p := range []string{
 		`{}`, benchPayload, `{"exp":null,"nbf":null,"cmds":null,"ctx":null}`,
 		`{"ctx":{"a":[{"b":{"c":1}}],"d":"\u00e9"}}`, `{"cmds":["ssh-key list"]}`,
-		`{"exp":1,"exp":2}`, `{"ctx":{"a":1,"\u0061":2}}`, `{"EXP":1798761600}`, `{"exp":1e9}`,
+		`{"exp":1,"exp":2}`, `{"ctx":{"a":1,"\u0061":2}}`, `{"EXP":4070908800}`, `{"exp":1e9}`,
 	} {
 		f.Add([]byte(p))
 	}

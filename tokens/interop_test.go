@@ -86,7 +86,7 @@ func TestInteropSSHKeygen(t *testing.T) {
 	dir := t.TempDir()
 	f := newFixture(t, Config{CacheSize: -1})
 	ctx := context.Background()
-	const p = `{"exp":1798761600,"ctx":{"role":"deploy"}}`
+	const p = `{"exp":4070908800,"ctx":{"role":"deploy"}}`
 
 	for _, kt := range []struct {
 		typ  string
@@ -128,7 +128,7 @@ func TestInteropSSHKeygen(t *testing.T) {
 				wantReason(t, err, ReasonNamespace, CheckNamespace)
 				// P changed under the same signature.
 				_, s64 := parts(t, tok)
-				_, err = f.v.Verify(ctx, "exe0."+enc(`{"exp":1798761601,"ctx":{"role":"deploy"}}`)+"."+s64, Target{Namespace: vmNS, VM: f.web})
+				_, err = f.v.Verify(ctx, "exe0."+enc(`{"exp":4070908801,"ctx":{"role":"deploy"}}`)+"."+s64, Target{Namespace: vmNS, VM: f.web})
 				wantReason(t, err, ReasonBadSignature, CheckSignature)
 			})
 		}

@@ -182,13 +182,13 @@ func wantReason(t testing.TB, err error, reason Reason, check string) {
 
 func TestVerifyValid(t *testing.T) {
 	f := newFixture(t, Config{CacheSize: -1})
-	p := `{"exp":1798761600,"ctx":{"role":"deploy"}}`
+	p := `{"exp":4070908800,"ctx":{"role":"deploy"}}`
 	tok := mint(t, f.signer, vmNS, p)
 	g, err := f.v.Verify(context.Background(), tok, Target{Namespace: vmNS, VM: f.web})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.User != f.user || g.Key.Fingerprint != f.key.Fingerprint || g.Perms.Exp != 1798761600 || string(g.Perms.Ctx) != `{"role":"deploy"}` {
+	if g.User != f.user || g.Key.Fingerprint != f.key.Fingerprint || g.Perms.Exp != 4070908800 || string(g.Perms.Ctx) != `{"role":"deploy"}` {
 		t.Fatalf("grant = %+v", g)
 	}
 }
@@ -306,7 +306,7 @@ func TestVerifyUnknownKeyBeforeCrypto(t *testing.T) {
 	f := newFixture(t, Config{CacheSize: -1})
 	tok := mint(t, newSigner(t), apiNS, `{}`)
 	_, s64 := parts(t, tok)
-	broken := "exe0." + enc(`{"exp":1798761600}`) + "." + s64
+	broken := "exe0." + enc(`{"exp":4070908800}`) + "." + s64
 	_, err := f.v.Verify(context.Background(), broken, Target{Namespace: apiNS})
 	wantReason(t, err, ReasonUnknownKey, CheckKey)
 }
@@ -663,7 +663,7 @@ func TestExplain(t *testing.T) {
 		return strings.Join(s, " ")
 	}
 
-	tok := mint(t, f.signer, vmNS, `{"exp":1798761600}`)
+	tok := mint(t, f.signer, vmNS, `{"exp":4070908800}`)
 	got := f.v.Explain(ctx, tok, Target{Namespace: vmNS, VM: f.web})
 	want := "format=true namespace=true key=true signature=true validity=true restrictions=true vm=true user=true"
 	if names(got) != want {
@@ -674,7 +674,7 @@ func TestExplain(t *testing.T) {
 			t.Errorf("check %s has no detail", c.Name)
 		}
 	}
-	if !strings.Contains(got[2].Detail, f.key.Fingerprint) || !strings.Contains(got[4].Detail, "2027-01-01T00:00:00Z") {
+	if !strings.Contains(got[2].Detail, f.key.Fingerprint) || !strings.Contains(got[4].Detail, "2099-01-01T00:00:00Z") {
 		t.Errorf("details: %+v", got)
 	}
 
@@ -689,7 +689,7 @@ func TestExplain(t *testing.T) {
 
 	// It stops at the first failure.
 	_, s64 := parts(t, tok)
-	tampered := "exe0." + enc(`{"exp":1798761601}`) + "." + s64
+	tampered := "exe0." + enc(`{"exp":4070908801}`) + "." + s64
 	got = f.v.Explain(ctx, tampered, Target{Namespace: vmNS, VM: f.web})
 	if names(got) != "format=true namespace=true key=true signature=false" {
 		t.Fatalf("Explain(tampered) = %s", names(got))

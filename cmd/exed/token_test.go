@@ -72,7 +72,7 @@ func fingerprintOf(t *testing.T, pubPath string) string {
 // `ssh-keygen -Y verify`, for every key type and both hashes.
 func TestTokenInterop(t *testing.T) {
 	dir := t.TempDir()
-	const payload = `{"exp":1798761600,"ctx":{"role":"deploy"}}`
+	const payload = `{"exp":4070908800,"ctx":{"role":"deploy"}}`
 	cases := []struct {
 		typ     string
 		bits    int
@@ -168,7 +168,7 @@ func TestTokenInspectRefusals(t *testing.T) {
 	good := recipeToken(t, key, "v0@exe.dev", `{"cmds":["whoami"]}`, "")
 	parts := strings.Split(good, ".")
 	tampered := parts[0] + "." + b64url(`{"cmds":["ls"]}`) + "." + parts[2]
-	dupKeys := recipeToken(t, key, "v0@exe.dev", `{"exp":1798761600,"exp":1798761601}`, "")
+	dupKeys := recipeToken(t, key, "v0@exe.dev", `{"exp":4070908800,"exp":4070908801}`, "")
 	for name, tok := range map[string]string{
 		"tampered payload": tampered,
 		"duplicate keys":   dupKeys,
