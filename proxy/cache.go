@@ -11,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
 )
 
 const (
@@ -38,16 +39,16 @@ type vmEntry struct {
 
 // vmCache is a small TTL cache in front of Store.VM.
 type vmCache struct {
-	st       store.Store
-	now      func() time.Time
-	vmDomain string
+	st  store.Store
+	now func() time.Time
+	ns  tokens.Namespaces
 
 	mu sync.RWMutex
 	m  map[string]*vmEntry
 }
 
-func newVMCache(st store.Store, now func() time.Time, vmDomain string) *vmCache {
-	return &vmCache{st: st, now: now, vmDomain: vmDomain, m: make(map[string]*vmEntry)}
+func newVMCache(st store.Store, now func() time.Time, ns tokens.Namespaces) *vmCache {
+	return &vmCache{st: st, now: now, ns: ns, m: make(map[string]*vmEntry)}
 }
 
 // get returns the VM called name, or an error wrapping store.ErrNotFound.
@@ -83,7 +84,7 @@ func (c *vmCache) load(ctx context.Context, name string, now time.Time) (*vmEntr
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("proxy: vm %s: bad upstream %q", name, vm.Upstream)
 		}
-		e.vm, e.target, e.namespace = vm, u, "v0@"+name+"."+c.vmDomain
+		e.vm, e.target, e.namespace = vm, u, c.ns.VM(name)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/exed-dev/exed/tokens"
 )
 
 // Carriers: where a request's token came from (logged, never the token).
@@ -53,7 +55,7 @@ func findToken(hdr http.Header, allowBasic bool) (token, carrier string, err err
 		}
 	}
 	for _, v := range hdr.Values("Authorization") {
-		if t, ok := bearer(v); ok && looksLikeToken(t) {
+		if t, ok := bearer(v); ok && tokens.LooksLikeToken(t) {
 			if err := note(t, carrierBearer); err != nil {
 				return "", "", err
 			}
@@ -62,7 +64,7 @@ func findToken(hdr http.Header, allowBasic bool) (token, carrier string, err err
 		if !allowBasic {
 			continue
 		}
-		if _, pass, ok := basic(v); ok && looksLikeToken(pass) {
+		if _, pass, ok := basic(v); ok && tokens.LooksLikeToken(pass) {
 			if err := note(pass, carrierBasic); err != nil {
 				return "", "", err
 			}
@@ -71,20 +73,15 @@ func findToken(hdr http.Header, allowBasic bool) (token, carrier string, err err
 	return token, carrier, nil
 }
 
-// looksLikeToken reports whether s has an exe token's prefix.
-func looksLikeToken(s string) bool {
-	return strings.HasPrefix(s, "exe0.") || strings.HasPrefix(s, "exe1.")
-}
-
 // holdsToken reports whether an Authorization value carries anything shaped
 // like an exe token (Bearer, or Basic user or password): such a value never
 // reaches a VM, whether it was the credential used or not.
 func holdsToken(v string) bool {
 	if t, ok := bearer(v); ok {
-		return looksLikeToken(t)
+		return tokens.LooksLikeToken(t)
 	}
 	user, pass, ok := basic(v)
-	return ok && (looksLikeToken(user) || looksLikeToken(pass))
+	return ok && (tokens.LooksLikeToken(user) || tokens.LooksLikeToken(pass))
 }
 
 // bearer parses "Bearer TOKEN" (scheme case-insensitive).

@@ -104,7 +104,7 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 		return fail(http.StatusNotFound, err.Error())
 	}
 
-	target := tokens.Target{Namespace: "v0@" + h.domain, Command: res.path}
+	target := tokens.Target{Namespace: h.ns.API(), Command: res.path}
 	if h.c.Suite.IsHelp(args) {
 		target.Command = "" // --help is always allowed
 	}

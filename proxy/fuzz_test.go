@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
 )
 
 // FuzzFindToken: carrier parsing never panics; a token it returns was
@@ -44,7 +45,7 @@ func FuzzFindToken(f *testing.F) {
 			if carrier == carrierBasic && !allowBasic {
 				t.Fatal("basic carrier when not allowed")
 			}
-			if carrier != "" && carrier != carrierExedev && !looksLikeToken(tok) {
+			if carrier != "" && carrier != carrierExedev && !tokens.LooksLikeToken(tok) {
 				t.Fatalf("Authorization carrier gave %q", tok)
 			}
 			if carrier == carrierBearer || carrier == carrierExedev {

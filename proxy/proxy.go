@@ -54,8 +54,9 @@ type Config struct {
 // Handler is the HTTP front. It is an http.Handler; build it with New.
 type Handler struct {
 	c        Config
-	domain   string // canonical Domain
-	vmSuffix string // "." + canonical VMDomain
+	ns       tokens.Namespaces // canonical Domain and VMDomain
+	domain   string            // canonical Domain
+	vmSuffix string            // "." + canonical VMDomain
 	vms      *vmCache
 	limits   *limiters
 	rp       *httputil.ReverseProxy // to every VM; per-request data rides in the context
@@ -82,11 +83,13 @@ func New(c Config) *Handler {
 		c.Transport = NewTransport()
 	}
 	errLog := slog.NewLogLogger(c.Log.Handler(), slog.LevelWarn) // ReverseProxy's own errors
+	ns := tokens.Namespaces{Domain: canonicalHost(c.Domain), VMDomain: canonicalHost(c.VMDomain)}
 	return &Handler{
 		c:        c,
-		domain:   canonicalHost(c.Domain),
-		vmSuffix: "." + canonicalHost(c.VMDomain),
-		vms:      newVMCache(c.Store, c.Now, canonicalHost(c.VMDomain)),
+		ns:       ns,
+		domain:   ns.Domain,
+		vmSuffix: "." + ns.VMDomain,
+		vms:      newVMCache(c.Store, c.Now, ns),
 		limits:   newLimiters(c.ExecRate, c.ExecBurst),
 		rp:       newReverseProxy(c.Transport, &bufferPool{}, errLog),
 	}

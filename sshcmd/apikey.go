@@ -61,21 +61,21 @@ type generatedJSON struct {
 	ExpiresAt   string    `json:"expires_at,omitempty"`
 }
 
-func (s *Suite) generateAPIKey(ctx context.Context, r *request, label string, lim limits, tokenCtx []byte, asExe0 bool) error {
+func (s *Suite) generateAPIKey(ctx context.Context, r *request, label string, lim tokens.Restrictions, tokenCtx []byte, asExe0 bool) error {
 	if label == "" {
 		label = "api-key"
-		if lim.vm != "" {
-			label += "-" + lim.vm
+		if lim.VM != "" {
+			label += "-" + lim.VM
 		}
 	}
 	if err := validKeyName(label); err != nil {
 		return fmt.Errorf("--label: %w", err)
 	}
 	var exp int64
-	if !lim.exp.IsZero() {
-		exp = lim.exp.Unix()
+	if !lim.ExpiresAt.IsZero() {
+		exp = lim.ExpiresAt.Unix()
 	}
-	payload, err := tokens.BuildPayload(exp, 0, lim.cmds, lim.hasCmds, tokenCtx)
+	payload, err := tokens.BuildPayload(exp, 0, lim.Cmds, lim.Cmds != nil, tokenCtx)
 	if err != nil {
 		if tokenCtx != nil {
 			return fmt.Errorf("--ctx must be one valid JSON value without duplicate keys: %v", err)
@@ -90,7 +90,7 @@ func (s *Suite) generateAPIKey(ctx context.Context, r *request, label string, li
 	// The private half exists only for this call: zero it when done
 	// (best effort; it is never stored or printed).
 	defer clear(priv)
-	ns := s.namespace(lim.vm)
+	ns := s.ns.For(lim.VM)
 	exe0, err := tokens.MintExe0(signer, ns, payload)
 	if err != nil {
 		return fmt.Errorf("sign token: %w", err)
@@ -103,18 +103,18 @@ func (s *Suite) generateAPIKey(ctx context.Context, r *request, label string, li
 		PublicKey:   keys.MarshalAuthorized(signer.PublicKey()),
 		AddedAt:     r.now.UTC().Truncate(time.Second),
 		Generated:   true,
-		VM:          lim.vm,
-		ExpiresAt:   lim.exp,
-	}
-	if lim.hasCmds {
-		k.Cmds = lim.cmds
+		VM:          lim.VM,
+		Cmds:        lim.Cmds,
+		ExpiresAt:   lim.ExpiresAt,
 	}
 	token := exe0
 	var handle *store.Exe1
 	if !asExe0 {
-		if token, handle, err = s.newExe1(exe0, fp, r.now); err != nil {
-			return err
+		var row store.Exe1
+		if token, row, err = tokens.IssueExe1(exe0, fp, r.now); err != nil {
+			return fmt.Errorf("make exe1 handle: %w", err)
 		}
+		handle = &row
 	}
 	// One write: the key, the handle and the audit row, or nothing. The
 	// key and handle are fresh, so a uniqueness failure is the label (no
@@ -125,20 +125,20 @@ func (s *Suite) generateAPIKey(ctx context.Context, r *request, label string, li
 	case err != nil:
 		return fmt.Errorf("store token key: %w", err)
 	}
-	s.env.Log.Info("token generated", "user", r.caller.User.ID, "fingerprint", fp, "by", r.caller.Key.Fingerprint, "vm", lim.vm)
+	s.env.Log.Info("token generated", "user", r.caller.User.ID, "fingerprint", fp, "by", r.caller.Key.Fingerprint, "vm", lim.VM)
 
 	out := generatedJSON{
 		Label:       label,
 		Token:       token,
 		Namespace:   ns,
 		Fingerprint: fp,
-		VM:          lim.vm,
+		VM:          lim.VM,
 	}
-	if lim.hasCmds {
-		out.Cmds = cmdsField(lim.cmds)
+	if lim.Cmds != nil {
+		out.Cmds = cmdsField(lim.Cmds)
 	}
-	if !lim.exp.IsZero() {
-		out.ExpiresAt = rfc3339(lim.exp)
+	if !lim.ExpiresAt.IsZero() {
+		out.ExpiresAt = rfc3339(lim.ExpiresAt)
 	}
 	if r.json {
 		return writeJSON(r.out, out)
@@ -179,33 +179,6 @@ func (s *Suite) writeGenerated(r *request, g generatedJSON) error {
 	}
 	fmt.Fprintln(r.out, "Scripts: add --json and read .token (… --json | jq -r .token)")
 	return nil
-}
-
-// namespace is the signing namespace for a VM's tokens, or the API's.
-func (s *Suite) namespace(vm string) string {
-	if vm == "" {
-		return "v0@" + s.env.Domain
-	}
-	return "v0@" + vm + "." + s.env.VMDomain
-}
-
-// newExe1 makes an exe1 handle for exe0 and the row that stores it: only a
-// hash of the handle and the exe0 sealed under it.
-func (s *Suite) newExe1(exe0, fp string, now time.Time) (string, *store.Exe1, error) {
-	handle, err := tokens.NewExe1()
-	if err != nil {
-		return "", nil, fmt.Errorf("make exe1 handle: %w", err)
-	}
-	sealed, err := tokens.SealExe1(handle, exe0)
-	if err != nil {
-		return "", nil, fmt.Errorf("seal exe1 handle: %w", err)
-	}
-	return handle, &store.Exe1{
-		ID:          tokens.Exe1ID(handle),
-		Fingerprint: fp,
-		Sealed:      sealed,
-		CreatedAt:   now.UTC().Truncate(time.Second),
-	}, nil
 }
 
 func (s *Suite) checkAPIKeyCommand() *command {
@@ -273,13 +246,13 @@ func (s *Suite) checkAPIKey(ctx context.Context, r *request, vm string) error {
 // target is what a token is checked for: a VM of the caller's, or the API.
 func (s *Suite) target(ctx context.Context, r *request, vm string) (tokens.Target, error) {
 	if vm == "" {
-		return tokens.Target{Namespace: s.namespace("")}, nil
+		return tokens.Target{Namespace: s.ns.API()}, nil
 	}
-	v, err := s.ownVM(ctx, r.caller.User.ID, vm)
+	v, err := s.reachableVM(ctx, r.caller.User.ID, vm)
 	if err != nil {
 		return tokens.Target{}, err
 	}
-	return tokens.Target{Namespace: s.namespace(vm), VM: &v}, nil
+	return tokens.Target{Namespace: s.ns.VM(vm), VM: &v}, nil
 }
 
 // errNotYours is the whole answer about a token another user's key signed.
@@ -308,7 +281,7 @@ func (s *Suite) mine(ctx context.Context, r *request, token string) error {
 // signerFingerprint returns the fingerprint of the key that signed token
 // (for exe1, the one its stored row names), or "" when that is unknown.
 func (s *Suite) signerFingerprint(ctx context.Context, token string) string {
-	if strings.HasPrefix(token, "exe1.") {
+	if strings.HasPrefix(token, tokens.Exe1Prefix) {
 		if tokens.ParseExe1(token) != nil {
 			return ""
 		}

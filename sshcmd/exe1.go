@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/exed-dev/exed/tokens"
 )
 
 func (s *Suite) exe0ToExe1Command() *command {
@@ -31,9 +33,9 @@ func (s *Suite) exe0ToExe1(ctx context.Context, r *request, vm string) error {
 	}
 	exe0 := r.args[0]
 	switch {
-	case strings.HasPrefix(exe0, "exe1."):
+	case strings.HasPrefix(exe0, tokens.Exe1Prefix):
 		return errors.New("that is already an exe1 handle")
-	case !strings.HasPrefix(exe0, "exe0."):
+	case !strings.HasPrefix(exe0, tokens.Exe0Prefix):
 		return errors.New("not an exe0 token")
 	}
 	target, err := s.target(ctx, r, vm)
@@ -51,11 +53,11 @@ func (s *Suite) exe0ToExe1(ctx context.Context, r *request, vm string) error {
 		return errNotYours
 	}
 	fp := grant.Key.Fingerprint
-	handle, row, err := s.newExe1(exe0, fp, r.now)
+	handle, row, err := tokens.IssueExe1(exe0, fp, r.now)
 	if err != nil {
-		return err
+		return fmt.Errorf("make exe1 handle: %w", err)
 	}
-	if err := s.env.Store.AddExe1(ctx, *row, s.event(r, "exe1.create", fp)); err != nil {
+	if err := s.env.Store.AddExe1(ctx, row, s.event(r, "exe1.create", fp)); err != nil {
 		return fmt.Errorf("store exe1 handle: %w", err)
 	}
 	s.env.Log.Info("exe1 created", "user", r.caller.User.ID, "fingerprint", fp, "by", r.caller.Key.Fingerprint)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/pflag"
+
+	"github.com/exed-dev/exed/tokens"
 )
 
 func (s *Suite) lsCommand() *command {
@@ -32,8 +34,9 @@ func (s *Suite) ls(ctx context.Context, r *request) error {
 		return fmt.Errorf("list VMs: %w", err)
 	}
 	list := make([]vmJSON, 0, len(vms))
+	kr := tokens.KeyRestrictions(r.caller.Key)
 	for _, vm := range vms {
-		if k := r.caller.Key; k.VM != "" && vm.Name != k.VM {
+		if !kr.AllowsVM(vm.Name) || tokens.Reach(&vm, r.caller.User.ID) == tokens.NoAccess {
 			continue // a key restricted to one VM reaches only that one
 		}
 		list = append(list, vmJSON{vm.Name, s.env.VMURL(vm.Name), vm.Public})

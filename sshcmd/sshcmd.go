@@ -68,6 +68,7 @@ const maxStdin = 16 << 10
 // Suite runs the command suite. It is safe for concurrent use.
 type Suite struct {
 	env      Env
+	ns       tokens.Namespaces
 	commands []*command          // in the order help lists them
 	byPath   map[string]*command // "ssh-key list" → its command
 }
@@ -107,10 +108,10 @@ func New(env Env) *Suite {
 		env.Log = slog.New(slog.DiscardHandler)
 	}
 	if env.VMURL == nil {
-		vmDomain := env.VMDomain
-		env.VMURL = func(vm string) string { return "https://" + vm + "." + vmDomain }
+		ns := tokens.Namespaces{Domain: env.Domain, VMDomain: env.VMDomain}
+		env.VMURL = func(vm string) string { return "https://" + ns.VMHost(vm) }
 	}
-	s := &Suite{env: env, byPath: make(map[string]*command)}
+	s := &Suite{env: env, ns: tokens.Namespaces{Domain: env.Domain, VMDomain: env.VMDomain}, byPath: make(map[string]*command)}
 	s.commands = []*command{
 		s.helpCommand(),
 		s.whoamiCommand(),
@@ -304,36 +305,17 @@ var keyAdmin = []string{"ssh-key add", "ssh-key remove", "ssh-key rename"}
 // new command cannot forget it): the caller key's own restrictions.
 func (s *Suite) authorize(c Caller, path string, now time.Time) error {
 	k := c.Key
-	if !k.ExpiresAt.IsZero() && now.After(k.ExpiresAt) {
+	kr := tokens.KeyRestrictions(k)
+	if kr.Expired(now) {
 		return fmt.Errorf("key %q expired at %s", k.Name, rfc3339(k.ExpiresAt))
 	}
-	if k.Cmds != nil && !tokens.CommandAllowed(k.Cmds, path) {
+	if !kr.AllowsCommand(path) {
 		return fmt.Errorf("key %q may only run %s: %q is not among them", k.Name, listOrNothing(k.Cmds), path)
 	}
-	if slices.Contains(keyAdmin, path) && restricted(k) && !tokens.CommandAllowed(k.Cmds, path) {
-		return fmt.Errorf("key %q is restricted (%s): it cannot run %q unless its cmds name it", k.Name, restrictions(k), path)
+	if slices.Contains(keyAdmin, path) && kr.Any() && !tokens.CommandAllowed(k.Cmds, path) {
+		return fmt.Errorf("key %q is restricted (%s): it cannot run %q unless its cmds name it", k.Name, kr, path)
 	}
 	return nil
-}
-
-// restricted reports whether a key carries any restriction of its own.
-func restricted(k store.Key) bool {
-	return k.VM != "" || k.Cmds != nil || !k.ExpiresAt.IsZero()
-}
-
-// restrictions describes a key's restrictions in a few words.
-func restrictions(k store.Key) string {
-	var r []string
-	if k.VM != "" {
-		r = append(r, "vm "+k.VM)
-	}
-	if k.Cmds != nil {
-		r = append(r, "cmds "+listOrNothing(k.Cmds))
-	}
-	if !k.ExpiresAt.IsZero() {
-		r = append(r, "expires "+rfc3339(k.ExpiresAt))
-	}
-	return strings.Join(r, ", ")
 }
 
 func listOrNothing(l []string) string {

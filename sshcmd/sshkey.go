@@ -69,7 +69,7 @@ func (s *Suite) sshKeyAddCommand() *command {
 	}
 }
 
-func (s *Suite) sshKeyAdd(ctx context.Context, r *request, name string, lim limits) error {
+func (s *Suite) sshKeyAdd(ctx context.Context, r *request, name string, lim tokens.Restrictions) error {
 	line, err := keyArgument(r)
 	if err != nil {
 		return err
@@ -109,11 +109,9 @@ func (s *Suite) sshKeyAdd(ctx context.Context, r *request, name string, lim limi
 		Fingerprint: fp,
 		PublicKey:   keys.MarshalAuthorized(pub),
 		AddedAt:     r.now.UTC().Truncate(time.Second),
-		VM:          lim.vm,
-		ExpiresAt:   lim.exp,
-	}
-	if lim.hasCmds {
-		k.Cmds = lim.cmds
+		VM:          lim.VM,
+		Cmds:        lim.Cmds,
+		ExpiresAt:   lim.ExpiresAt,
 	}
 	ev := s.event(r, "key.add", fp)
 	switch err := s.env.Store.AddKey(ctx, k, ev); {
@@ -132,8 +130,8 @@ func (s *Suite) sshKeyAdd(ctx context.Context, r *request, name string, lim limi
 		}{k.Name, k.Fingerprint, k.PublicKey, "added"})
 	}
 	fmt.Fprintf(r.out, "Added key %s (%s)", k.Name, k.Fingerprint)
-	if restricted(k) {
-		fmt.Fprintf(r.out, ", restricted: %s", restrictions(k))
+	if kr := tokens.KeyRestrictions(k); kr.Any() {
+		fmt.Fprintf(r.out, ", restricted: %s", kr)
 	}
 	fmt.Fprintln(r.out, ".")
 	return nil
@@ -331,111 +329,63 @@ func (s *Suite) event(r *request, action, subject string) store.Event {
 	}
 }
 
-// limits are the restrictions asked for a new key (and its token).
-type limits struct {
-	vm      string
-	cmds    []string
-	hasCmds bool      // false: no cmds restriction (tokens: the default list)
-	exp     time.Time // zero: never
-}
-
 // requestedLimits reads --vm, --cmds and --exp, checks each, and fits them
-// within the caller key's own restrictions.
-func (s *Suite) requestedLimits(ctx context.Context, r *request, fs *pflag.FlagSet, vm string, cmds []string, exp string) (limits, error) {
-	var want limits
+// within the caller key's own restrictions. Cmds nil means --cmds was not
+// given: no cmds restriction (for a token, the default list).
+func (s *Suite) requestedLimits(ctx context.Context, r *request, fs *pflag.FlagSet, vm string, cmds []string, exp string) (tokens.Restrictions, error) {
+	var want tokens.Restrictions
 	if vm != "" {
-		if _, err := s.ownVM(ctx, r.caller.User.ID, vm); err != nil {
-			return limits{}, err
+		if _, err := s.reachableVM(ctx, r.caller.User.ID, vm); err != nil {
+			return tokens.Restrictions{}, err
 		}
-		want.vm = vm
+		want.VM = vm
 	}
 	if fs.Changed("cmds") {
-		want.hasCmds = true
-		want.cmds = []string{} // --cmds= grants nothing, not the defaults
+		want.Cmds = []string{} // --cmds= grants nothing, not the defaults
 		for _, c := range cmds {
 			c = strings.TrimSpace(c)
 			if cmd, ok := s.byPath[c]; !ok || cmd.group {
-				return limits{}, fmt.Errorf("--cmds: unknown command %q (see help)", c)
+				return tokens.Restrictions{}, fmt.Errorf("--cmds: unknown command %q (see help)", c)
 			}
-			if !slices.Contains(want.cmds, c) {
-				want.cmds = append(want.cmds, c)
+			if !slices.Contains(want.Cmds, c) {
+				want.Cmds = append(want.Cmds, c)
 			}
 		}
 	}
-	t, err := ParseExpiry(exp, r.now)
+	t, err := tokens.ParseExpiry(exp, r.now)
 	if err != nil {
-		return limits{}, fmt.Errorf("--exp: %w", err)
+		return tokens.Restrictions{}, fmt.Errorf("--exp: %w", err)
 	}
-	want.exp = t
-	return within(r.caller.Key, want)
+	want.ExpiresAt = t
+	got, err := tokens.KeyRestrictions(r.caller.Key).Within(want)
+	if err != nil {
+		return tokens.Restrictions{}, fmt.Errorf("key %q %w", r.caller.Key.Name, err)
+	}
+	return got, nil
 }
 
 // covers refuses a restricted caller key c acting on a key k that is less
 // restricted than c itself: a deploy key granted "ssh-key remove" to revoke
 // its own tokens must not be able to remove its owner's other keys.
 func covers(c, k store.Key) error {
-	if !restricted(c) || c.Fingerprint == k.Fingerprint {
+	if c.Fingerprint == k.Fingerprint {
 		return nil
 	}
-	_, err := within(c, limits{vm: k.VM, cmds: k.Cmds, hasCmds: k.Cmds != nil, exp: k.ExpiresAt})
-	switch {
-	case err != nil:
-	case c.VM != "" && k.VM == "":
-		err = fmt.Errorf("key %q is restricted to VM %s: key %q is not", c.Name, c.VM, k.Name)
-	case c.Cmds != nil && k.Cmds == nil:
-		err = fmt.Errorf("key %q is restricted to cmds %s: key %q is not", c.Name, listOrNothing(c.Cmds), k.Name)
-	case !c.ExpiresAt.IsZero() && k.ExpiresAt.IsZero():
-		err = fmt.Errorf("key %q expires at %s: key %q does not", c.Name, rfc3339(c.ExpiresAt), k.Name)
-	}
-	if err != nil {
-		return fmt.Errorf("%w, so it cannot act on that key", err)
+	if err := tokens.KeyRestrictions(c).Covers(tokens.KeyRestrictions(k)); err != nil {
+		return fmt.Errorf("key %q %w, so it cannot act on key %q", c.Name, err, k.Name)
 	}
 	return nil
 }
 
-// within fits want inside the caller key k's restrictions: a restricted
-// key only makes keys and tokens at least as restricted as itself. What
-// want leaves open, k's restriction fills in; what it asks beyond k is
-// refused, naming the restriction.
-func within(k store.Key, want limits) (limits, error) {
-	if k.VM != "" {
-		switch want.vm {
-		case "":
-			want.vm = k.VM
-		case k.VM:
-		default:
-			return limits{}, fmt.Errorf("key %q is restricted to VM %s: --vm %s is outside it", k.Name, k.VM, want.vm)
-		}
-	}
-	if k.Cmds != nil {
-		if !want.hasCmds {
-			want.cmds, want.hasCmds = slices.Clone(k.Cmds), true
-		}
-		for _, c := range want.cmds {
-			if !tokens.CommandAllowed(k.Cmds, c) {
-				return limits{}, fmt.Errorf("key %q is restricted to cmds %s: %q is outside them", k.Name, listOrNothing(k.Cmds), c)
-			}
-		}
-	}
-	if !k.ExpiresAt.IsZero() {
-		switch {
-		case want.exp.IsZero():
-			want.exp = k.ExpiresAt
-		case want.exp.After(k.ExpiresAt):
-			return limits{}, fmt.Errorf("key %q expires at %s: --exp cannot be later", k.Name, rfc3339(k.ExpiresAt))
-		}
-	}
-	return want, nil
-}
-
-// ownVM returns the caller's VM named name.
-func (s *Suite) ownVM(ctx context.Context, userID, name string) (store.VM, error) {
+// reachableVM returns the VM named name if userID may reach it (Reach),
+// for --vm: a VM of theirs.
+func (s *Suite) reachableVM(ctx context.Context, userID, name string) (store.VM, error) {
 	if err := store.ValidateVMName(name); err != nil {
 		return store.VM{}, fmt.Errorf("--vm: %w", err)
 	}
 	vm, err := s.env.Store.VM(ctx, name)
 	switch {
-	case errors.Is(err, store.ErrNotFound) || err == nil && vm.OwnerID != userID:
+	case errors.Is(err, store.ErrNotFound) || err == nil && tokens.Reach(&vm, userID) == tokens.NoAccess:
 		// The same answer whether it does not exist or is someone else's.
 		return store.VM{}, fmt.Errorf("you have no VM named %s (see ls)", name)
 	case err != nil:

@@ -869,9 +869,9 @@ func TestRestrictedKeyCannotRemoveWiderKeys(t *testing.T) {
 	c := deploy.caller()
 
 	for _, tt := range []struct{ line, want string }{
-		{"ssh-key remove alice-laptop", `key "deploy" is restricted to VM web: key "alice-laptop" is not, so it cannot act on that key`},
-		{"ssh-key remove other", `key "deploy" is restricted to VM web: --vm db is outside it, so it cannot act on that key`},
-		{"ssh-key rename alice-laptop x", `key "alice-laptop" is not`},
+		{"ssh-key remove alice-laptop", `key "deploy" is restricted to VM web and that key is not, so it cannot act on key "alice-laptop"`},
+		{"ssh-key remove other", `key "deploy" is restricted to VM web and that key is for VM db, so it cannot act on key "other"`},
+		{"ssh-key rename alice-laptop x", `so it cannot act on key "alice-laptop"`},
 	} {
 		if _, err := e.run(c, tt.line, ""); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: %v, want %q", tt.line, err, tt.want)
@@ -890,4 +890,22 @@ func TestRestrictedKeyCannotRemoveWiderKeys(t *testing.T) {
 		t.Errorf("minted key not removed: %v", err)
 	}
 	e.mustRun(c, "ssh-key remove deploy", "")
+}
+
+// TestCommandGateExpiryBoundary: a key whose --exp is exactly now runs
+// nothing (expired from ExpiresAt on, as the Verifier has it), one second
+// before it still runs.
+func TestCommandGateExpiryBoundary(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	exp := e.now().Add(time.Hour).Truncate(time.Second)
+	ci := e.addKey(alice, "ci", 2, func(k *store.Key) { k.ExpiresAt = exp })
+	e.setNow(exp.Add(-time.Second))
+	if _, err := e.run(ci.caller(), "whoami", ""); err != nil {
+		t.Fatalf("a second before its expiry: %v", err)
+	}
+	e.setNow(exp)
+	if _, err := e.run(ci.caller(), "whoami", ""); err == nil || !strings.Contains(err.Error(), "expired at") {
+		t.Errorf("at its expiry: %v, want expired", err)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/pflag"
+
+	"github.com/exed-dev/exed/tokens"
 )
 
 func (s *Suite) whoamiCommand() *command {
@@ -34,8 +36,8 @@ func (s *Suite) whoami(ctx context.Context, r *request) error {
 		}{u.ID, u.Email, keyObjects(ks, r.caller.Key.Fingerprint)})
 	}
 	fmt.Fprintf(r.out, "%s (%s)\nkey: %s %s\n", u.Email, u.ID, r.caller.Key.Name, r.caller.Key.Fingerprint)
-	if restricted(r.caller.Key) {
-		fmt.Fprintf(r.out, "restricted: %s\n", restrictions(r.caller.Key))
+	if kr := tokens.KeyRestrictions(r.caller.Key); kr.Any() {
+		fmt.Fprintf(r.out, "restricted: %s\n", kr)
 	}
 	fmt.Fprintf(r.out, "\n")
 	return writeKeyTable(r.out, ks, r.caller.Key.Fingerprint, r.now)

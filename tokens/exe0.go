@@ -26,7 +26,15 @@ import (
 // and caps the work done on a token before anything is looked up.
 const MaxTokenLen = 8192
 
-const exe0Prefix = "exe0."
+// Exe0Prefix starts every exe0 token.
+const Exe0Prefix = "exe0."
+
+// LooksLikeToken reports whether s has an exe0 or exe1 token's prefix: how
+// the proxy tells a token from a VM's own credentials, and what it never
+// lets reach a VM.
+func LooksLikeToken(s string) bool {
+	return strings.HasPrefix(s, Exe0Prefix) || strings.HasPrefix(s, Exe1Prefix)
+}
 
 // ErrMalformed is wrapped by every error that says a token breaks a rule
 // of its format (SPEC §2, §3), as opposed to failing verification.
@@ -59,13 +67,13 @@ func ParseExe0(token string) (*Exe0, error) {
 	if len(token) > MaxTokenLen {
 		return nil, malformed("longer than %d bytes", MaxTokenLen)
 	}
-	rest, ok := strings.CutPrefix(token, exe0Prefix)
+	rest, ok := strings.CutPrefix(token, Exe0Prefix)
 	if !ok {
-		return nil, malformed("does not start with %q", exe0Prefix)
+		return nil, malformed("does not start with %q", Exe0Prefix)
 	}
 	p64, b64sig, ok := strings.Cut(rest, ".")
 	if !ok || strings.Contains(b64sig, ".") {
-		return nil, malformed("want exactly two parts after %q", exe0Prefix)
+		return nil, malformed("want exactly two parts after %q", Exe0Prefix)
 	}
 	payload, err := decodeBase64("payload", p64)
 	if err != nil {
@@ -107,8 +115,8 @@ func isBase64URL(c byte) bool {
 
 // FormatExe0 encodes an exe0 token from P and a binary SSHSIG blob.
 func FormatExe0(payload, sigBlob []byte) string {
-	t := make([]byte, 0, len(exe0Prefix)+b64.EncodedLen(len(payload))+1+b64.EncodedLen(len(sigBlob)))
-	t = append(t, exe0Prefix...)
+	t := make([]byte, 0, len(Exe0Prefix)+b64.EncodedLen(len(payload))+1+b64.EncodedLen(len(sigBlob)))
+	t = append(t, Exe0Prefix...)
 	t = b64.AppendEncode(t, payload)
 	t = append(t, '.')
 	t = b64.AppendEncode(t, sigBlob)

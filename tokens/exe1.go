@@ -9,15 +9,18 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/exed-dev/exed/store"
 )
 
-// An exe1 handle is exe1Prefix + exe1Chars characters of the RFC 4648
+// An exe1 handle is Exe1Prefix + exe1Chars characters of the RFC 4648
 // base32 alphabet: 26 × 5 = 130 random bits, beyond guessing, short enough
 // to paste anywhere.
 const (
-	exe1Prefix   = "exe1."
+	Exe1Prefix   = "exe1." // starts every exe1 handle
 	exe1Chars    = 26
-	exe1Len      = len(exe1Prefix) + exe1Chars
+	exe1Len      = len(Exe1Prefix) + exe1Chars
 	base32Alpha  = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 	exe1IDLabel  = "exed exe1 id v1\x00"   // domain separation: the stored ID
 	exe1KeyLabel = "exed exe1 seal key v1" // domain separation: the sealing key
@@ -32,8 +35,8 @@ var ErrExe1Open = errors.New("tokens: exe1: sealed token does not open with this
 // kept so callers need not change if the source of randomness can.
 func NewExe1() (string, error) {
 	var b [exe1Len]byte
-	copy(b[:], exe1Prefix)
-	r := b[len(exe1Prefix):]
+	copy(b[:], Exe1Prefix)
+	r := b[len(Exe1Prefix):]
 	if _, err := rand.Read(r); err != nil {
 		return "", fmt.Errorf("tokens: new exe1: %w", err)
 	}
@@ -43,19 +46,39 @@ func NewExe1() (string, error) {
 	return string(b[:]), nil
 }
 
+// IssueExe1 makes a fresh exe1 handle standing for exe0, which the key
+// fingerprint signed, and the row that stores it: only a hash of the
+// handle and exe0 sealed under it, so the row alone yields no token.
+func IssueExe1(exe0, fingerprint string, now time.Time) (string, store.Exe1, error) {
+	handle, err := NewExe1()
+	if err != nil {
+		return "", store.Exe1{}, err
+	}
+	sealed, err := SealExe1(handle, exe0)
+	if err != nil {
+		return "", store.Exe1{}, err
+	}
+	return handle, store.Exe1{
+		ID:          Exe1ID(handle),
+		Fingerprint: fingerprint,
+		Sealed:      sealed,
+		CreatedAt:   now.UTC().Truncate(time.Second),
+	}, nil
+}
+
 // ParseExe1 checks the shape of an exe1 handle only. Errors wrap
 // ErrMalformed.
 func ParseExe1(s string) error {
-	rest, ok := strings.CutPrefix(s, exe1Prefix)
+	rest, ok := strings.CutPrefix(s, Exe1Prefix)
 	if !ok {
-		return malformed("does not start with %q", exe1Prefix)
+		return malformed("does not start with %q", Exe1Prefix)
 	}
 	if len(rest) != exe1Chars {
-		return malformed("exe1: want %d characters after %q, got %d", exe1Chars, exe1Prefix, len(rest))
+		return malformed("exe1: want %d characters after %q, got %d", exe1Chars, Exe1Prefix, len(rest))
 	}
 	for i := 0; i < len(rest); i++ {
 		if c := rest[i]; !('A' <= c && c <= 'Z' || '2' <= c && c <= '7') {
-			return malformed("exe1: byte %d is not in [A-Z2-7]", len(exe1Prefix)+i)
+			return malformed("exe1: byte %d is not in [A-Z2-7]", len(Exe1Prefix)+i)
 		}
 	}
 	return nil

@@ -22,7 +22,7 @@ type Registry interface {
 // Target says what a token is being used for.
 type Target struct {
 	Namespace string    // the namespace the token must be signed in
-	VM        *store.VM // the VM being reached (its owner must be the signer's user); nil for the API
+	VM        *store.VM // the VM being reached (the signer's user must Reach it); nil for the API
 	Command   string    // /exec: canonical command path to check against cmds; "" = no command check
 }
 
@@ -63,7 +63,7 @@ const (
 	CheckSignature    = "signature"    // signature valid over P
 	CheckValidity     = "validity"     // exp and nbf against now
 	CheckRestrictions = "restrictions" // the signing key's VM, cmds and expiry
-	CheckVM           = "vm"           // Target.VM owned by the key's user
+	CheckVM           = "vm"           // the key's user may reach Target.VM (Reach)
 	CheckCommand      = "command"      // Target.Command granted by the token's cmds
 	CheckUser         = "user"         // the key's user exists
 )
@@ -164,7 +164,7 @@ func NewVerifier(c Config) *Verifier {
 //	→ signature over P
 //	→ exp and nbf against now
 //	→ the signing key's restrictions: its expiry, its VM, its cmds
-//	→ t.VM owned by the key's user
+//	→ the key's user may reach t.VM (Reach)
 //	→ t.Command granted by the token's cmds
 //	→ the key's user exists.
 //
@@ -245,7 +245,7 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report) (
 		x   *Exe0
 		err error
 	)
-	if strings.HasPrefix(token, exe1Prefix) {
+	if strings.HasPrefix(token, Exe1Prefix) {
 		if x, err = v.openExe1(ctx, token, r); err != nil {
 			return nil, err
 		}
@@ -367,11 +367,16 @@ func checkUse(now time.Time, key *store.Key, p *Permissions, t Target, r *report
 		r.pass(CheckValidity, validityDetail(p))
 	}
 
-	if !key.ExpiresAt.IsZero() && !now.Before(key.ExpiresAt) {
+	kr := KeyRestrictions(*key)
+	if kr.Expired(now) {
 		return r.fail(CheckRestrictions, ReasonRestricted,
-			fmt.Sprintf("key %q expired at %s", key.Name, key.ExpiresAt.UTC().Format(time.RFC3339)), nil)
+			fmt.Sprintf("key %q expired at %s", key.Name, rfc3339(key.ExpiresAt)), nil)
 	}
-	if key.VM != "" && (t.VM == nil || t.VM.Name != key.VM) {
+	vmName := ""
+	if t.VM != nil {
+		vmName = t.VM.Name
+	}
+	if !kr.AllowsVM(vmName) {
 		where := "the API"
 		if t.VM != nil {
 			where = fmt.Sprintf("VM %q", t.VM.Name)
@@ -379,20 +384,22 @@ func checkUse(now time.Time, key *store.Key, p *Permissions, t Target, r *report
 		return r.fail(CheckRestrictions, ReasonRestricted,
 			fmt.Sprintf("key %q is restricted to VM %q, used for %s", key.Name, key.VM, where), nil)
 	}
-	if key.Cmds != nil && t.Command != "" && !CommandAllowed(key.Cmds, t.Command) {
+	if t.Command != "" && !kr.AllowsCommand(t.Command) {
 		return r.fail(CheckRestrictions, ReasonRestricted,
 			fmt.Sprintf("key %q is restricted to commands %q; %q is not one", key.Name, key.Cmds, t.Command), nil)
 	}
 	if r != nil {
-		r.pass(CheckRestrictions, restrictionsDetail(key))
+		r.pass(CheckRestrictions, kr.String())
 	}
 
 	if t.VM != nil {
-		if t.VM.OwnerID != key.UserID {
-			return r.fail(CheckVM, ReasonVM, fmt.Sprintf("VM %q does not belong to the key's user", t.VM.Name), nil)
+		switch Reach(t.VM, key.UserID) {
+		case AccessOwner, AccessShare:
+		default:
+			return r.fail(CheckVM, ReasonVM, fmt.Sprintf("the key's user may not reach VM %q", t.VM.Name), nil)
 		}
 		if r != nil {
-			r.pass(CheckVM, fmt.Sprintf("VM %q belongs to the key's user", t.VM.Name))
+			r.pass(CheckVM, fmt.Sprintf("the key's user may reach VM %q", t.VM.Name))
 		}
 	}
 
@@ -411,7 +418,7 @@ func checkUse(now time.Time, key *store.Key, p *Permissions, t Target, r *report
 	return nil
 }
 
-func unixUTC(sec int64) string { return time.Unix(sec, 0).UTC().Format(time.RFC3339) }
+func unixUTC(sec int64) string { return rfc3339(time.Unix(sec, 0)) }
 
 func validityDetail(p *Permissions) string {
 	var parts []string
@@ -422,23 +429,6 @@ func validityDetail(p *Permissions) string {
 		parts = append(parts, "expires "+unixUTC(p.Exp))
 	} else {
 		parts = append(parts, "never expires")
-	}
-	return strings.Join(parts, ", ")
-}
-
-func restrictionsDetail(k *store.Key) string {
-	var parts []string
-	if k.VM != "" {
-		parts = append(parts, fmt.Sprintf("VM %q", k.VM))
-	}
-	if k.Cmds != nil {
-		parts = append(parts, fmt.Sprintf("commands %q", k.Cmds))
-	}
-	if !k.ExpiresAt.IsZero() {
-		parts = append(parts, "key expires "+k.ExpiresAt.UTC().Format(time.RFC3339))
-	}
-	if len(parts) == 0 {
-		return "none"
 	}
 	return strings.Join(parts, ", ")
 }

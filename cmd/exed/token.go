@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/exed-dev/exed/keys"
-	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/tokens"
 )
 
@@ -62,7 +61,7 @@ func (a *app) tokenMint(args []string) error {
 	if *perms != "" {
 		payload = []byte(*perms)
 	} else {
-		expAt, err := sshcmd.ParseExpiry(*exp, time.Now())
+		expAt, err := tokens.ParseExpiry(*exp, time.Now())
 		if err != nil {
 			return fmt.Errorf("token mint: --exp: %w", err)
 		}
@@ -83,10 +82,7 @@ func (a *app) tokenMint(args []string) error {
 		return fmt.Errorf("token mint: permissions: %w", err)
 	}
 
-	namespace := "v0@" + *domain
-	if *vm != "" {
-		namespace = "v0@" + *vm + "." + *vmDomain
-	}
+	namespace := tokens.Namespaces{Domain: *domain, VMDomain: *vmDomain}.For(*vm)
 	tok, err := tokens.MintExe0(signer, namespace, payload)
 	if err != nil {
 		return fmt.Errorf("token mint: %w", err)

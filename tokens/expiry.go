@@ -1,4 +1,4 @@
-package sshcmd
+package tokens
 
 import (
 	"fmt"
@@ -6,9 +6,8 @@ import (
 	"time"
 )
 
-// maxExpiry is the latest expiry a token can carry: SPEC §2 bounds exp to
-// [946684800, 4102444800] (2000-01-01 to 2100-01-01).
-var maxExpiry = time.Unix(4102444800, 0).UTC()
+// maxExpiry is the latest expiry a token can carry (maxTime).
+var maxExpiry = time.Unix(maxTime, 0).UTC()
 
 // expiryUnits are the units --exp accepts; a month is 30 days and a year
 // 365, as SPEC §4 defines them.

@@ -1,0 +1,180 @@
+package tokens
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exed-dev/exed/store"
+)
+
+// TestExpiryBoundary pins the one expiry boundary: a key is expired from
+// its ExpiresAt on, not only after it (SSH login and the command gate once
+// disagreed with the Verifier by one instant).
+func TestExpiryBoundary(t *testing.T) {
+	at := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	r := Restrictions{ExpiresAt: at}
+	for _, tt := range []struct {
+		now  time.Time
+		want bool
+	}{
+		{at.Add(-time.Nanosecond), false},
+		{at, true},
+		{at.Add(time.Nanosecond), true},
+	} {
+		if got := r.Expired(tt.now); got != tt.want {
+			t.Errorf("Expired(%v) = %v, want %v", tt.now, got, tt.want)
+		}
+	}
+	if (Restrictions{}).Expired(at) {
+		t.Error("no expiry counts as expired")
+	}
+}
+
+func TestRestrictionsAllow(t *testing.T) {
+	none := Restrictions{}
+	web := Restrictions{VM: "web"}
+	list := Restrictions{Cmds: []string{"ssh-key list", "whoami"}}
+	nothing := Restrictions{Cmds: []string{}}
+	for _, tt := range []struct {
+		name string
+		got  bool
+		want bool
+	}{
+		{"none allows any VM", none.AllowsVM("db"), true},
+		{"none allows the API", none.AllowsVM(""), true},
+		{"web allows web", web.AllowsVM("web"), true},
+		{"web refuses db", web.AllowsVM("db"), false},
+		{"web refuses the API", web.AllowsVM(""), false},
+		{"none allows any command", none.AllowsCommand("ssh-key add"), true},
+		{"list allows its own", list.AllowsCommand("whoami"), true},
+		{"list refuses others", list.AllowsCommand("ls"), false},
+		{"a parent grants no child", Restrictions{Cmds: []string{"ssh-key"}}.AllowsCommand("ssh-key list"), false},
+		{"[] allows nothing", nothing.AllowsCommand("whoami"), false},
+		{"no command is never allowed by a list", list.AllowsCommand(""), false},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("%s: got %v", tt.name, tt.got)
+		}
+	}
+	if !web.Any() || !list.Any() || !nothing.Any() || none.Any() {
+		t.Error("Any disagrees")
+	}
+}
+
+func TestRestrictionsWithin(t *testing.T) {
+	exp := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	key := Restrictions{VM: "web", Cmds: []string{"ssh-key generate-api-key", "ssh-key list"}, ExpiresAt: exp}
+
+	got, err := key.Within(Restrictions{})
+	if err != nil || got.VM != "web" || len(got.Cmds) != 2 || !got.ExpiresAt.Equal(exp) {
+		t.Fatalf("Within(nothing asked) = %+v, %v: want the key's own restrictions", got, err)
+	}
+	got.Cmds[0] = "changed"
+	if key.Cmds[0] != "ssh-key generate-api-key" {
+		t.Error("Within shares the key's cmds slice")
+	}
+	narrower := Restrictions{VM: "web", Cmds: []string{"ssh-key list"}, ExpiresAt: exp.Add(-time.Hour)}
+	if got, err := key.Within(narrower); err != nil || got.ExpiresAt != narrower.ExpiresAt || len(got.Cmds) != 1 {
+		t.Errorf("Within(narrower) = %+v, %v", got, err)
+	}
+	for _, tt := range []struct {
+		want Restrictions
+		kind error
+		msg  string
+	}{
+		{Restrictions{VM: "db"}, ErrOutsideVM, "is restricted to VM web: --vm db is outside it"},
+		{Restrictions{Cmds: []string{"whoami"}}, ErrOutsideCmds, `is restricted to cmds ssh-key generate-api-key, ssh-key list: "whoami" is outside them`},
+		{Restrictions{ExpiresAt: exp.Add(time.Second)}, ErrOutsideExp, "expires at 2031-01-01T00:00:00Z: --exp cannot be later"},
+	} {
+		_, err := key.Within(tt.want)
+		if !errors.Is(err, tt.kind) || err.Error() != tt.msg {
+			t.Errorf("Within(%+v) = %v, want %v %q", tt.want, err, tt.kind, tt.msg)
+		}
+	}
+	// Unrestricted: whatever is asked is what is given.
+	if got, err := (Restrictions{}).Within(narrower); err != nil || got.VM != "web" {
+		t.Errorf("unrestricted Within = %+v, %v", got, err)
+	}
+}
+
+func TestRestrictionsCovers(t *testing.T) {
+	exp := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	deploy := Restrictions{VM: "web", Cmds: []string{"ssh-key remove", "ssh-key list"}, ExpiresAt: exp}
+	for _, tt := range []struct {
+		other Restrictions
+		kind  error // nil: covered
+	}{
+		{Restrictions{VM: "web", Cmds: []string{"ssh-key list"}, ExpiresAt: exp}, nil},
+		{Restrictions{VM: "web", Cmds: []string{}, ExpiresAt: exp.Add(-time.Hour)}, nil},
+		{Restrictions{}, ErrOutsideVM},
+		{Restrictions{VM: "db", Cmds: []string{}, ExpiresAt: exp}, ErrOutsideVM},
+		{Restrictions{VM: "web", ExpiresAt: exp}, ErrOutsideCmds},
+		{Restrictions{VM: "web", Cmds: []string{"whoami"}, ExpiresAt: exp}, ErrOutsideCmds},
+		{Restrictions{VM: "web", Cmds: []string{}}, ErrOutsideExp},
+		{Restrictions{VM: "web", Cmds: []string{}, ExpiresAt: exp.Add(time.Second)}, ErrOutsideExp},
+	} {
+		err := deploy.Covers(tt.other)
+		if tt.kind == nil && err != nil || tt.kind != nil && !errors.Is(err, tt.kind) {
+			t.Errorf("Covers(%+v) = %v, want %v", tt.other, err, tt.kind)
+		}
+	}
+	if err := (Restrictions{}).Covers(deploy); err != nil {
+		t.Errorf("an unrestricted key does not cover: %v", err)
+	}
+}
+
+func TestRestrictionsString(t *testing.T) {
+	exp := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		r    Restrictions
+		want string
+	}{
+		{Restrictions{}, "none"},
+		{Restrictions{Cmds: []string{}}, "cmds nothing"},
+		{Restrictions{VM: "web", Cmds: []string{"ls", "whoami"}, ExpiresAt: exp}, "vm web, cmds ls, whoami, expires 2031-01-01T00:00:00Z"},
+	} {
+		if got := tt.r.String(); got != tt.want || strings.ContainsAny(got, "\r\n") {
+			t.Errorf("%+v.String() = %q, want %q", tt.r, got, tt.want)
+		}
+	}
+}
+
+func TestKeyRestrictions(t *testing.T) {
+	k := store.Key{VM: "web", Cmds: []string{"ls"}, ExpiresAt: time.Unix(4070908800, 0)}
+	r := KeyRestrictions(k)
+	if r.VM != k.VM || len(r.Cmds) != 1 || !r.ExpiresAt.Equal(k.ExpiresAt) {
+		t.Errorf("KeyRestrictions = %+v", r)
+	}
+}
+
+func TestReach(t *testing.T) {
+	private := &store.VM{Name: "web", OwnerID: "usrA"}
+	public := &store.VM{Name: "blog", OwnerID: "usrA", Public: true}
+	for _, tt := range []struct {
+		vm   *store.VM
+		user string
+		want Access
+	}{
+		{private, "usrA", AccessOwner},
+		{private, "usrB", NoAccess},
+		{private, "", NoAccess},
+		{public, "usrA", AccessOwner},
+		{public, "", AccessPublic},
+		{public, "usrB", NoAccess}, // public lets anyone in anonymously, as nobody in particular
+		{nil, "usrA", NoAccess},
+	} {
+		if got := Reach(tt.vm, tt.user); got != tt.want {
+			t.Errorf("Reach(%+v, %q) = %q, want %q", tt.vm, tt.user, got, tt.want)
+		}
+	}
+}
+
+func TestNamespaces(t *testing.T) {
+	n := Namespaces{Domain: "exe.localhost", VMDomain: "vm.localhost"}
+	if n.API() != "v0@exe.localhost" || n.VM("web") != "v0@web.vm.localhost" || n.VMHost("web") != "web.vm.localhost" ||
+		n.For("") != n.API() || n.For("web") != n.VM("web") {
+		t.Errorf("namespaces: %s %s %s", n.API(), n.VM("web"), n.VMHost("web"))
+	}
+}
