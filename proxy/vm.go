@@ -135,8 +135,8 @@ func (h *Handler) authorize(r *http.Request, vm *vmEntry, a *access) {
 	case err != nil:
 		refuse(http.StatusUnauthorized, "invalid token", err)
 		return
-	case token == "" && vm.vm.Public:
-		return
+	case token == "" && tokens.Reach(&vm.vm, "") == tokens.AccessPublic:
+		return // anonymous
 	case token == "":
 		refuse(http.StatusUnauthorized, "authentication required", nil)
 		return
