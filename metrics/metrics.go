@@ -8,7 +8,7 @@
 // (tokens.Config.OnVerify, Verifier.CacheStats, LastUsedWriter.Backlog) and
 // this package fills them; store latency is measured by a decorator around
 // store.Store. Every method works on a nil *Metrics and does nothing, so
-// the packages that report (proxy, sshcmd) need no metrics to run.
+// the packages that report (proxy, sshserver) need no metrics to run.
 //
 // Label values come only from fixed sets: status codes and classes the
 // server chose, canonical command paths from sshcmd's command table,

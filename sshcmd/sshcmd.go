@@ -1,11 +1,13 @@
-// Package sshcmd is exed's command suite (help, whoami, ls, ssh-key …,
-// exe0-to-exe1) and the SSH server that runs it.
+// Package sshcmd is exed's command table: the commands (help, whoami, ls,
+// ssh-key …, exe0-to-exe1), how a command line is split and parsed, and how
+// each command prints text or JSON.
 //
-// The command table exists once, here: SSH sessions and the HTTP /exec API
-// both dispatch through Suite.Run. Each command declares its flags beside
-// its handler (one file per command group); the dispatcher in this file
-// parses flags, answers --help, enforces the caller key's own restrictions
-// and buffers output so that nothing reaches stdout when a command fails.
+// The command table exists once, here: SSH sessions (package sshserver) and
+// the HTTP /exec API both dispatch through it. Each command declares its
+// flags beside its handler (one file per command group); the dispatcher in
+// this file parses flags, answers --help, enforces the caller key's own
+// restrictions and buffers output so that nothing reaches stdout when a
+// command fails. It knows nothing of SSH connections or HTTP.
 package sshcmd
 
 import (
@@ -60,10 +62,11 @@ type IO struct {
 // and Run for a command line that names no command.
 var ErrUnknownCommand = errors.New("unknown command")
 
-// maxStdin bounds what a command reads from standard input (a public key
+// MaxStdin bounds what a command reads from standard input (a public key
 // for ssh-key add): the largest OpenSSH public key (RSA 16384) is ~2.8 KB,
-// so 16 KiB is ample and keeps a client from making us buffer more.
-const maxStdin = 16 << 10
+// so 16 KiB is ample and keeps a client from making us buffer more. The
+// SSH server applies it to a session's stdin as well.
+const MaxStdin = 16 << 10
 
 // Suite runs the command suite. It is safe for concurrent use.
 type Suite struct {
@@ -92,7 +95,7 @@ type command struct {
 type request struct {
 	caller Caller
 	args   []string  // positional arguments, flags removed
-	stdin  io.Reader // at most maxStdin bytes
+	stdin  io.Reader // at most MaxStdin bytes
 	out    *bytes.Buffer
 	json   bool
 	now    time.Time

@@ -432,7 +432,7 @@ func TestSSHKeyAdd(t *testing.T) {
 	refusals := []struct{ line, stdin, want string }{
 		{"ssh-key add", "", "no public key: give it as an argument or on standard input"},
 		{"ssh-key add", string(priv), "that is a private key: give the public key (the .pub file) instead"},
-		{"ssh-key add", strings.Repeat("A", maxStdin+1), "standard input is over 16 KiB"},
+		{"ssh-key add", strings.Repeat("A", MaxStdin+1), "standard input is over 16 KiB"},
 		{"ssh-key add", pubLine(seededSigner(t, 5)) + "\n" + pubLine(seededSigner(t, 6)), "give one public key, not several lines"},
 		{"ssh-key add not-a-key", "", "invalid public key"},
 		{"ssh-key add " + pubLine(k3), "", "key " + keys.Fingerprint(k3.PublicKey()) + " is already registered"},
