@@ -209,7 +209,7 @@ func (m *Metrics) ProxyRequest(status int, d time.Duration) {
 }
 
 // ExecRequest counts one /exec call. command must be a canonical path
-// from sshcmd's command table (Suite.Resolve), or "" when none resolved.
+// from sshcmd's command table (Invocation.Path), or "" when none resolved.
 func (m *Metrics) ExecRequest(command string, status int) {
 	if m == nil {
 		return

@@ -170,12 +170,16 @@ func (s *Server) run(ctx context.Context, c sshcmd.Caller, args []string, stdio 
 	stdio.Stdin = io.LimitReader(stdio.Stdin, sshcmd.MaxStdin+1)
 	out := &countingWriter{w: stdio.Stdout}
 	stdio.Stdout = out
-	code := 0
-	if err := s.c.Suite.Run(ctx, c, args, stdio, false); err != nil {
+	code, path := 0, ""
+	inv, err := s.c.Suite.Parse(args)
+	if err == nil {
+		path = inv.Path()
+		err = inv.Run(ctx, c, stdio, false)
+	}
+	if err != nil {
 		fmt.Fprintln(stdio.Stderr, err.Error())
 		code = 1
 	}
-	path, _ := s.c.Suite.Resolve(args)
 	s.logCommand(c, path, code, time.Since(start), out.n)
 	return code
 }
@@ -183,7 +187,7 @@ func (s *Server) run(ctx context.Context, c sshcmd.Caller, args []string, stdio 
 // logCommand logs and counts one command: who, with which key, which
 // command path, how it ended, how long it took and how many bytes it wrote
 // to stdout. Never its arguments, which may hold tokens. path comes from
-// the command table (Suite.Resolve), "" when none resolved: a fixed set,
+// the command table (Invocation.Path), "" when none resolved: a fixed set,
 // fit for a metrics label.
 func (s *Server) logCommand(c sshcmd.Caller, path string, code int, d time.Duration, bytes int64) {
 	s.c.Metrics.SSHCommand(path, code)
