@@ -8,7 +8,7 @@
 // (tokens.Config.OnVerify, Verifier.CacheStats, LastUsedWriter.Backlog) and
 // this package fills them; store latency is measured by a decorator around
 // store.Store. Every method works on a nil *Metrics and does nothing, so
-// the packages that report (proxy, sshcmd) need no metrics to run.
+// the packages that report (proxy, sshserver) need no metrics to run.
 //
 // Label values come only from fixed sets: status codes and classes the
 // server chose, canonical command paths from sshcmd's command table,
@@ -209,7 +209,7 @@ func (m *Metrics) ProxyRequest(status int, d time.Duration) {
 }
 
 // ExecRequest counts one /exec call. command must be a canonical path
-// from sshcmd's command table (Suite.Resolve), or "" when none resolved.
+// from sshcmd's command table (Invocation.Path), or "" when none resolved.
 func (m *Metrics) ExecRequest(command string, status int) {
 	if m == nil {
 		return

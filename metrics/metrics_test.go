@@ -263,7 +263,7 @@ func TestFrontCounters(t *testing.T) {
 }
 
 // TestNilMetrics: a nil *Metrics records nothing and hands the store back
-// untouched, so proxy and sshcmd run without metrics.
+// untouched, so proxy and sshserver run without metrics.
 func TestNilMetrics(t *testing.T) {
 	var m *Metrics
 	m.TokenVerified(tokens.ReasonExpired)

@@ -54,8 +54,8 @@ type execResult struct {
 	reason  error // why it was refused, for the log only
 }
 
-// exec runs one /exec request: method → token → body → split → resolve →
-// verify (with the command) → rate limit → run.
+// exec runs one /exec request: method → token → body → split → parse →
+// verify (with the command) → rate limit → run what was parsed.
 func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) {
 	fail := func(status int, msg string) execResult {
 		res.status, res.body = status, errorBody(msg)
@@ -99,13 +99,14 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 	if len(args) == 0 {
 		return fail(http.StatusBadRequest, "empty command line")
 	}
-	res.path, err = h.c.Suite.Resolve(args)
+	inv, err := h.c.Suite.Parse(args)
 	if err != nil {
 		return fail(http.StatusNotFound, err.Error())
 	}
+	res.path = inv.Path()
 
 	target := tokens.Target{Namespace: h.ns.API(), Command: res.path}
-	if h.c.Suite.IsHelp(args) {
+	if inv.IsHelp() {
 		target.Command = "" // --help is always allowed
 	}
 	res.grant, err = h.c.Verifier.Verify(r.Context(), token, target)
@@ -129,7 +130,7 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 	var out bytes.Buffer
 	caller := sshcmd.Caller{User: res.grant.User, Key: res.grant.Key, RemoteAddr: r.RemoteAddr}
 	stdio := sshcmd.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard}
-	if err := h.c.Suite.Run(ctx, caller, args, stdio, true); err != nil {
+	if err := inv.Run(ctx, caller, stdio, true); err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return fail(http.StatusGatewayTimeout, "command timed out")
 		}

@@ -74,6 +74,11 @@ func TestExecStatuses(t *testing.T) {
 
 		{"command fails", "exe0-to-exe1 not-a-token", auth, 422},
 		{"flag error", "whoami --no-such-flag", auth, 422},
+		// The line is parsed once: a flag error still names its command,
+		// whose grant is checked before the flags are reported.
+		{"flag error, not granted", "ls --no-such-flag", onlyWhoami, 403},
+		{"flag error before --help is not help", "ls --no-such-flag --help", onlyWhoami, 403},
+		{"flag error, invalid token", "whoami --no-such-flag", map[string]string{"Authorization": "Bearer hello"}, 401},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, m := w.postExec(tc.body, tc.hdr)

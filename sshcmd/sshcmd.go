@@ -1,11 +1,13 @@
-// Package sshcmd is exed's command suite (help, whoami, ls, ssh-key …,
-// exe0-to-exe1) and the SSH server that runs it.
+// Package sshcmd is exed's command table: the commands (help, whoami, ls,
+// ssh-key …, exe0-to-exe1), how a command line is split and parsed, and how
+// each command prints text or JSON.
 //
-// The command table exists once, here: SSH sessions and the HTTP /exec API
-// both dispatch through Suite.Run. Each command declares its flags beside
-// its handler (one file per command group); the dispatcher in this file
-// parses flags, answers --help, enforces the caller key's own restrictions
-// and buffers output so that nothing reaches stdout when a command fails.
+// The command table exists once, here: SSH sessions (package sshserver) and
+// the HTTP /exec API both dispatch through it. Each command declares its
+// flags beside its handler (one file per command group); the dispatcher in
+// this file parses flags, answers --help, enforces the caller key's own
+// restrictions and buffers output so that nothing reaches stdout when a
+// command fails. It knows nothing of SSH connections or HTTP.
 package sshcmd
 
 import (
@@ -18,7 +20,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -56,14 +57,15 @@ type IO struct {
 	Stdout, Stderr io.Writer
 }
 
-// ErrUnknownCommand is returned (wrapped, naming the command) by Resolve
+// ErrUnknownCommand is returned (wrapped, naming the command) by Parse
 // and Run for a command line that names no command.
 var ErrUnknownCommand = errors.New("unknown command")
 
-// maxStdin bounds what a command reads from standard input (a public key
+// MaxStdin bounds what a command reads from standard input (a public key
 // for ssh-key add): the largest OpenSSH public key (RSA 16384) is ~2.8 KB,
-// so 16 KiB is ample and keeps a client from making us buffer more.
-const maxStdin = 16 << 10
+// so 16 KiB is ample and keeps a client from making us buffer more. The
+// SSH server applies it to a session's stdin as well.
+const MaxStdin = 16 << 10
 
 // Suite runs the command suite. It is safe for concurrent use.
 type Suite struct {
@@ -93,7 +95,7 @@ type command struct {
 type request struct {
 	caller Caller
 	args   []string  // positional arguments, flags removed
-	stdin  io.Reader // at most maxStdin bytes
+	stdin  io.Reader // at most MaxStdin bytes
 	out    *bytes.Buffer
 	json   bool
 	now    time.Time
@@ -166,41 +168,67 @@ func unknownCommand(name string) error {
 	return fmt.Errorf("%w %q (run \"help\" for the list)", ErrUnknownCommand, name)
 }
 
-// Resolve returns the canonical path of the command args name ("ssh-key
-// list", "whoami"), ignoring flags and arguments, or ErrUnknownCommand
-// (wrapped, naming the command). An empty line resolves to "help".
-func (s *Suite) Resolve(args []string) (string, error) {
-	c, _, err := s.lookup(args)
-	if err != nil {
-		return "", err
-	}
-	return c.path, nil
-}
-
-// invocation is a command line parsed against its command's flags.
-type invocation struct {
+// Invocation is a command line resolved against the command table and
+// parsed against its command's flags, once: what the caller logs, counts
+// or authorizes (Path, IsHelp) is exactly what Run then runs. Make one with
+// Suite.Parse; it is meant to be run once.
+type Invocation struct {
+	s        *Suite
 	cmd      *command
 	fs       *pflag.FlagSet
 	run      handler
 	args     []string
 	json     bool
-	help     bool // only prints usage: --help/-h, help itself, a bare group
-	helpFlag bool // --help or -h was given
+	help     bool  // only prints usage: --help/-h, help itself, a bare group
+	helpFlag bool  // --help or -h was given
+	err      error // the flags did not parse; Run returns it
 }
 
-// parse resolves args and parses its flags. Run and IsHelp both use it, so
-// whatever IsHelp calls help is exactly what Run only prints usage for
-// (e.g. "--label --help" sets the label, it does not ask for help).
-func (s *Suite) parse(args []string) (*invocation, error) {
+// Path is the command's canonical path ("ssh-key list", "whoami"), the
+// name a key's or token's cmds grant. An empty line is "help".
+func (inv *Invocation) Path() string { return inv.cmd.path }
+
+// IsHelp reports whether the line only asks for help (help, a bare group,
+// or --help/-h parsed as a flag): Run then only prints usage and changes
+// nothing, which is why /exec allows it whatever the token's cmds. A line
+// whose flags do not parse is not help ("--label --help" sets the label;
+// "--bogus --help" is a flag error).
+func (inv *Invocation) IsHelp() bool { return inv.err == nil && inv.help }
+
+// Parse resolves args (a split command line) to its command and parses
+// the command's flags. It fails only when args name no command
+// (ErrUnknownCommand, wrapped, naming it). Flags that do not parse still
+// give an Invocation, with its Path, that is not help and whose Run
+// returns the flag error: /exec answers an unknown command (404) before it
+// checks the token, and a bad flag (422) only after the token's grant for
+// that command has been checked.
+func (s *Suite) Parse(args []string) (*Invocation, error) {
 	c, rest, err := s.lookup(args)
 	if err != nil {
 		return nil, err
 	}
+	return s.parseFlags(c, rest), nil
+}
+
+// parse is Parse with a flag error returned as an error.
+func (s *Suite) parse(args []string) (*Invocation, error) {
+	inv, err := s.Parse(args)
+	if err != nil {
+		return nil, err
+	}
+	if inv.err != nil {
+		return nil, inv.err
+	}
+	return inv, nil
+}
+
+// parseFlags parses rest against c's flags.
+func (s *Suite) parseFlags(c *command, rest []string) *Invocation {
 	fs := pflag.NewFlagSet(c.path, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are returned, never printed
 	fs.Usage = func() {}
 	fs.SortFlags = false
-	inv := &invocation{cmd: c, fs: fs}
+	inv := &Invocation{s: s, cmd: c, fs: fs}
 	if c.flags != nil {
 		inv.run = c.flags(fs)
 	}
@@ -211,13 +239,14 @@ func (s *Suite) parse(args []string) (*invocation, error) {
 		inv.help, inv.helpFlag = true, true
 		inv.json = inv.json || wantsJSON(rest)
 	case err != nil:
-		return nil, fmt.Errorf("%s: %v (see %s --help)", c.path, err, c.path)
+		inv.err = fmt.Errorf("%s: %v (see %s --help)", c.path, err, c.path)
+		return inv
 	}
 	inv.args = fs.Args()
 	if c.group || c.path == "help" {
 		inv.help = true
 	}
-	return inv, nil
+	return inv
 }
 
 // wantsJSON reports whether args hold --json as a flag (before any "--").
@@ -233,41 +262,34 @@ func wantsJSON(args []string) bool {
 	return false
 }
 
-// IsHelp reports whether args only asks for help (help, a bare group,
-// or --help/-h parsed as a flag), which /exec allows whatever the token's
-// cmds. It parses args exactly as Run does.
-func (s *Suite) IsHelp(args []string) bool {
-	inv, err := s.parse(args)
-	return err == nil && inv.help
-}
-
-// helpTable is the command table the package-level IsHelp parses against:
-// built once, and never changed (parse only reads a Suite).
-var helpTable = sync.OnceValue(func() *Suite { return New(Env{}) })
-
-// IsHelp is Suite.IsHelp for callers without a Suite. The command table
-// does not depend on Env, so any Suite answers the same.
-func IsHelp(args []string) bool {
-	return helpTable().IsHelp(args)
-}
-
-// Run runs one command line (already split). forceJSON outputs JSON as if
-// --json was given (/exec). It returns nil on success; on failure an error
-// whose text is one clear line for the user, and nothing is written to
-// Stdout.
+// Run parses and runs one command line (already split): Parse, then the
+// Invocation's Run, for callers that need nothing from the parse.
 func (s *Suite) Run(ctx context.Context, c Caller, args []string, stdio IO, forceJSON bool) error {
-	inv, err := s.parse(args)
+	inv, err := s.Parse(args)
 	if err != nil {
 		return err
 	}
-	inv.json = inv.json || forceJSON
+	return inv.Run(ctx, c, stdio, forceJSON)
+}
+
+// Run runs the parsed command line for caller c. forceJSON outputs JSON as
+// if --json was given (/exec). It returns nil on success; on failure an
+// error whose text is one clear line for the user, and nothing is written
+// to Stdout.
+func (inv *Invocation) Run(ctx context.Context, c Caller, stdio IO, forceJSON bool) error {
+	if inv.err != nil {
+		return inv.err
+	}
+	s := inv.s
+	asJSON := inv.json || forceJSON
 	var out bytes.Buffer
 	now := s.env.Now()
+	var err error
 	switch {
 	case inv.cmd.path == "help" && !inv.helpFlag:
-		err = s.help(&out, inv.args, inv.json)
+		err = s.help(&out, inv.args, asJSON)
 	case inv.help:
-		err = s.usage(&out, inv.cmd, inv.fs, inv.json)
+		err = s.usage(&out, inv.cmd, inv.fs, asJSON)
 	default:
 		if err = s.authorize(c, inv.cmd.path, now); err != nil {
 			return err
@@ -281,7 +303,7 @@ func (s *Suite) Run(ctx context.Context, c Caller, args []string, stdio IO, forc
 			args:   inv.args,
 			stdin:  stdin,
 			out:    &out,
-			json:   inv.json,
+			json:   asJSON,
 			now:    now,
 		})
 	}

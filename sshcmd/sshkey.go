@@ -139,17 +139,17 @@ func (s *Suite) sshKeyAdd(ctx context.Context, r *request, name string, lim toke
 
 // keyArgument returns the public key given as arguments (an unquoted
 // "type base64 comment" arrives as several words) or, without arguments,
-// read from standard input, at most maxStdin bytes.
+// read from standard input, at most MaxStdin bytes.
 func keyArgument(r *request) ([]byte, error) {
 	if len(r.args) > 0 {
 		return []byte(strings.Join(r.args, " ")), nil
 	}
-	data, err := io.ReadAll(io.LimitReader(r.stdin, maxStdin+1))
+	data, err := io.ReadAll(io.LimitReader(r.stdin, MaxStdin+1))
 	if err != nil {
 		return nil, fmt.Errorf("read standard input: %w", err)
 	}
-	if len(data) > maxStdin {
-		return nil, fmt.Errorf("standard input is over %d KiB: give one public key", maxStdin>>10)
+	if len(data) > MaxStdin {
+		return nil, fmt.Errorf("standard input is over %d KiB: give one public key", MaxStdin>>10)
 	}
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 {

@@ -16,7 +16,9 @@ import (
 	"github.com/exed-dev/exed/tokens"
 )
 
-func TestResolve(t *testing.T) {
+// TestParsePath: Parse resolves a line to its canonical path, or refuses
+// it as an unknown command, whatever its flags and arguments.
+func TestParsePath(t *testing.T) {
 	s := New(Env{})
 	good := map[string]string{
 		"":                                   "help",
@@ -37,9 +39,9 @@ func TestResolve(t *testing.T) {
 	}
 	for line, want := range good {
 		args, _ := Split(line)
-		got, err := s.Resolve(args)
-		if err != nil || got != want {
-			t.Errorf("Resolve(%q) = %q, %v; want %q", line, got, err, want)
+		inv, err := s.Parse(args)
+		if err != nil || inv.Path() != want {
+			t.Errorf("Parse(%q) = %v; want path %q", line, err, want)
 		}
 	}
 	bad := map[string]string{
@@ -54,26 +56,65 @@ func TestResolve(t *testing.T) {
 	}
 	for line, want := range bad {
 		args, _ := Split(line)
-		got, err := s.Resolve(args)
-		if !errors.Is(err, ErrUnknownCommand) {
-			t.Errorf("Resolve(%q) = %q, %v; want ErrUnknownCommand", line, got, err)
+		inv, err := s.Parse(args)
+		if !errors.Is(err, ErrUnknownCommand) || inv != nil {
+			t.Errorf("Parse(%q) = %v, %v; want ErrUnknownCommand", line, inv, err)
 			continue
 		}
 		if !strings.HasPrefix(err.Error(), want) {
-			t.Errorf("Resolve(%q) error %q, want prefix %q", line, err, want)
+			t.Errorf("Parse(%q) error %q, want prefix %q", line, err, want)
+		}
+	}
+}
+
+// isHelp reports whether line parses (against s) as only asking for help,
+// the question /exec asks.
+func isHelp(s *Suite, line string) bool {
+	args, _ := Split(line)
+	inv, err := s.Parse(args)
+	return err == nil && inv.IsHelp()
+}
+
+// TestParseFlagError: a line whose flags do not parse still names its
+// command (so /exec checks the grant for it first), is not help, and Run
+// of it returns the flag error before anything else, as Suite.Run does.
+func TestParseFlagError(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	for line, want := range map[string]string{
+		"whoami --bogus": "whoami: unknown flag: --bogus (see whoami --help)",
+		"ssh-key generate-api-key --bogus --help": "ssh-key generate-api-key: unknown flag: --bogus",
+		"ssh-key list --json=maybe":               `ssh-key list: invalid argument "maybe" for "--json" flag`,
+	} {
+		args, _ := Split(line)
+		inv, err := e.suite.Parse(args)
+		if err != nil {
+			t.Fatalf("Parse(%q): %v, want an Invocation", line, err)
+		}
+		path, _, _ := strings.Cut(want, ":")
+		if inv.Path() != path || inv.IsHelp() {
+			t.Errorf("Parse(%q): path %q, help %v; want %q, not help", line, inv.Path(), inv.IsHelp(), path)
+		}
+		var out bytes.Buffer
+		err = inv.Run(e.ctx, alice.caller(), IO{Stdout: &out}, false)
+		if err == nil || !strings.HasPrefix(err.Error(), want) || out.Len() != 0 {
+			t.Errorf("Run(%q) = %v, stdout %q; want %q", line, err, out.String(), want)
+		}
+		if _, runErr := e.run(alice.caller(), line, ""); runErr == nil || runErr.Error() != err.Error() {
+			t.Errorf("Suite.Run(%q) = %v, Invocation.Run = %v; want the same", line, runErr, err)
 		}
 	}
 }
 
 func TestIsHelp(t *testing.T) {
+	s := New(Env{})
 	help := []string{
 		"", "help", "help ssh-key add", "--help", "-h", "ssh-key", "ssh-key --help",
 		"whoami --help", "ssh-key list -h", "ssh-key generate-api-key --vm web --help",
 		"ssh-key generate-api-key --json --help", "ls --help --bogus",
 	}
 	for _, line := range help {
-		args, _ := Split(line)
-		if !IsHelp(args) {
+		if !isHelp(s, line) {
 			t.Errorf("IsHelp(%q) = false, want true", line)
 		}
 	}
@@ -89,8 +130,7 @@ func TestIsHelp(t *testing.T) {
 		"nosuchcommand --help",
 	}
 	for _, line := range notHelp {
-		args, _ := Split(line)
-		if IsHelp(args) {
+		if isHelp(s, line) {
 			t.Errorf("IsHelp(%q) = true, want false", line)
 		}
 	}
@@ -106,8 +146,7 @@ func TestIsHelpMatchesRun(t *testing.T) {
 		"ssh-key generate-api-key --label x --help",
 		"ssh-key remove alice-laptop --help",
 	} {
-		args, _ := Split(line)
-		if !IsHelp(args) {
+		if !isHelp(e.suite, line) {
 			t.Fatalf("IsHelp(%q) = false", line)
 		}
 		out := e.mustRun(alice.caller(), line, "")
@@ -432,7 +471,7 @@ func TestSSHKeyAdd(t *testing.T) {
 	refusals := []struct{ line, stdin, want string }{
 		{"ssh-key add", "", "no public key: give it as an argument or on standard input"},
 		{"ssh-key add", string(priv), "that is a private key: give the public key (the .pub file) instead"},
-		{"ssh-key add", strings.Repeat("A", maxStdin+1), "standard input is over 16 KiB"},
+		{"ssh-key add", strings.Repeat("A", MaxStdin+1), "standard input is over 16 KiB"},
 		{"ssh-key add", pubLine(seededSigner(t, 5)) + "\n" + pubLine(seededSigner(t, 6)), "give one public key, not several lines"},
 		{"ssh-key add not-a-key", "", "invalid public key"},
 		{"ssh-key add " + pubLine(k3), "", "key " + keys.Fingerprint(k3.PublicKey()) + " is already registered"},

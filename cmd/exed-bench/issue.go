@@ -11,7 +11,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/exed-dev/exed/sshcmd"
+	"github.com/exed-dev/exed/sshserver"
 )
 
 // Scenario 3: issuance over one multiplexed SSH connection, and cold
@@ -41,7 +41,7 @@ func scenarioIssue(ctx context.Context, b *bench, t sshTarget, stock stockSSH, b
 	}
 	defer client.Close()
 	// As many sessions at once as exed allows on one connection.
-	workers := sshcmd.DefaultMaxSessions
+	workers := sshserver.DefaultMaxSessions
 	var (
 		rates   []float64
 		retried atomic.Int64

@@ -16,7 +16,7 @@ import (
 
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/proxy"
-	"github.com/exed-dev/exed/sshcmd"
+	"github.com/exed-dev/exed/sshserver"
 	"github.com/exed-dev/exed/store"
 )
 
@@ -49,7 +49,7 @@ func (a *app) setupDemo(ctx context.Context, st store.Store, c *serveConfig, ssh
 		return nil, err
 	}
 
-	hostKey, err := sshcmd.LoadOrCreateHostKey(hostKeyPath(c.hostKey, c.data))
+	hostKey, err := sshserver.LoadOrCreateHostKey(hostKeyPath(c.hostKey, c.data))
 	if err != nil {
 		echoSrv.Close()
 		return nil, err

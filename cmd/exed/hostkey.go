@@ -10,7 +10,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/exed-dev/exed/keys"
-	"github.com/exed-dev/exed/sshcmd"
+	"github.com/exed-dev/exed/sshserver"
 )
 
 // hostKeyFile is the host key's file name inside the data directory.
@@ -43,7 +43,7 @@ func (a *app) hostKey(args []string) error {
 	if *port < 1 || *port > 65535 {
 		return fmt.Errorf("host-key: --port %d out of range", *port)
 	}
-	signer, err := sshcmd.LoadOrCreateHostKey(hostKeyPath(*file, *data))
+	signer, err := sshserver.LoadOrCreateHostKey(hostKeyPath(*file, *data))
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/exed-dev/exed/metrics"
 	"github.com/exed-dev/exed/proxy"
 	"github.com/exed-dev/exed/sshcmd"
+	"github.com/exed-dev/exed/sshserver"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/tokens"
 )
@@ -108,7 +109,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	}
 	defer rawStore.Close()
 
-	hostKey, err := sshcmd.LoadOrCreateHostKey(hostKeyPath(c.hostKey, c.data))
+	hostKey, err := sshserver.LoadOrCreateHostKey(hostKeyPath(c.hostKey, c.data))
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -149,7 +150,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		Store: st, Verifier: verifier, Domain: c.domain, VMDomain: c.vmDomain,
 		VMURL: vmURL, Now: time.Now, Log: log,
 	})
-	sshSrv := sshcmd.NewServer(sshcmd.ServerConfig{
+	sshSrv := sshserver.NewServer(sshserver.ServerConfig{
 		Suite: suite, Store: st, HostKey: hostKey, Log: log, LastUsed: lastUsed, Metrics: m,
 	})
 	httpSrv := &http.Server{
@@ -282,7 +283,7 @@ func listen(c *serveConfig) (*listeners, error) {
 // what is left is cut; that is logged, and the process still exits 0,
 // since the operator chose the timeout. The demo's echo upstream goes
 // last, once nothing is proxied to it.
-func shutdown(timeout time.Duration, log *slog.Logger, httpSrv *http.Server, sshSrv *sshcmd.Server, echoSrv *http.Server) {
+func shutdown(timeout time.Duration, log *slog.Logger, httpSrv *http.Server, sshSrv *sshserver.Server, echoSrv *http.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var (

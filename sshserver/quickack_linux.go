@@ -1,6 +1,6 @@
 //go:build linux
 
-package sshcmd
+package sshserver
 
 import (
 	"net"

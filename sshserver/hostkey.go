@@ -1,4 +1,4 @@
-package sshcmd
+package sshserver
 
 import (
 	"crypto/ed25519"
@@ -28,18 +28,18 @@ func LoadOrCreateHostKey(path string) (gossh.Signer, error) {
 		data, err = os.ReadFile(path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sshcmd: host key: %w", err)
+		return nil, fmt.Errorf("sshserver: host key: %w", err)
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("sshcmd: host key: %w", err)
+		return nil, fmt.Errorf("sshserver: host key: %w", err)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("sshcmd: host key %s: permissions %04o are too open (chmod 600 it)", path, fi.Mode().Perm())
+		return nil, fmt.Errorf("sshserver: host key %s: permissions %04o are too open (chmod 600 it)", path, fi.Mode().Perm())
 	}
 	signer, err := keys.ParsePrivateKey(data)
 	if err != nil {
-		return nil, fmt.Errorf("sshcmd: host key %s: %w", path, err)
+		return nil, fmt.Errorf("sshserver: host key %s: %w", path, err)
 	}
 	return signer, nil
 }
@@ -47,20 +47,20 @@ func LoadOrCreateHostKey(path string) (gossh.Signer, error) {
 func createHostKey(path string) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("sshcmd: create host key: %w", err)
+		return fmt.Errorf("sshserver: create host key: %w", err)
 	}
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return fmt.Errorf("sshcmd: create host key: %w", err)
+		return fmt.Errorf("sshserver: create host key: %w", err)
 	}
 	pem, err := keys.MarshalPrivateKey(priv, "exed host key")
 	clear(priv)
 	if err != nil {
-		return fmt.Errorf("sshcmd: create host key: %w", err)
+		return fmt.Errorf("sshserver: create host key: %w", err)
 	}
 	tmp, err := os.CreateTemp(dir, ".host-key-*") // mode 0600
 	if err != nil {
-		return fmt.Errorf("sshcmd: create host key: %w", err)
+		return fmt.Errorf("sshserver: create host key: %w", err)
 	}
 	defer os.Remove(tmp.Name())
 	_, err = tmp.Write(pem)
@@ -71,11 +71,11 @@ func createHostKey(path string) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("sshcmd: create host key: %w", err)
+		return fmt.Errorf("sshserver: create host key: %w", err)
 	}
 	// Link fails if the key appeared meanwhile: then that one is used.
 	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("sshcmd: create host key: %w", err)
+		return fmt.Errorf("sshserver: create host key: %w", err)
 	}
 	return nil
 }

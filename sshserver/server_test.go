@@ -1,4 +1,4 @@
-package sshcmd
+package sshserver
 
 import (
 	"bytes"
@@ -916,5 +916,23 @@ func TestREPLKeyRemoved(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "your key is no longer registered") {
 		t.Errorf("output: %q", out.String())
+	}
+}
+
+// TestLoginExpiryBoundary: a login key whose --exp is exactly now cannot
+// log in (expired from ExpiresAt on, as the Verifier and the command gate
+// have it); a second before, it can.
+func TestLoginExpiryBoundary(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.addUser("alice@example.com", 1)
+	ts := e.startServer(t, nil)
+	exp := e.now().Add(time.Hour).Truncate(time.Second)
+	ci := e.addKey(alice, "ci", 41, func(k *store.Key) { k.ExpiresAt = exp })
+	e.setNow(exp.Add(-time.Second))
+	ts.dial(t, ci.signer).Close()
+	e.setNow(exp)
+	if c, err := gossh.Dial("tcp", ts.addr, ts.config(gossh.PublicKeys(ci.signer))); err == nil {
+		c.Close()
+		t.Error("a key logged in at the instant it expires")
 	}
 }
