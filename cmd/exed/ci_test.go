@@ -28,59 +28,38 @@ import (
 )
 
 // Issue 9: tokens issued from CI with a restricted deploy key and a pinned
-// host key. The README's recipe is extracted and run as it stands with
+// host key. The recipe in docs/ci.md is extracted and run as it stands with
 // bash, the stock ssh, curl, jq and git against the real binary.
 
-// ciSection is the README section the recipe lives in.
-const ciSection = "## Issuing tokens from CI"
+// ciDoc and ciSection are the file and section the recipe lives in.
+const (
+	ciDoc     = "docs/ci.md"
+	ciSection = "# Issuing tokens from CI"
+)
 
-// ciDeployAdd is the README's command that registers the deploy key; the
-// test runs it as written (and checks that the README still says it).
+// ciDeployAdd is the recipe's command that registers the deploy key; the
+// test runs it as written (and checks that the docs still say it).
 const ciDeployAdd = `ssh-key add --name ci-deploy --vm web --cmds 'ssh-key generate-api-key,ssh-key remove' --exp 90d`
 
-// ciReadme returns the CI section of README.md.
-func ciReadme(t *testing.T) string {
+// ciDocText returns the text of the CI recipe.
+func ciDocText(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	i := strings.Index(s, "\n"+ciSection+"\n")
-	if i < 0 {
-		t.Fatalf("README.md has no %q section", ciSection)
-	}
-	s = s[i+1:]
-	if j := strings.Index(s, "\n## "); j >= 0 {
-		s = s[:j]
-	}
-	return s
+	return docSection(t, ciDoc, ciSection)
 }
 
 // ciBlock returns the one fenced block with info string lang in the CI
-// section.
+// recipe.
 func ciBlock(t *testing.T, lang string) string {
 	t.Helper()
-	var blocks []string
-	lines := strings.SplitAfter(ciReadme(t), "\n")
-	for i := 0; i < len(lines); i++ {
-		if strings.TrimSpace(lines[i]) != "```"+lang {
-			continue
-		}
-		var b strings.Builder
-		for i++; i < len(lines) && strings.TrimSpace(lines[i]) != "```"; i++ {
-			b.WriteString(lines[i])
-		}
-		blocks = append(blocks, b.String())
-	}
+	blocks := docBlocks(t, ciDoc, ciSection, lang)
 	if len(blocks) != 1 {
-		t.Fatalf("README's CI section has %d ```%s blocks, want 1", len(blocks), lang)
+		t.Fatalf("%s has %d ```%s blocks, want 1", ciDoc, len(blocks), lang)
 	}
 	return blocks[0]
 }
 
 // ciWorld is a server with alice, her VMs web (a real git http-backend
-// plus the echo upstream) and blog, and the README's deploy key.
+// plus the echo upstream) and blog, and the recipe's deploy key.
 type ciWorld struct {
 	dir        string
 	srv        *server
@@ -140,15 +119,15 @@ func newCIWorld(t *testing.T) *ciWorld {
 		UserID string `json:"user_id"`
 	}](t, w.alice.ok(t, "", "whoami", "--json")).UserID
 
-	// The deploy key, registered as the README says.
-	if !strings.Contains(ciReadme(t), `"`+ciDeployAdd+`"`) {
-		t.Fatalf("README no longer registers the deploy key with %q", ciDeployAdd)
+	// The deploy key, registered as the docs say.
+	if !strings.Contains(ciDocText(t), `"`+ciDeployAdd+`"`) {
+		t.Fatalf("%s no longer registers the deploy key with %q", ciDoc, ciDeployAdd)
 	}
 	w.deployKey = keygen(t, t.TempDir(), "ed25519", 0)
 	pub, _ := os.ReadFile(w.deployKey + ".pub")
 	w.alice.ok(t, string(pub), ciDeployAdd)
 
-	// The pinned host key, as the README says: exed host-key on the server.
+	// The pinned host key, as the recipe says: exed host-key on the server.
 	host, port := splitHostPort(t, w.srv.sshAddr)
 	w.knownHosts = filepath.Join(w.dir, "known_hosts")
 	os.WriteFile(w.knownHosts, []byte(mustRun(t, env, "host-key", "--data", data, "--host", host, "--port", port)), 0o600)
@@ -240,7 +219,7 @@ func startJob(t *testing.T, env []string, files map[string]string, args ...strin
 	return j
 }
 
-// startRecipe starts the README's job script.
+// startRecipe starts the recipe's job script.
 func startRecipe(t *testing.T, script string, env []string) *job {
 	t.Helper()
 	return startJob(t, env, map[string]string{"job.sh": script}, "job.sh")
@@ -367,7 +346,7 @@ func (w *ciWorld) issuedAndRevoked(t *testing.T, after int64, n int) {
 	}
 }
 
-// TestCIRecipe runs the README's job: it issues a token, uses it with curl
+// TestCIRecipe runs the recipe's job: it issues a token, uses it with curl
 // and git, and revokes it at the end, also when the job fails or is
 // cancelled midway; then the token is refused. The GitHub Actions step
 // runs it the same way.
@@ -483,7 +462,7 @@ func TestCIRecipe(t *testing.T) {
 	t.Run("GitHub Actions step", func(t *testing.T) {
 		// The workflow's env block and run script, as GitHub would run them:
 		// bash -e, the secrets as variables, RUNNER_TEMP, the repository
-		// checked out with the README's script at the path the step names.
+		// checked out with the recipe's script at the path the step names.
 		env, run := ciWorkflowStep(t, ciBlock(t, "yaml"))
 		key, _ := os.ReadFile(w.deployKey)
 		kh, _ := os.ReadFile(w.knownHosts)
@@ -504,7 +483,7 @@ func TestCIRecipe(t *testing.T) {
 		}
 		mark := w.lastEvent(t)
 		// GitHub runs the step as bash --noprofile --norc -eo pipefail
-		// FILE, in the checkout (which holds the README's script).
+		// FILE, in the checkout (which holds the recipe's script).
 		j := startJob(t, jobEnv, map[string]string{"step.sh": run, "ci/exed-job.sh": script},
 			"--noprofile", "--norc", "-eo", "pipefail", "step.sh")
 		if code := j.wait(t); code != 0 {
@@ -558,7 +537,7 @@ func ciWorkflowStep(t *testing.T, yaml string) ([]string, string) {
 	return env, run.String()
 }
 
-// TestCIConcurrentJobs runs twenty copies of the README's job at once
+// TestCIConcurrentJobs runs twenty copies of the recipe's job at once
 // against one server, each with its own label: all succeed, every token is
 // refused afterwards, none is left behind, and the audit log has every
 // issue and every revocation.
@@ -601,7 +580,7 @@ func TestCIConcurrentJobs(t *testing.T) {
 // TestCIDeployKeyRefusals: a restricted key tries each thing it must not
 // do — another VM, a command outside its cmds, adding a key, removing
 // another, lifting its own restrictions, logging in after its expiry — and
-// each is refused with the exit status and message the README promises,
+// each is refused with the exit status and message the recipe promises,
 // naming the restriction, with nothing stored. What its restrictions do
 // allow works, and inherits them.
 func TestCIDeployKeyRefusals(t *testing.T) {
@@ -740,7 +719,7 @@ func TestCIDeployKeyRefusals(t *testing.T) {
 	}
 }
 
-// TestCIExitCodes: the exit statuses the README documents for a script.
+// TestCIExitCodes: the exit statuses the recipe documents for a script.
 // 0 success; 1 a command error, one line on stderr; 255 whenever ssh
 // itself fails: host key not the pinned one, a key the server does not
 // know (or no longer knows), no server.
@@ -779,13 +758,13 @@ func TestCIExitCodes(t *testing.T) {
 
 	// A removed deploy key is a key the server does not know. A token it
 	// minted is a key of its own, and works on until removed or expired
-	// (as the README says).
+	// (as the recipe says).
 	w.alice.ok(t, "", "ssh-key remove ci-deploy")
 	sshFails("removed key", deploy, "Permission denied")
 	if code, _ := w.srv.curl(t, w.vmURL("web")+"/", "-H", "X-Exedev-Authorization: Bearer "+tok); code != "200" {
 		t.Errorf("token minted by the removed deploy key: %s, want 200", code)
 	}
-	if !strings.Contains(ciReadme(t), "| 255 |") {
-		t.Error("README does not document exit status 255")
+	if !strings.Contains(ciDocText(t), "| 255 |") {
+		t.Errorf("%s does not document exit status 255", ciDoc)
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,8 +16,9 @@ import (
 	"time"
 )
 
-// The README's shell blocks are run as written, so that the README cannot
-// rot. The substitutions are few and named where they happen:
+// The README's Quickstart blocks (and, in the same shell, docs/exec-api.md's)
+// are run as written, so that they cannot rot. The substitutions are few and
+// named where they happen:
 //
 //   - `go run ./cmd/exed serve --demo` is the binary the tests built, run
 //     in a fresh working directory with the default data dir `exed-data`,
@@ -29,65 +29,6 @@ import (
 // readmeScriptTimeout bounds one README script: a few SSH round trips and
 // curls, each well under a second on a quiet machine.
 const readmeScriptTimeout = 2 * time.Minute
-
-// readmeSection returns the text under "## heading" in the README, up to
-// the next level-2 heading.
-func readmeSection(t *testing.T, heading string) string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		out     []string
-		in      bool
-		inFence bool
-	)
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "```") {
-			inFence = !inFence
-		}
-		if !inFence && strings.HasPrefix(line, "## ") {
-			if in {
-				break
-			}
-			in = line == "## "+heading
-			continue
-		}
-		if in {
-			out = append(out, line)
-		}
-	}
-	if !in {
-		t.Fatalf("README.md has no section %q", heading)
-	}
-	return strings.Join(out, "\n")
-}
-
-// shBlocks returns the contents of the ```sh fenced blocks in text.
-func shBlocks(t *testing.T, text string) []string {
-	t.Helper()
-	var (
-		blocks []string
-		cur    []string
-		in     bool
-	)
-	for _, line := range strings.Split(text, "\n") {
-		switch {
-		case !in && strings.TrimSpace(line) == "```sh":
-			in, cur = true, nil
-		case in && strings.TrimSpace(line) == "```":
-			in = false
-			blocks = append(blocks, strings.Join(cur, "\n"))
-		case in:
-			cur = append(cur, line)
-		}
-	}
-	if len(blocks) == 0 {
-		t.Fatal("no ```sh blocks")
-	}
-	return blocks
-}
 
 // commands splits shell blocks into commands: one a line, lines ending in
 // a backslash joined to the next, comments and blank lines dropped.
@@ -175,17 +116,18 @@ func withPorts(s, sshPort, httpPort string) string {
 	})
 }
 
-// TestReadmeWalkthrough runs the Quickstart's walkthrough, then the /exec
-// section's block, against `exed serve --demo`, and checks what the README
-// says they show; and that the demo prints the very same commands.
+// TestReadmeWalkthrough runs the README Quickstart's walkthrough, then
+// docs/exec-api.md's block against the demo, against `exed serve --demo`,
+// and checks what the docs say they show; and that the demo prints the very
+// same commands as the Quickstart.
 func TestReadmeWalkthrough(t *testing.T) {
 	requireTools(t, "bash", "ssh", "curl", "jq")
-	quick := shBlocks(t, readmeSection(t, "Quickstart"))
+	quick := docBlocks(t, "README.md", "## Quickstart", "sh")
 	if got := strings.TrimSpace(quick[0]); got != "go run ./cmd/exed serve --demo" {
 		t.Fatalf("the Quickstart starts with %q, want the demo server", got)
 	}
 	walk := quick[1:]
-	execBlocks := shBlocks(t, readmeSection(t, "The /exec API"))
+	execBlocks := docBlocks(t, "docs/exec-api.md", "## Against the demo", "sh")
 
 	dir := t.TempDir()
 	t.Chdir(dir) // the server and the commands share it, as two terminals in one checkout do
@@ -301,65 +243,6 @@ func nonBlankLines(s string) []string {
 		}
 	}
 	return out
-}
-
-// TestReadmeMintOffline runs "Minting tokens offline" with a fresh
-// ~/.ssh/id_ed25519: the seed's ssh-keygen recipe and `exed token mint
-// --perms` give the same token, and `exed token inspect` accepts it.
-func TestReadmeMintOffline(t *testing.T) {
-	requireTools(t, "bash", "ssh-keygen", "base64", "sed", "tr")
-	blocks := shBlocks(t, readmeSection(t, "Minting tokens offline"))
-	home := t.TempDir()
-	if err := os.Mkdir(filepath.Join(home, ".ssh"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	key := filepath.Join(home, ".ssh", "id_ed25519")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "readme", "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v: %s", err, out)
-	}
-	env := []string{"HOME=" + home, "PATH=" + filepath.Dir(exedBin) + string(os.PathListSeparator) + os.Getenv("PATH")}
-	cmds := append(commands(blocks...), `printf '%s\n' "$TOKEN"`, `printf '%s\n' "$P"`)
-	steps := runSteps(t, t.TempDir(), env, cmds)
-
-	recipe := strings.TrimSpace(steps[len(steps)-2].out)
-	perms := strings.TrimSpace(steps[len(steps)-1].out)
-	if !strings.HasPrefix(recipe, "exe0.") {
-		t.Fatalf("the recipe made %q", recipe)
-	}
-	fp := strings.Fields(runCmd(t, nil, "", "ssh-keygen", "-lf", key).stdout)[1]
-	var minted, inspected int
-	for _, s := range steps[:len(steps)-2] {
-		out := strings.TrimSpace(s.out)
-		switch {
-		case strings.HasPrefix(s.cmd, "exed token mint") && strings.Contains(s.cmd, "--perms"):
-			if out != recipe {
-				t.Errorf("exed token mint --perms gave\n%s\nthe recipe\n%s", out, recipe)
-			}
-			minted++
-		case strings.HasPrefix(s.cmd, "exed token mint"):
-			// Not the same P (its exp is computed): check it decodes as
-			// the README says.
-			r := run(t, nil, "", "token", "inspect", out)
-			if r.code != 0 || !strings.Contains(r.stdout, `"ctx":{"role":"deploy"}`) || !strings.Contains(r.stdout, `"namespace":"v0@web.exe.xyz"`) {
-				t.Errorf("%s: inspect exit %d: %s%s", s.cmd, r.code, r.stdout, r.stderr)
-			}
-			minted++
-		case strings.HasPrefix(s.cmd, "exed token inspect"):
-			got := decode[struct {
-				Namespace      string          `json:"namespace"`
-				Fingerprint    string          `json:"fingerprint"`
-				Permissions    json.RawMessage `json:"permissions"`
-				SignatureValid bool            `json:"signature_valid"`
-			}](t, out)
-			if got.Namespace != "v0@web.exe.xyz" || got.Fingerprint != fp || !got.SignatureValid || string(got.Permissions) != perms {
-				t.Errorf("inspect of the recipe's token: %s (want namespace v0@web.exe.xyz, %s, P %s)", out, fp, perms)
-			}
-			inspected++
-		}
-	}
-	if minted != 2 || inspected != 1 {
-		t.Errorf("ran %d token mint and %d token inspect commands, want 2 and 1", minted, inspected)
-	}
 }
 
 // TestDemoAddsOnlyWhatIsMissing: `serve --demo` on a data dir that is not
