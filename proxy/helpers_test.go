@@ -23,6 +23,7 @@ import (
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/store/sqlstore"
 	"github.com/exed-dev/exed/tokens"
 )
 
@@ -82,7 +83,7 @@ type worldOption func(*Config)
 func newWorld(t testing.TB, upstream http.Handler, opts ...worldOption) *world {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, "", t.TempDir())
+	st, err := sqlstore.Open(ctx, "", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

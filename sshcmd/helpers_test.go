@@ -18,6 +18,7 @@ import (
 
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/store/sqlstore"
 	"github.com/exed-dev/exed/tokens"
 )
 
@@ -42,7 +43,7 @@ type testEnv struct {
 func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, "", t.TempDir())
+	st, err := sqlstore.Open(ctx, "", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/exed-dev/exed/proxy"
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/store/sqlstore"
 	"github.com/exed-dev/exed/tokens"
 )
 
@@ -102,7 +103,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		log = slog.New(slog.NewJSONHandler(logOut, nil))
 	}
 
-	rawStore, err := store.Open(ctx, c.db, c.data)
+	rawStore, err := sqlstore.Open(ctx, c.db, c.data)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
