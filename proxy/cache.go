@@ -36,9 +36,9 @@ type vmEntry struct {
 	expires   time.Time
 }
 
-// vmCache is a small TTL cache in front of Store.VM.
+// vmCache is a small TTL cache in front of Registry.VM.
 type vmCache struct {
-	st       store.Store
+	st       Registry
 	now      func() time.Time
 	vmDomain string
 
@@ -46,7 +46,7 @@ type vmCache struct {
 	m  map[string]*vmEntry
 }
 
-func newVMCache(st store.Store, now func() time.Time, vmDomain string) *vmCache {
+func newVMCache(st Registry, now func() time.Time, vmDomain string) *vmCache {
 	return &vmCache{st: st, now: now, vmDomain: vmDomain, m: make(map[string]*vmEntry)}
 }
 

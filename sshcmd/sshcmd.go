@@ -27,9 +27,18 @@ import (
 	"github.com/exed-dev/exed/tokens"
 )
 
+// Registry is what the commands read and write: the caller's keys, exe1
+// handles, and VMs (read only). store.Store satisfies it.
+type Registry interface {
+	store.KeyStore
+	store.Exe1Store
+	VM(ctx context.Context, name string) (store.VM, error)
+	VMs(ctx context.Context, ownerID string) ([]store.VM, error)
+}
+
 // Env holds the suite's dependencies, passed in explicitly.
 type Env struct {
-	Store store.Store
+	Store Registry
 	// Verifier checks tokens for exe0-to-exe1 and check-api-key; ssh-key
 	// remove calls its Forget so revocation is immediate on this instance.
 	Verifier *tokens.Verifier
