@@ -34,9 +34,9 @@ const (
 )
 
 // Registry is what the handler reads from the store itself: VMs by name,
-// through a short-lived cache. Tokens are checked by the Verifier, and
-// /exec commands run by the Suite, over their own views of the store.
-// store.Store satisfies it.
+// through a short-lived cache (see Handler.ForgetVM). Tokens are checked by
+// the Verifier, and /exec commands run by the Suite, over their own views
+// of the store. store.Store satisfies it.
 type Registry interface {
 	VM(ctx context.Context, name string) (store.VM, error)
 }
@@ -100,6 +100,12 @@ func New(c Config) *Handler {
 		rp:       newReverseProxy(c.Transport, &bufferPool{}, errLog),
 	}
 }
+
+// ForgetVM drops what the handler has cached about the VM called name, so
+// that the next request to it reads the registry again: call it when the VM
+// was added, removed or changed (store.VMChanged). Without it a change is
+// seen within the cache's one-second TTL.
+func (h *Handler) ForgetVM(name string) { h.vms.forget(name) }
 
 // ServeHTTP routes on the canonical host: <Domain> → API, NAME.<VMDomain>
 // → that VM's proxy, anything else → 404.

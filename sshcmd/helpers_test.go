@@ -51,6 +51,13 @@ func newTestEnv(t testing.TB) *testEnv {
 	e := &testEnv{t: t, ctx: ctx, store: st, logs: &syncBuffer{}}
 	e.setNow(testNow)
 	e.verifier = tokens.NewVerifier(tokens.Config{Registry: st, Now: e.now})
+	// As exed serve wires it: a key changed through this store leaves the
+	// Verifier's cache before the write returns.
+	t.Cleanup(st.Subscribe(func(c store.Change) {
+		if c.Kind == store.KeyChanged {
+			e.verifier.Forget(c.ID)
+		}
+	}))
 	e.suite = New(Env{
 		Store:    st,
 		Verifier: e.verifier,

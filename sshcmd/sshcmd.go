@@ -39,8 +39,10 @@ type Registry interface {
 // Env holds the suite's dependencies, passed in explicitly.
 type Env struct {
 	Store Registry
-	// Verifier checks tokens for exe0-to-exe1 and check-api-key; ssh-key
-	// remove calls its Forget so revocation is immediate on this instance.
+	// Verifier checks tokens for exe0-to-exe1 and check-api-key. Its cache
+	// hears of removed keys from the store's change feed (store.Changes),
+	// which whoever builds the Env subscribes it to: revocation is then
+	// immediate on this instance.
 	Verifier *tokens.Verifier
 	Domain   string // "exe.dev": API namespace v0@Domain
 	VMDomain string // "exe.xyz": VM namespace v0@NAME.VMDomain

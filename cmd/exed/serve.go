@@ -153,11 +153,13 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	sshSrv := sshcmd.NewServer(sshcmd.ServerConfig{
 		Suite: suite, Store: st, HostKey: hostKey, Log: log, LastUsed: lastUsed, Metrics: m,
 	})
+	front := proxy.New(proxy.Config{
+		Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
+		Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now, Metrics: m,
+	})
+	defer followChanges(st, verifier, front)()
 	httpSrv := &http.Server{
-		Handler: proxy.New(proxy.Config{
-			Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
-			Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now, Metrics: m,
-		}),
+		Handler:           front,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -244,6 +246,22 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// followChanges subscribes this instance's caches to the store's change
+// feed: a key written through this instance (removed, above all) leaves the
+// Verifier's cache, and a VM the proxy's, before the write returns. Writes
+// by other instances and by the admin commands are not announced here; the
+// caches' TTLs bound how long those take to be seen.
+func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler) (cancel func()) {
+	return c.Subscribe(func(ch store.Change) {
+		switch ch.Kind {
+		case store.KeyChanged:
+			v.Forget(ch.ID)
+		case store.VMChanged:
+			front.ForgetVM(ch.ID)
+		}
+	})
 }
 
 // listeners are serve's open sockets; admin is nil without --admin-addr.
