@@ -19,6 +19,7 @@ import (
 
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/store/sqlstore"
 	"github.com/exed-dev/exed/tokens"
 )
 
@@ -82,7 +83,7 @@ func notReady(context.Context) error { return errors.New("starting") }
 func testRegistry(t *testing.T, m *Metrics) (store.Store, ssh.Signer) {
 	t.Helper()
 	ctx := context.Background()
-	raw, err := store.Open(ctx, "", t.TempDir())
+	raw, err := sqlstore.Open(ctx, "", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +220,24 @@ func TestStoreResults(t *testing.T) {
 	want(t, got, "exed_store_query_duration_seconds_count{method=vms,result=error}", 1)
 }
 
+// TestStoreChanges: the timed store passes the change feed through, so
+// that the caches subscribed to it (as exed serve subscribes them) hear of
+// the writes made through it.
+func TestStoreChanges(t *testing.T) {
+	m := New()
+	st, _ := testRegistry(t, m)
+	var heard []store.Change
+	cancel := st.Subscribe(func(c store.Change) { heard = append(heard, c) })
+	defer cancel()
+	if err := st.AddVM(context.Background(), store.VM{Name: "web", OwnerID: "usrmetrics1", Upstream: "http://127.0.0.1:1", CreatedAt: time.Now()},
+		store.Event{Time: time.Now(), ActorID: "admin", Action: "vm.add", Subject: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []store.Change{{Kind: store.VMChanged, ID: "web"}}; !slices.Equal(heard, want) {
+		t.Errorf("heard %v, want %v", heard, want)
+	}
+}
+
 // TestFrontCounters: the proxy, /exec and SSH hooks land on their series
 // with labels from fixed sets.
 func TestFrontCounters(t *testing.T) {
@@ -276,7 +295,7 @@ func TestNilMetrics(t *testing.T) {
 	m.SSHCommand("whoami", 0)
 	m.WatchVerifierCache(func() (uint64, uint64, int) { return 0, 0, 0 })
 	m.WatchLastUsedBacklog(func() int { return 0 })
-	raw, err := store.Open(context.Background(), "", t.TempDir())
+	raw, err := sqlstore.Open(context.Background(), "", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

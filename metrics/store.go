@@ -133,6 +133,12 @@ func (s *timedStore) Events(ctx context.Context, after int64, limit int) (_ []st
 	return s.Store.Events(ctx, after, limit)
 }
 
+// Subscribe passes through untimed: it is not a query, and the changes it
+// delivers come from the writes timed above.
+func (s *timedStore) Subscribe(fn func(store.Change)) (cancel func()) {
+	return s.Store.Subscribe(fn)
+}
+
 func (s *timedStore) Ping(ctx context.Context) (err error) {
 	defer s.observe("ping", time.Now(), &err)
 	return s.Store.Ping(ctx)

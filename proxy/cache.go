@@ -37,17 +37,19 @@ type vmEntry struct {
 	expires   time.Time
 }
 
-// vmCache is a small TTL cache in front of Store.VM.
+// vmCache is a small TTL cache in front of Registry.VM. Its entries also
+// go when forget is told their VM changed.
 type vmCache struct {
-	st  store.Store
+	st  Registry
 	now func() time.Time
 	ns  tokens.Namespaces
 
-	mu sync.RWMutex
-	m  map[string]*vmEntry
+	mu  sync.RWMutex
+	m   map[string]*vmEntry
+	gen uint64 // counts forgets: a load that spans one caches nothing
 }
 
-func newVMCache(st store.Store, now func() time.Time, ns tokens.Namespaces) *vmCache {
+func newVMCache(st Registry, now func() time.Time, ns tokens.Namespaces) *vmCache {
 	return &vmCache{st: st, now: now, ns: ns, m: make(map[string]*vmEntry)}
 }
 
@@ -56,10 +58,11 @@ func (c *vmCache) get(ctx context.Context, name string) (*vmEntry, error) {
 	now := c.now()
 	c.mu.RLock()
 	e := c.m[name]
+	gen := c.gen // before the store is read: see forget
 	c.mu.RUnlock()
 	if e == nil || !now.Before(e.expires) {
 		var err error
-		if e, err = c.load(ctx, name, now); err != nil {
+		if e, err = c.load(ctx, name, now, gen); err != nil {
 			return nil, err
 		}
 	}
@@ -69,9 +72,10 @@ func (c *vmCache) get(ctx context.Context, name string) (*vmEntry, error) {
 	return e, nil
 }
 
-// load reads name from the store and caches the answer, found or not.
-// Other errors (the database is down) are not cached.
-func (c *vmCache) load(ctx context.Context, name string, now time.Time) (*vmEntry, error) {
+// load reads name from the store and caches the answer, found or not,
+// unless a forget came since gen was read. Other errors (the database is
+// down) are not cached.
+func (c *vmCache) load(ctx context.Context, name string, now time.Time, gen uint64) (*vmEntry, error) {
 	e := &vmEntry{expires: now.Add(vmCacheTTL)}
 	vm, err := c.st.VM(ctx, name)
 	switch {
@@ -88,11 +92,23 @@ func (c *vmCache) load(ctx context.Context, name string, now time.Time) (*vmEntr
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.gen != gen {
+		return e, nil // maybe read before the change forget was told of
+	}
 	if len(c.m) >= maxCachedVMs {
 		c.evict(now)
 	}
 	c.m[name] = e
 	return e, nil
+}
+
+// forget drops name's entry, so that the next request reads the VM again,
+// and keeps a load already in flight from caching what it read.
+func (c *vmCache) forget(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, name)
+	c.gen++
 }
 
 // evict drops expired entries, or one arbitrary entry if none has expired

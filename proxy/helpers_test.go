@@ -23,6 +23,7 @@ import (
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/store/sqlstore"
 	"github.com/exed-dev/exed/tokens"
 )
 
@@ -82,7 +83,7 @@ type worldOption func(*Config)
 func newWorld(t testing.TB, upstream http.Handler, opts ...worldOption) *world {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, "", t.TempDir())
+	st, err := sqlstore.Open(ctx, "", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,6 +100,14 @@ func newWorld(t testing.TB, upstream http.Handler, opts ...worldOption) *world {
 
 	log := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w.v = tokens.NewVerifier(tokens.Config{Registry: st})
+	// As exed serve wires it for keys: a key changed through this store
+	// leaves the Verifier's cache before the write returns. The VM cache is
+	// left to its TTL here (TestVMCacheTTL); TestForgetVM wires it.
+	t.Cleanup(st.Subscribe(func(c store.Change) {
+		if c.Kind == store.KeyChanged {
+			w.v.Forget(c.ID)
+		}
+	}))
 	w.suite = sshcmd.New(sshcmd.Env{Store: st, Verifier: w.v, Domain: testDomain, VMDomain: testVMDomain, Log: log})
 	w.alice = w.addUser("alice@example.com")
 	w.bob = w.addUser("bob@example.com")

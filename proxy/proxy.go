@@ -8,6 +8,7 @@
 package proxy
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,9 +33,17 @@ const (
 	DefaultExecBurst            = 60
 )
 
+// Registry is what the handler reads from the store itself: VMs by name,
+// through a short-lived cache (see Handler.ForgetVM). Tokens are checked by
+// the Verifier, and /exec commands run by the Suite, over their own views
+// of the store. store.Store satisfies it.
+type Registry interface {
+	VM(ctx context.Context, name string) (store.VM, error)
+}
+
 // Config holds the handler's dependencies, passed in explicitly.
 type Config struct {
-	Store    store.Store
+	Store    Registry
 	Verifier *tokens.Verifier
 	Suite    *sshcmd.Suite         // /exec runs commands through it
 	LastUsed *store.LastUsedWriter // Touch(fp) on each successful verification; may be nil
@@ -94,6 +103,12 @@ func New(c Config) *Handler {
 		rp:       newReverseProxy(c.Transport, &bufferPool{}, errLog),
 	}
 }
+
+// ForgetVM drops what the handler has cached about the VM called name, so
+// that the next request to it reads the registry again: call it when the VM
+// was added, removed or changed (store.VMChanged). Without it a change is
+// seen within the cache's one-second TTL.
+func (h *Handler) ForgetVM(name string) { h.vms.forget(name) }
 
 // ServeHTTP routes on the canonical host: <Domain> → API, NAME.<VMDomain>
 // → that VM's proxy, anything else → 404.

@@ -666,7 +666,7 @@ func TestVMCacheTTL(t *testing.T) {
 func TestLastUsedTouched(t *testing.T) {
 	var lu *store.LastUsedWriter
 	w := newWorld(t, nil, func(c *Config) {
-		lu = store.NewLastUsedWriter(c.Store, time.Minute, nil)
+		lu = store.NewLastUsedWriter(c.Store.(store.KeyStore), time.Minute, nil) // the world's registry
 		c.LastUsed = lu
 	})
 	w.echo("web.exe.xyz", map[string]string{"Authorization": bearerHdr(w.vmToken("web", `{}`))})

@@ -28,11 +28,22 @@ import (
 	"github.com/exed-dev/exed/tokens"
 )
 
+// Registry is what the commands read and write: the caller's keys, exe1
+// handles, and VMs (read only). store.Store satisfies it.
+type Registry interface {
+	store.KeyStore
+	store.Exe1Store
+	VM(ctx context.Context, name string) (store.VM, error)
+	VMs(ctx context.Context, ownerID string) ([]store.VM, error)
+}
+
 // Env holds the suite's dependencies, passed in explicitly.
 type Env struct {
-	Store store.Store
-	// Verifier checks tokens for exe0-to-exe1 and check-api-key; ssh-key
-	// remove calls its Forget so revocation is immediate on this instance.
+	Store Registry
+	// Verifier checks tokens for exe0-to-exe1 and check-api-key. Its cache
+	// hears of removed keys from the store's change feed (store.Changes),
+	// which whoever builds the Env subscribes it to: revocation is then
+	// immediate on this instance.
 	Verifier *tokens.Verifier
 	Domain   string // "exe.dev": API namespace v0@Domain
 	VMDomain string // "exe.xyz": VM namespace v0@NAME.VMDomain

@@ -246,11 +246,10 @@ func (s *Suite) sshKeyRemove(ctx context.Context, r *request) error {
 	case err != nil:
 		return fmt.Errorf("remove key: %w", err)
 	}
-	// From here on every token the key signed is refused on this instance;
-	// other instances see the removal when their cache entries age out.
-	if s.env.Verifier != nil {
-		s.env.Verifier.Forget(k.Fingerprint)
-	}
+	// From here on every token the key signed is refused on this instance:
+	// the removal's store.KeyChanged reached the Verifier's cache before
+	// RemoveKey returned (see Env.Verifier). Other instances see the
+	// removal when their cache entries age out.
 	s.env.Log.Info("key removed", "user", r.caller.User.ID, "fingerprint", k.Fingerprint, "by", r.caller.Key.Fingerprint)
 	if r.json {
 		return writeJSON(r.out, struct {

@@ -43,10 +43,18 @@ const (
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = ssh.ErrServerClosed
 
+// Registry is what the SSH server reads from the store: the key offered
+// at login, the key with its user at each session, and the key again
+// before each REPL line. store.Store satisfies it.
+type Registry interface {
+	Key(ctx context.Context, fingerprint string) (store.Key, error)
+	KeyAndUser(ctx context.Context, fingerprint string) (store.Key, store.User, error)
+}
+
 // ServerConfig configures the SSH server.
 type ServerConfig struct {
 	Suite   *sshcmd.Suite
-	Store   store.Store
+	Store   Registry
 	HostKey gossh.Signer
 	Log     *slog.Logger // nil means discard
 

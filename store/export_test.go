@@ -1,26 +1,11 @@
 package store
 
-import (
-	"database/sql"
-	"testing"
-)
+// Test hooks for the external test package (store_test), which tests the
+// LastUsedWriter against the real SQL store and so cannot be this package.
 
-// Test helpers for the external test package (store_test), which cannot
-// import this package's _test files otherwise.
-
-// A TestDatabase makes fresh, empty databases of one backend.
-type TestDatabase struct {
-	Name  string
-	Fresh func(t testing.TB) (dsn, dataDir string)
+// NotedKeys is the number of keys w remembers having queued.
+func NotedKeys(w *LastUsedWriter) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.noted)
 }
-
-func Backends() []TestDatabase {
-	var ds []TestDatabase
-	for _, b := range testBackends() {
-		ds = append(ds, TestDatabase{Name: b.name, Fresh: b.fresh})
-	}
-	return ds
-}
-
-// RawDB opens the database behind (dsn, dataDir) with plain database/sql.
-func RawDB(t testing.TB, dsn, dataDir string) *sql.DB { return rawDB(t, dsn, dataDir) }

@@ -14,10 +14,10 @@ const shutdownFlushTimeout = 5 * time.Second
 
 // LastUsedWriter records when keys were last used without a database
 // write per request: Touch notes a use in memory, and Run writes the
-// notes in batches via Store.TouchKeys, at most once per key per
+// notes in batches via KeyStore.TouchKeys, at most once per key per
 // interval (SPEC §6: once a minute).
 type LastUsedWriter struct {
-	s     Store
+	s     KeyStore
 	every time.Duration
 	now   func() time.Time
 
@@ -29,7 +29,7 @@ type LastUsedWriter struct {
 // NewLastUsedWriter returns a writer that writes each key's last use at
 // most once per every (a minute when every <= 0), reading the time from
 // now (time.Now when nil).
-func NewLastUsedWriter(s Store, every time.Duration, now func() time.Time) *LastUsedWriter {
+func NewLastUsedWriter(s KeyStore, every time.Duration, now func() time.Time) *LastUsedWriter {
 	if every <= 0 {
 		every = time.Minute
 	}

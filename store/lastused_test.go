@@ -1,17 +1,57 @@
-package store
+package store_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"maps"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/store/sqlstore"
 )
+
+// t0 is a whole second, so it survives the store's second precision.
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// openStore opens a real registry (SQLite in a temp dir): the writer's
+// batches are checked against what TouchKeys really stores.
+func openStore(t *testing.T) store.Store {
+	t.Helper()
+	s, err := sqlstore.Open(context.Background(), "", t.TempDir())
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// addUser creates a user with one login key and returns both.
+func addUser(t *testing.T, s store.Store, email string) (store.User, store.Key) {
+	t.Helper()
+	b := make([]byte, 32)
+	rand.Read(b)
+	u := store.User{ID: store.NewUserID(), Email: email, CreatedAt: t0}
+	k := store.Key{
+		UserID:      u.ID,
+		Name:        "login",
+		Fingerprint: "SHA256:" + base64.RawStdEncoding.EncodeToString(b),
+		PublicKey:   "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIlogin",
+		AddedAt:     t0,
+	}
+	e := store.Event{Time: t0, ActorID: "admin", Action: "user.add", Subject: email}
+	if err := s.AddUser(context.Background(), u, k, e); err != nil {
+		t.Fatalf("AddUser(%s): %v", email, err)
+	}
+	return u, k
+}
 
 // touchRecorder passes everything to a real store and remembers the
 // batches TouchKeys was given.
 type touchRecorder struct {
-	Store
+	store.Store
 	mu      sync.Mutex
 	batches []map[string]time.Time
 }
@@ -47,7 +87,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func lastUsed(t *testing.T, s Store, fp string) time.Time {
+func lastUsed(t *testing.T, s store.Store, fp string) time.Time {
 	t.Helper()
 	k, err := s.Key(context.Background(), fp)
 	if err != nil {
@@ -58,12 +98,12 @@ func lastUsed(t *testing.T, s Store, fp string) time.Time {
 
 func TestLastUsedWriter(t *testing.T) {
 	ctx := context.Background()
-	s := openFresh(t, testBackends()[0])
+	s := openStore(t)
 	_, k1 := addUser(t, s, "ada@example.com")
 	_, k2 := addUser(t, s, "bob@example.com")
 	rec := &touchRecorder{Store: s}
 	clock := &fakeClock{t: t0}
-	w := NewLastUsedWriter(rec, time.Minute, clock.Now)
+	w := store.NewLastUsedWriter(rec, time.Minute, clock.Now)
 
 	// Many uses within a minute: one write, with the first use's time.
 	for range 100 {
@@ -116,19 +156,16 @@ func TestLastUsedWriter(t *testing.T) {
 	// every key ever seen.
 	clock.Advance(2 * time.Minute)
 	w.Flush(ctx)
-	w.mu.Lock()
-	noted := len(w.noted)
-	w.mu.Unlock()
-	if noted != 0 {
+	if noted := store.NotedKeys(w); noted != 0 {
 		t.Fatalf("%d stale notes kept", noted)
 	}
 }
 
 func TestLastUsedTouchNoAlloc(t *testing.T) {
-	s := openFresh(t, testBackends()[0])
+	s := openStore(t)
 	_, k := addUser(t, s, "ada@example.com")
 	clock := &fakeClock{t: t0}
-	w := NewLastUsedWriter(s, time.Minute, clock.Now)
+	w := store.NewLastUsedWriter(s, time.Minute, clock.Now)
 	fp := k.Fingerprint
 	w.Touch(fp)
 	if allocs := testing.AllocsPerRun(1000, func() { w.Touch(fp) }); allocs != 0 {
@@ -139,7 +176,7 @@ func TestLastUsedTouchNoAlloc(t *testing.T) {
 func TestLastUsedRetry(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s1, err := Open(ctx, "", dir)
+	s1, err := sqlstore.Open(ctx, "", dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +185,7 @@ func TestLastUsedRetry(t *testing.T) {
 
 	rec := &touchRecorder{Store: s1}
 	clock := &fakeClock{t: t0}
-	w := NewLastUsedWriter(rec, time.Minute, clock.Now)
+	w := store.NewLastUsedWriter(rec, time.Minute, clock.Now)
 	w.Touch(k.Fingerprint)
 	if err := w.Flush(ctx); err == nil {
 		t.Fatal("Flush to a closed store: no error")
@@ -157,7 +194,7 @@ func TestLastUsedRetry(t *testing.T) {
 		t.Fatalf("Backlog after a failed flush = %d, want 1 (kept for retry)", n)
 	}
 
-	s2, err := Open(ctx, "", dir)
+	s2, err := sqlstore.Open(ctx, "", dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,13 +209,13 @@ func TestLastUsedRetry(t *testing.T) {
 }
 
 func TestLastUsedRun(t *testing.T) {
-	s := openFresh(t, testBackends()[0])
+	s := openStore(t)
 	_, k1 := addUser(t, s, "ada@example.com")
 	_, k2 := addUser(t, s, "bob@example.com")
 	clock := &fakeClock{t: t0}
 	// A short real interval drives Run's ticker; the notes' times come
 	// from the injected clock.
-	w := NewLastUsedWriter(s, 10*time.Millisecond, clock.Now)
+	w := store.NewLastUsedWriter(s, 10*time.Millisecond, clock.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- w.Run(ctx) }()

@@ -1,11 +1,17 @@
-// Package store is exed's registry: users, their SSH keys, VMs, exe1
-// handles and an append-only audit log. One interface, Store, is implemented
-// once over SQL for two backends: embedded SQLite (the default) and
-// PostgreSQL (when several exed instances share one registry).
+// Package store is exed's registry as its users see it: the types (users,
+// their SSH keys, VMs, exe1 handles, the append-only audit log), one
+// interface per entity and the composite Store, the sentinel errors callers
+// branch on, the validation of what users type, the change feed that lets
+// caches hear about committed writes, and the LastUsedWriter.
 //
-// The database enforces the rules (unique emails, one owner per key, unique
-// key names per user, unique VM names); violations come back as the sentinel
-// errors below, mapped from driver errors in one place.
+// It links no database driver: the one implementation, over SQL for
+// embedded SQLite and PostgreSQL, is package store/sqlstore. Consumers ask
+// for the narrow interface they use (UserStore, KeyStore, Exe1Store,
+// VMStore, EventStore, Changes, or a smaller one of their own).
+//
+// The implementation enforces the rules (unique emails, one owner per key,
+// unique key names per user, unique VM names); violations come back as the
+// sentinel errors below.
 package store
 
 import (
@@ -86,17 +92,18 @@ type Event struct {
 	RemoteAddr string // "" for local admin commands
 }
 
-// Store is the registry. Every method that writes more than one row does so
-// in one transaction, and every write appends its Event in that same
-// transaction. Methods that take a userID only ever touch that user's rows.
-type Store interface {
+// UserStore holds the accounts.
+type UserStore interface {
 	// AddUser creates a user together with its first login key.
 	AddUser(ctx context.Context, u User, first Key, e Event) error
 	UserByID(ctx context.Context, id string) (User, error)
 	// UserByEmail compares emails case-insensitively.
 	UserByEmail(ctx context.Context, email string) (User, error)
 	Users(ctx context.Context) ([]UserSummary, error)
+}
 
+// KeyStore holds the SSH keys registered to users.
+type KeyStore interface {
 	// AddKey registers a key (login or generated) on k.UserID.
 	AddKey(ctx context.Context, k Key, e Event) error
 	// AddTokenKey registers a generated key and, when h is not nil, its
@@ -123,20 +130,43 @@ type Store interface {
 	// TouchKeys sets last_used_at for the given fingerprints (a batch from
 	// the throttled last-used writer). Unknown fingerprints are ignored.
 	TouchKeys(ctx context.Context, used map[string]time.Time) error
+}
 
+// Exe1Store holds the stored halves of exe1 handles.
+type Exe1Store interface {
 	// AddExe1 stores an exe1 handle for an existing key.
 	AddExe1(ctx context.Context, h Exe1, e Event) error
 	// Exe1 looks a handle up by its ID.
 	Exe1(ctx context.Context, id []byte) (Exe1, error)
+}
 
+// VMStore holds the VMs.
+type VMStore interface {
 	AddVM(ctx context.Context, vm VM, e Event) error
 	VM(ctx context.Context, name string) (VM, error)
 	// VMs lists VMs by name; ownerID "" lists all of them.
 	VMs(ctx context.Context, ownerID string) ([]VM, error)
 	RemoveVM(ctx context.Context, name string, e Event) error
+}
 
+// EventStore reads the audit log. Rows are appended by the writes
+// themselves, never on their own.
+type EventStore interface {
 	// Events returns audit rows with ID > after, oldest first, at most limit.
 	Events(ctx context.Context, after int64, limit int) ([]Event, error)
+}
+
+// Store is the registry. Every method that writes more than one row does so
+// in one transaction, and every write appends its Event in that same
+// transaction. Methods that take a userID only ever touch that user's rows.
+// Every committed write is announced on Changes (see Changes for which).
+type Store interface {
+	UserStore
+	KeyStore
+	Exe1Store
+	VMStore
+	EventStore
+	Changes
 
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/store/sqlstore"
 )
 
 // Scenario 6: Store.Key, the lookup behind every token check and SSH
@@ -36,7 +36,7 @@ func benchFingerprint(i int) string {
 
 func scenarioRegistry(ctx context.Context, b *bench) ([]row, error) {
 	dir := b.dir("registry")
-	path := filepath.Join(dir, "exed.db") // where store.Open puts it
+	path := filepath.Join(dir, "exed.db") // where sqlstore.Open puts it
 	// The fill is not what is measured: no fsync, and a page cache that
 	// holds the indexes.
 	rows, err := registryRows(ctx, b, "SQLite", "", dir, "sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)&_pragma=cache_size(-262144)")
@@ -58,10 +58,10 @@ func scenarioRegistry(ctx context.Context, b *bench) ([]row, error) {
 	return append(rows, pg...), nil
 }
 
-// registryRows creates the schema with store.Open, fills it with plain SQL
+// registryRows creates the schema with sqlstore.Open, fills it with plain SQL
 // (rawDriver, rawDSN), and times Store.Key.
 func registryRows(ctx context.Context, b *bench, name, dsn, dir, rawDriver, rawDSN string) ([]row, error) {
-	s, err := store.Open(ctx, dsn, dir) // migrations: the real schema
+	s, err := sqlstore.Open(ctx, dsn, dir) // migrations: the real schema
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +71,7 @@ func registryRows(ctx context.Context, b *bench, name, dsn, dir, rawDriver, rawD
 		return nil, err
 	}
 	b.progress("scenario 6: %s: %s keys inserted in %v", name, group(int64(b.o.registryKeys)), time.Since(start).Round(time.Millisecond))
-	if s, err = store.Open(ctx, dsn, dir); err != nil {
+	if s, err = sqlstore.Open(ctx, dsn, dir); err != nil {
 		return nil, err
 	}
 	defer s.Close()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/store/sqlstore"
 	"github.com/exed-dev/exed/tokens"
 )
 
@@ -34,7 +35,7 @@ import (
 const verifyPayload = `{"exp":4102444800,"cmds":["ls","whoami"],"ctx":{"role":"deploy"}}`
 
 func scenarioVerify(ctx context.Context, b *bench) ([]row, error) {
-	st, err := store.Open(ctx, "", b.dir("verify"))
+	st, err := sqlstore.Open(ctx, "", b.dir("verify"))
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/store/sqlstore"
 )
 
 // adminActor is the audit log's actor for the local admin commands.
@@ -72,7 +73,7 @@ func (a *app) userAdd(ctx context.Context, args []string) error {
 		keyName = keyNameFromComment(comment, "login")
 	}
 
-	s, err := store.Open(ctx, *db, *data)
+	s, err := sqlstore.Open(ctx, *db, *data)
 	if err != nil {
 		return err
 	}
@@ -113,7 +114,7 @@ func (a *app) userList(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	s, err := store.Open(ctx, *db, *data)
+	s, err := sqlstore.Open(ctx, *db, *data)
 	if err != nil {
 		return err
 	}
@@ -174,7 +175,7 @@ func (a *app) vmAdd(ctx context.Context, args []string) error {
 	if err := store.ValidateUpstream(*upstream); err != nil {
 		return fmt.Errorf("vm add: %w", err)
 	}
-	s, err := store.Open(ctx, *db, *data)
+	s, err := sqlstore.Open(ctx, *db, *data)
 	if err != nil {
 		return err
 	}
@@ -205,7 +206,7 @@ func (a *app) vmList(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	s, err := store.Open(ctx, *db, *data)
+	s, err := sqlstore.Open(ctx, *db, *data)
 	if err != nil {
 		return err
 	}
@@ -262,7 +263,7 @@ func (a *app) vmRemove(ctx context.Context, args []string) error {
 	if err := store.ValidateVMName(name); err != nil {
 		return fmt.Errorf("vm rm: %w", err)
 	}
-	s, err := store.Open(ctx, *db, *data)
+	s, err := sqlstore.Open(ctx, *db, *data)
 	if err != nil {
 		return err
 	}

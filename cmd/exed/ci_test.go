@@ -25,6 +25,7 @@ import (
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/proxy"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/store/sqlstore"
 )
 
 // Issue 9: tokens issued from CI with a restricted deploy key and a pinned
@@ -301,7 +302,7 @@ func (w *ciWorld) noTokensLeft(t *testing.T) {
 // running server.
 func (w *ciWorld) events(t *testing.T, after int64) []store.Event {
 	t.Helper()
-	st, err := store.Open(context.Background(), "", w.srv.data)
+	st, err := sqlstore.Open(context.Background(), "", w.srv.data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -687,7 +688,7 @@ func TestCIDeployKeyRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	until := time.Now().Add(2 * time.Second).Truncate(time.Second)
-	st, err := store.Open(context.Background(), "", w.srv.data)
+	st, err := sqlstore.Open(context.Background(), "", w.srv.data)
 	if err != nil {
 		t.Fatal(err)
 	}

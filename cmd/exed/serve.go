@@ -24,6 +24,7 @@ import (
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/sshserver"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/store/sqlstore"
 	"github.com/exed-dev/exed/tokens"
 )
 
@@ -103,7 +104,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		log = slog.New(slog.NewJSONHandler(logOut, nil))
 	}
 
-	rawStore, err := store.Open(ctx, c.db, c.data)
+	rawStore, err := sqlstore.Open(ctx, c.db, c.data)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -153,11 +154,13 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	sshSrv := sshserver.NewServer(sshserver.ServerConfig{
 		Suite: suite, Store: st, HostKey: hostKey, Log: log, LastUsed: lastUsed, Metrics: m,
 	})
+	front := proxy.New(proxy.Config{
+		Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
+		Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now, Metrics: m,
+	})
+	defer followChanges(st, verifier, front)()
 	httpSrv := &http.Server{
-		Handler: proxy.New(proxy.Config{
-			Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
-			Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now, Metrics: m,
-		}),
+		Handler:           front,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -244,6 +247,22 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// followChanges subscribes this instance's caches to the store's change
+// feed: a key written through this instance (removed, above all) leaves the
+// Verifier's cache, and a VM the proxy's, before the write returns. Writes
+// by other instances and by the admin commands are not announced here; the
+// caches' TTLs bound how long those take to be seen.
+func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler) (cancel func()) {
+	return c.Subscribe(func(ch store.Change) {
+		switch ch.Kind {
+		case store.KeyChanged:
+			v.Forget(ch.ID)
+		case store.VMChanged:
+			front.ForgetVM(ch.ID)
+		}
+	})
 }
 
 // listeners are serve's open sockets; admin is nil without --admin-addr.

@@ -1,10 +1,12 @@
-package store
+package sqlstore
 
 import (
 	"context"
 	"database/sql"
 	"fmt"
 	"sync"
+
+	"github.com/exed-dev/exed/store"
 )
 
 // maxGroup bounds the token keys committed in one transaction, so that one
@@ -26,14 +28,14 @@ type groupCommit struct {
 // tokenWrite is one AddTokenKey call waiting for a group commit.
 type tokenWrite struct {
 	ctx  context.Context
-	k    Key
-	h    *Exe1
-	e    Event
+	k    store.Key
+	h    *store.Exe1
+	e    store.Event
 	done chan error    // its result, sent after the commit
 	lead chan struct{} // told to commit the next group itself
 }
 
-func (s *sqlStore) addTokenKeyGrouped(ctx context.Context, k Key, h *Exe1, e Event) error {
+func (s *Store) addTokenKeyGrouped(ctx context.Context, k store.Key, h *store.Exe1, e store.Event) error {
 	w := &tokenWrite{ctx: ctx, k: k, h: h, e: e, done: make(chan error, 1), lead: make(chan struct{}, 1)}
 	g := &s.group
 	g.mu.Lock()
@@ -70,12 +72,13 @@ func (s *sqlStore) addTokenKeyGrouped(ctx context.Context, k Key, h *Exe1, e Eve
 
 // commitGroup writes batch in one transaction, each call's rows under a
 // savepoint so that one call's failure (a taken fingerprint or exe1 id, an
-// ended ctx) leaves the others in, and then sends every call its result.
+// ended ctx) leaves the others in; once it has committed, announces the
+// keys that went in, and then sends every call its result.
 //
 // The statements run without the callers' contexts: SQLite rolls back the
 // whole transaction when a statement in it is interrupted, as a cancelled
 // context does.
-func (s *sqlStore) commitGroup(batch []*tokenWrite) {
+func (s *Store) commitGroup(batch []*tokenWrite) {
 	ctx := context.Background()
 	errs := make([]error, len(batch))
 	err := func() error {
@@ -105,6 +108,15 @@ func (s *sqlStore) commitGroup(batch []*tokenWrite) {
 		}
 		return nil
 	}()
+	if err == nil {
+		// Committed: each call that got in announces its key, in the
+		// committing goroutine, before any caller hears of success.
+		for i, w := range batch {
+			if errs[i] == nil {
+				s.changes.publish(keyChanged(w.k.Fingerprint)...)
+			}
+		}
+	}
 	for i, w := range batch {
 		if errs[i] == nil {
 			errs[i] = err
@@ -126,10 +138,5 @@ func insertTokenKey(ctx context.Context, tx *sql.Tx, w *tokenWrite) error {
 			return dbErr(err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx,
-		`INSERT INTO events (at, actor_id, action, subject, remote_addr) VALUES ($1, $2, $3, $4, $5)`,
-		w.e.Time.Unix(), w.e.ActorID, w.e.Action, w.e.Subject, w.e.RemoteAddr); err != nil {
-		return fmt.Errorf("append event: %w", err)
-	}
-	return nil
+	return insertEvent(ctx, tx, w.e)
 }

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/exed-dev/exed/store"
 )
 
 // TestStore is the conformance suite: every behaviour, against every
@@ -17,7 +19,7 @@ import (
 func TestStore(t *testing.T) {
 	behaviours := []struct {
 		name string
-		test func(t *testing.T, s Store)
+		test func(t *testing.T, s store.Store)
 	}{
 		{"Users", testUsers},
 		{"AddUserAtomic", testAddUserAtomic},
@@ -57,8 +59,8 @@ func randomFingerprint() string {
 	return "SHA256:" + base64.RawStdEncoding.EncodeToString(b)
 }
 
-func newKey(userID, name string) Key {
-	return Key{
+func newKey(userID, name string) store.Key {
+	return store.Key{
 		UserID:      userID,
 		Name:        name,
 		Fingerprint: randomFingerprint(),
@@ -67,14 +69,14 @@ func newKey(userID, name string) Key {
 	}
 }
 
-func ev(actor, action, subject string) Event {
-	return Event{Time: t0, ActorID: actor, Action: action, Subject: subject, RemoteAddr: "192.0.2.1:5555"}
+func ev(actor, action, subject string) store.Event {
+	return store.Event{Time: t0, ActorID: actor, Action: action, Subject: subject, RemoteAddr: "192.0.2.1:5555"}
 }
 
 // addUser creates a user with one login key and returns both.
-func addUser(t *testing.T, s Store, email string) (User, Key) {
+func addUser(t *testing.T, s store.Store, email string) (store.User, store.Key) {
 	t.Helper()
-	u := User{ID: NewUserID(), Email: email, CreatedAt: t0}
+	u := store.User{ID: store.NewUserID(), Email: email, CreatedAt: t0}
 	k := newKey(u.ID, "login")
 	if err := s.AddUser(context.Background(), u, k, ev("admin", "user.add", email)); err != nil {
 		t.Fatalf("AddUser(%s): %v", email, err)
@@ -89,7 +91,7 @@ func wantErr(t *testing.T, what string, err, want error) {
 	}
 }
 
-func eventCount(t *testing.T, s Store) int {
+func eventCount(t *testing.T, s store.Store) int {
 	t.Helper()
 	es, err := s.Events(context.Background(), 0, 1_000_000)
 	if err != nil {
@@ -98,7 +100,7 @@ func eventCount(t *testing.T, s Store) int {
 	return len(es)
 }
 
-func testUsers(t *testing.T, s Store) {
+func testUsers(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, _ := addUser(t, s, "Ada@Example.com")
 	bob, bobKey := addUser(t, s, "bob@example.com")
@@ -117,23 +119,23 @@ func testUsers(t *testing.T, s Store) {
 		}
 	}
 	_, err = s.UserByEmail(ctx, "carol@example.com")
-	wantErr(t, "UserByEmail(unknown)", err, ErrNotFound)
+	wantErr(t, "UserByEmail(unknown)", err, store.ErrNotFound)
 	_, err = s.UserByID(ctx, "usrnope")
-	wantErr(t, "UserByID(unknown)", err, ErrNotFound)
+	wantErr(t, "UserByID(unknown)", err, store.ErrNotFound)
 
 	// The same email in another case is the same email.
-	dup := User{ID: NewUserID(), Email: "ada@EXAMPLE.com", CreatedAt: t0}
+	dup := store.User{ID: store.NewUserID(), Email: "ada@EXAMPLE.com", CreatedAt: t0}
 	err = s.AddUser(ctx, dup, newKey(dup.ID, "k"), ev("admin", "user.add", dup.Email))
-	wantErr(t, "AddUser(same email, other case)", err, ErrExists)
+	wantErr(t, "AddUser(same email, other case)", err, store.ErrExists)
 	if !strings.Contains(err.Error(), "email") {
 		t.Errorf("error %q does not say the email is taken", err)
 	}
 	// The same id is refused too, whatever the email.
-	again := User{ID: ada.ID, Email: "other@example.com", CreatedAt: t0}
+	again := store.User{ID: ada.ID, Email: "other@example.com", CreatedAt: t0}
 	err = s.AddUser(ctx, again, newKey(ada.ID, "k"), ev("admin", "user.add", again.Email))
-	wantErr(t, "AddUser(same id)", err, ErrExists)
+	wantErr(t, "AddUser(same id)", err, store.ErrExists)
 	// The first key must be the user's own login key.
-	err = s.AddUser(ctx, User{ID: NewUserID(), Email: "x@example.com"}, newKey(bob.ID, "k"), Event{})
+	err = s.AddUser(ctx, store.User{ID: store.NewUserID(), Email: "x@example.com"}, newKey(bob.ID, "k"), store.Event{})
 	if err == nil {
 		t.Fatal("AddUser with another user's key: no error")
 	}
@@ -142,7 +144,7 @@ func testUsers(t *testing.T, s Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []UserSummary{{User: ada, Keys: 1}, {User: bob, Keys: 2}}
+	want := []store.UserSummary{{User: ada, Keys: 1}, {User: bob, Keys: 2}}
 	if us[0].ID != ada.ID { // same created_at: order by id
 		want[0], want[1] = want[1], want[0]
 	}
@@ -154,25 +156,25 @@ func testUsers(t *testing.T, s Store) {
 	}
 }
 
-func testAddUserAtomic(t *testing.T, s Store) {
+func testAddUserAtomic(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	_, adaKey := addUser(t, s, "ada@example.com")
 	before := eventCount(t, s)
 
 	// The first key is already Ada's: neither the user nor its event may stay.
-	u := User{ID: NewUserID(), Email: "bob@example.com", CreatedAt: t0}
+	u := store.User{ID: store.NewUserID(), Email: "bob@example.com", CreatedAt: t0}
 	k := adaKey
 	k.UserID, k.Name = u.ID, "stolen"
 	err := s.AddUser(ctx, u, k, ev("admin", "user.add", u.Email))
-	wantErr(t, "AddUser(taken key)", err, ErrExists)
+	wantErr(t, "AddUser(taken key)", err, store.ErrExists)
 	_, err = s.UserByID(ctx, u.ID)
-	wantErr(t, "user after failed AddUser", err, ErrNotFound)
+	wantErr(t, "user after failed AddUser", err, store.ErrNotFound)
 	if n := eventCount(t, s); n != before {
 		t.Fatalf("events after failed AddUser: %d, want %d", n, before)
 	}
 }
 
-func testKeys(t *testing.T, s Store) {
+func testKeys(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, adaLogin := addUser(t, s, "ada@example.com")
 	bob, _ := addUser(t, s, "bob@example.com")
@@ -187,13 +189,13 @@ func testKeys(t *testing.T, s Store) {
 		t.Fatalf("Key = %+v, %v; want %+v", got, err, laptop)
 	}
 	_, err = s.Key(ctx, randomFingerprint())
-	wantErr(t, "Key(unknown)", err, ErrNotFound)
+	wantErr(t, "Key(unknown)", err, store.ErrNotFound)
 
 	// A fingerprint belongs to one user only.
 	stolen := laptop
 	stolen.UserID, stolen.Name = bob.ID, "stolen"
 	err = s.AddKey(ctx, stolen, ev(bob.ID, "key.add", stolen.Fingerprint))
-	wantErr(t, "AddKey(fingerprint of another user)", err, ErrExists)
+	wantErr(t, "AddKey(fingerprint of another user)", err, store.ErrExists)
 	if !strings.Contains(err.Error(), "fingerprint") {
 		t.Errorf("error %q does not say the fingerprint is taken", err)
 	}
@@ -201,11 +203,11 @@ func testKeys(t *testing.T, s Store) {
 	twice := laptop
 	twice.Name = "laptop2"
 	err = s.AddKey(ctx, twice, ev(ada.ID, "key.add", twice.Fingerprint))
-	wantErr(t, "AddKey(same key twice)", err, ErrExists)
+	wantErr(t, "AddKey(same key twice)", err, store.ErrExists)
 
 	// Names are unique per user...
 	err = s.AddKey(ctx, newKey(ada.ID, "laptop"), ev(ada.ID, "key.add", "x"))
-	wantErr(t, "AddKey(taken name)", err, ErrExists)
+	wantErr(t, "AddKey(taken name)", err, store.ErrExists)
 	if !strings.Contains(err.Error(), "key name") {
 		t.Errorf("error %q does not say the name is taken", err)
 	}
@@ -216,14 +218,14 @@ func testKeys(t *testing.T, s Store) {
 	}
 
 	err = s.AddKey(ctx, newKey("usrnobody", "k"), ev("usrnobody", "key.add", "x"))
-	wantErr(t, "AddKey(unknown user)", err, ErrNotFound)
+	wantErr(t, "AddKey(unknown user)", err, store.ErrNotFound)
 
 	// Oldest first.
 	ks, err := s.Keys(ctx, ada.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []Key{adaLogin, laptop}; !reflect.DeepEqual(ks, want) {
+	if want := []store.Key{adaLogin, laptop}; !reflect.DeepEqual(ks, want) {
 		t.Fatalf("Keys = %+v, want %+v", ks, want)
 	}
 	if ks, err := s.Keys(ctx, "usrnobody"); err != nil || len(ks) != 0 {
@@ -231,7 +233,7 @@ func testKeys(t *testing.T, s Store) {
 	}
 }
 
-func testKeyAndUser(t *testing.T, s Store) {
+func testKeyAndUser(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, adaLogin := addUser(t, s, "ada@example.com")
 	bob, _ := addUser(t, s, "bob@example.com")
@@ -242,8 +244,8 @@ func testKeyAndUser(t *testing.T, s Store) {
 	}
 
 	for _, c := range []struct {
-		k Key
-		u User
+		k store.Key
+		u store.User
 	}{{adaLogin, ada}, {bobKey, bob}} {
 		k, u, err := s.KeyAndUser(ctx, c.k.Fingerprint)
 		if err != nil || !reflect.DeepEqual(k, c.k) || u != c.u {
@@ -252,8 +254,8 @@ func testKeyAndUser(t *testing.T, s Store) {
 	}
 
 	k, u, err := s.KeyAndUser(ctx, randomFingerprint())
-	wantErr(t, "KeyAndUser(unknown)", err, ErrNotFound)
-	if k.Fingerprint != "" || u != (User{}) {
+	wantErr(t, "KeyAndUser(unknown)", err, store.ErrNotFound)
+	if k.Fingerprint != "" || u != (store.User{}) {
 		t.Fatalf("KeyAndUser(unknown) = %+v, %+v: want zero values", k, u)
 	}
 
@@ -269,7 +271,7 @@ func testKeyAndUser(t *testing.T, s Store) {
 		t.Fatal(err)
 	}
 	_, _, err = s.KeyAndUser(ctx, bobKey.Fingerprint)
-	wantErr(t, "KeyAndUser(removed)", err, ErrNotFound)
+	wantErr(t, "KeyAndUser(removed)", err, store.ErrNotFound)
 }
 
 // TestKeyAndUserMissingUser: a key whose user row is gone (only possible
@@ -312,15 +314,15 @@ func TestKeyAndUserMissingUser(t *testing.T) {
 			}
 
 			gotK, gotU, err := s.KeyAndUser(ctx, k.Fingerprint)
-			wantErr(t, "KeyAndUser(key of a missing user)", err, ErrNotFound)
-			if !reflect.DeepEqual(gotK, k) || gotU != (User{}) {
+			wantErr(t, "KeyAndUser(key of a missing user)", err, store.ErrNotFound)
+			if !reflect.DeepEqual(gotK, k) || gotU != (store.User{}) {
 				t.Fatalf("KeyAndUser = %+v, %+v; want the key and a zero user", gotK, gotU)
 			}
 		})
 	}
 }
 
-func testRemoveOnlyOwnKeys(t *testing.T, s Store) {
+func testRemoveOnlyOwnKeys(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, _ := addUser(t, s, "ada@example.com")
 	bob, _ := addUser(t, s, "bob@example.com")
@@ -332,14 +334,14 @@ func testRemoveOnlyOwnKeys(t *testing.T, s Store) {
 
 	// Bob names Ada's key: as if it did not exist, and nothing changes.
 	err := s.RemoveKey(ctx, bob.ID, laptop.Fingerprint, ev(bob.ID, "key.remove", laptop.Fingerprint))
-	wantErr(t, "RemoveKey(another user's key)", err, ErrNotFound)
+	wantErr(t, "RemoveKey(another user's key)", err, store.ErrNotFound)
 	if _, err := s.Key(ctx, laptop.Fingerprint); err != nil {
 		t.Fatalf("Ada's key after Bob's removal: %v", err)
 	}
 	err = s.RemoveKey(ctx, ada.ID, randomFingerprint(), ev(ada.ID, "key.remove", "x"))
-	wantErr(t, "RemoveKey(unknown key)", err, ErrNotFound)
+	wantErr(t, "RemoveKey(unknown key)", err, store.ErrNotFound)
 	err = s.RemoveKey(ctx, "usrnobody", laptop.Fingerprint, ev("usrnobody", "key.remove", "x"))
-	wantErr(t, "RemoveKey(unknown user)", err, ErrNotFound)
+	wantErr(t, "RemoveKey(unknown user)", err, store.ErrNotFound)
 	if n := eventCount(t, s); n != before {
 		t.Fatalf("events after refused removals: %d, want %d", n, before)
 	}
@@ -348,12 +350,12 @@ func testRemoveOnlyOwnKeys(t *testing.T, s Store) {
 		t.Fatal(err)
 	}
 	_, err = s.Key(ctx, laptop.Fingerprint)
-	wantErr(t, "Key after removal", err, ErrNotFound)
+	wantErr(t, "Key after removal", err, store.ErrNotFound)
 	err = s.RemoveKey(ctx, ada.ID, laptop.Fingerprint, ev(ada.ID, "key.remove", laptop.Fingerprint))
-	wantErr(t, "RemoveKey twice", err, ErrNotFound)
+	wantErr(t, "RemoveKey twice", err, store.ErrNotFound)
 }
 
-func testLastLoginKey(t *testing.T, s Store) {
+func testLastLoginKey(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, login := addUser(t, s, "ada@example.com")
 	gen := newKey(ada.ID, "api-key")
@@ -364,7 +366,7 @@ func testLastLoginKey(t *testing.T, s Store) {
 
 	// A generated key does not count as a way to log in.
 	err := s.RemoveKey(ctx, ada.ID, login.Fingerprint, ev(ada.ID, "key.remove", login.Fingerprint))
-	wantErr(t, "RemoveKey(last login key)", err, ErrLastKey)
+	wantErr(t, "RemoveKey(last login key)", err, store.ErrLastKey)
 	if _, err := s.Key(ctx, login.Fingerprint); err != nil {
 		t.Fatalf("login key after refused removal: %v", err)
 	}
@@ -377,20 +379,20 @@ func testLastLoginKey(t *testing.T, s Store) {
 		t.Fatalf("RemoveKey(one of two login keys): %v", err)
 	}
 	err = s.RemoveKey(ctx, ada.ID, second.Fingerprint, ev(ada.ID, "key.remove", second.Fingerprint))
-	wantErr(t, "RemoveKey(now the last login key)", err, ErrLastKey)
+	wantErr(t, "RemoveKey(now the last login key)", err, store.ErrLastKey)
 	// Generated keys can always go.
 	if err := s.RemoveKey(ctx, ada.ID, gen.Fingerprint, ev(ada.ID, "key.remove", gen.Fingerprint)); err != nil {
 		t.Fatalf("RemoveKey(generated): %v", err)
 	}
 }
 
-func testRemoveCascadesExe1(t *testing.T, s Store) {
+func testRemoveCascadesExe1(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, _ := addUser(t, s, "ada@example.com")
 	gen := newKey(ada.ID, "api-key")
 	gen.Generated = true
-	h1 := Exe1{ID: []byte("id-1"), Fingerprint: gen.Fingerprint, Sealed: []byte("sealed-1"), CreatedAt: t0}
-	h2 := Exe1{ID: []byte("id-2"), Fingerprint: gen.Fingerprint, Sealed: []byte("sealed-2"), CreatedAt: t0}
+	h1 := store.Exe1{ID: []byte("id-1"), Fingerprint: gen.Fingerprint, Sealed: []byte("sealed-1"), CreatedAt: t0}
+	h2 := store.Exe1{ID: []byte("id-2"), Fingerprint: gen.Fingerprint, Sealed: []byte("sealed-2"), CreatedAt: t0}
 	if err := s.AddTokenKey(ctx, gen, &h1, ev(ada.ID, "token.generate", gen.Fingerprint)); err != nil {
 		t.Fatal(err)
 	}
@@ -403,13 +405,13 @@ func testRemoveCascadesExe1(t *testing.T, s Store) {
 	if err := s.RemoveKey(ctx, ada.ID, gen.Fingerprint, ev(ada.ID, "key.remove", gen.Fingerprint)); err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []Exe1{h1, h2} {
+	for _, h := range []store.Exe1{h1, h2} {
 		_, err := s.Exe1(ctx, h.ID)
-		wantErr(t, "Exe1 after its key was removed", err, ErrNotFound)
+		wantErr(t, "Exe1 after its key was removed", err, store.ErrNotFound)
 	}
 }
 
-func testRenameKey(t *testing.T, s Store) {
+func testRenameKey(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, login := addUser(t, s, "ada@example.com")
 	bob, bobLogin := addUser(t, s, "bob@example.com")
@@ -425,26 +427,26 @@ func testRenameKey(t *testing.T, s Store) {
 		t.Fatalf("after rename: %+v, %v", k, err)
 	}
 	err := s.RenameKey(ctx, ada.ID, laptop.Fingerprint, login.Name, ev(ada.ID, "key.rename", laptop.Fingerprint))
-	wantErr(t, "RenameKey(to a taken name)", err, ErrExists)
+	wantErr(t, "RenameKey(to a taken name)", err, store.ErrExists)
 	if k, _ := s.Key(ctx, laptop.Fingerprint); k.Name != "desktop" {
 		t.Fatalf("name after refused rename: %q", k.Name)
 	}
 	// Bob cannot rename Ada's key; Bob's name "login" is his own business.
 	err = s.RenameKey(ctx, bob.ID, laptop.Fingerprint, "mine", ev(bob.ID, "key.rename", laptop.Fingerprint))
-	wantErr(t, "RenameKey(another user's key)", err, ErrNotFound)
+	wantErr(t, "RenameKey(another user's key)", err, store.ErrNotFound)
 	if err := s.RenameKey(ctx, bob.ID, bobLogin.Fingerprint, "desktop", ev(bob.ID, "key.rename", "x")); err != nil {
 		t.Fatalf("RenameKey(name another user uses): %v", err)
 	}
 	err = s.RenameKey(ctx, ada.ID, randomFingerprint(), "x", ev(ada.ID, "key.rename", "x"))
-	wantErr(t, "RenameKey(unknown key)", err, ErrNotFound)
+	wantErr(t, "RenameKey(unknown key)", err, store.ErrNotFound)
 }
 
-func testAddTokenKeyAtomic(t *testing.T, s Store) {
+func testAddTokenKeyAtomic(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, _ := addUser(t, s, "ada@example.com")
 	gen := newKey(ada.ID, "api-key")
 	gen.Generated = true
-	h := Exe1{ID: []byte("handle-hash"), Fingerprint: gen.Fingerprint, Sealed: []byte("sealed"), CreatedAt: t0}
+	h := store.Exe1{ID: []byte("handle-hash"), Fingerprint: gen.Fingerprint, Sealed: []byte("sealed"), CreatedAt: t0}
 	if err := s.AddTokenKey(ctx, gen, &h, ev(ada.ID, "token.generate", gen.Fingerprint)); err != nil {
 		t.Fatal(err)
 	}
@@ -457,27 +459,27 @@ func testAddTokenKeyAtomic(t *testing.T, s Store) {
 	// The exe1 insert fails (its id is taken): the key must not stay.
 	gen2 := newKey(ada.ID, "api-key-2")
 	gen2.Generated = true
-	h2 := Exe1{ID: h.ID, Fingerprint: gen2.Fingerprint, Sealed: []byte("other"), CreatedAt: t0}
+	h2 := store.Exe1{ID: h.ID, Fingerprint: gen2.Fingerprint, Sealed: []byte("other"), CreatedAt: t0}
 	err = s.AddTokenKey(ctx, gen2, &h2, ev(ada.ID, "token.generate", gen2.Fingerprint))
-	wantErr(t, "AddTokenKey(taken exe1 id)", err, ErrExists)
+	wantErr(t, "AddTokenKey(taken exe1 id)", err, store.ErrExists)
 	_, err = s.Key(ctx, gen2.Fingerprint)
-	wantErr(t, "key after failed AddTokenKey", err, ErrNotFound)
+	wantErr(t, "key after failed AddTokenKey", err, store.ErrNotFound)
 	if n := eventCount(t, s); n != before {
 		t.Fatalf("events after failed AddTokenKey: %d, want %d", n, before)
 	}
 	// The handle must be for the key being added.
-	h3 := Exe1{ID: []byte("h3"), Fingerprint: randomFingerprint(), Sealed: []byte("x"), CreatedAt: t0}
-	if err := s.AddTokenKey(ctx, gen2, &h3, Event{}); err == nil {
+	h3 := store.Exe1{ID: []byte("h3"), Fingerprint: randomFingerprint(), Sealed: []byte("x"), CreatedAt: t0}
+	if err := s.AddTokenKey(ctx, gen2, &h3, store.Event{}); err == nil {
 		t.Fatal("AddTokenKey with a handle for another key: no error")
 	}
 	_, err = s.Key(ctx, gen2.Fingerprint)
-	wantErr(t, "key after mismatched AddTokenKey", err, ErrNotFound)
+	wantErr(t, "key after mismatched AddTokenKey", err, store.ErrNotFound)
 }
 
-func testExe1(t *testing.T, s Store) {
+func testExe1(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, login := addUser(t, s, "ada@example.com")
-	h := Exe1{ID: []byte{0, 1, 2, 0xff}, Fingerprint: login.Fingerprint, Sealed: []byte{0, 0xfe}, CreatedAt: t0}
+	h := store.Exe1{ID: []byte{0, 1, 2, 0xff}, Fingerprint: login.Fingerprint, Sealed: []byte{0, 0xfe}, CreatedAt: t0}
 	if err := s.AddExe1(ctx, h, ev(ada.ID, "exe1.create", login.Fingerprint)); err != nil {
 		t.Fatal(err)
 	}
@@ -486,22 +488,22 @@ func testExe1(t *testing.T, s Store) {
 		t.Fatalf("Exe1 = %+v, %v; want %+v", got, err, h)
 	}
 	_, err = s.Exe1(ctx, []byte{0, 1, 2})
-	wantErr(t, "Exe1(unknown)", err, ErrNotFound)
+	wantErr(t, "Exe1(unknown)", err, store.ErrNotFound)
 	err = s.AddExe1(ctx, h, ev(ada.ID, "exe1.create", login.Fingerprint))
-	wantErr(t, "AddExe1(same id)", err, ErrExists)
-	orphan := Exe1{ID: []byte("o"), Fingerprint: randomFingerprint(), Sealed: []byte("x"), CreatedAt: t0}
+	wantErr(t, "AddExe1(same id)", err, store.ErrExists)
+	orphan := store.Exe1{ID: []byte("o"), Fingerprint: randomFingerprint(), Sealed: []byte("x"), CreatedAt: t0}
 	err = s.AddExe1(ctx, orphan, ev(ada.ID, "exe1.create", orphan.Fingerprint))
-	wantErr(t, "AddExe1(unknown key)", err, ErrNotFound)
+	wantErr(t, "AddExe1(unknown key)", err, store.ErrNotFound)
 }
 
-func testVMs(t *testing.T, s Store) {
+func testVMs(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, _ := addUser(t, s, "ada@example.com")
 	bob, _ := addUser(t, s, "bob@example.com")
-	web := VM{Name: "web", OwnerID: ada.ID, Upstream: "http://127.0.0.1:8000", Public: false, CreatedAt: t0}
-	api := VM{Name: "api", OwnerID: ada.ID, Upstream: "https://api.internal", Public: true, CreatedAt: t0}
-	blog := VM{Name: "blog", OwnerID: bob.ID, Upstream: "http://10.0.0.2", CreatedAt: t0}
-	for _, vm := range []VM{web, api, blog} {
+	web := store.VM{Name: "web", OwnerID: ada.ID, Upstream: "http://127.0.0.1:8000", Public: false, CreatedAt: t0}
+	api := store.VM{Name: "api", OwnerID: ada.ID, Upstream: "https://api.internal", Public: true, CreatedAt: t0}
+	blog := store.VM{Name: "blog", OwnerID: bob.ID, Upstream: "http://10.0.0.2", CreatedAt: t0}
+	for _, vm := range []store.VM{web, api, blog} {
 		if err := s.AddVM(ctx, vm, ev("admin", "vm.add", vm.Name)); err != nil {
 			t.Fatal(err)
 		}
@@ -510,24 +512,24 @@ func testVMs(t *testing.T, s Store) {
 		t.Fatalf("VM(api) = %+v, %v; want %+v", got, err, api)
 	}
 	_, err := s.VM(ctx, "nope")
-	wantErr(t, "VM(unknown)", err, ErrNotFound)
+	wantErr(t, "VM(unknown)", err, store.ErrNotFound)
 
 	dup := blog
 	dup.OwnerID = ada.ID
 	err = s.AddVM(ctx, dup, ev("admin", "vm.add", dup.Name))
-	wantErr(t, "AddVM(taken name)", err, ErrExists)
+	wantErr(t, "AddVM(taken name)", err, store.ErrExists)
 	if !strings.Contains(err.Error(), "VM name") {
 		t.Errorf("error %q does not say the VM name is taken", err)
 	}
-	err = s.AddVM(ctx, VM{Name: "x", OwnerID: "usrnobody", Upstream: "http://x", CreatedAt: t0}, ev("admin", "vm.add", "x"))
-	wantErr(t, "AddVM(unknown owner)", err, ErrNotFound)
+	err = s.AddVM(ctx, store.VM{Name: "x", OwnerID: "usrnobody", Upstream: "http://x", CreatedAt: t0}, ev("admin", "vm.add", "x"))
+	wantErr(t, "AddVM(unknown owner)", err, store.ErrNotFound)
 
 	all, err := s.VMs(ctx, "")
-	if err != nil || !reflect.DeepEqual(all, []VM{api, blog, web}) {
+	if err != nil || !reflect.DeepEqual(all, []store.VM{api, blog, web}) {
 		t.Fatalf("VMs(all) = %+v, %v", all, err)
 	}
 	mine, err := s.VMs(ctx, ada.ID)
-	if err != nil || !reflect.DeepEqual(mine, []VM{api, web}) {
+	if err != nil || !reflect.DeepEqual(mine, []store.VM{api, web}) {
 		t.Fatalf("VMs(ada) = %+v, %v", mine, err)
 	}
 	if none, err := s.VMs(ctx, "usrnobody"); err != nil || len(none) != 0 {
@@ -538,42 +540,42 @@ func testVMs(t *testing.T, s Store) {
 		t.Fatal(err)
 	}
 	_, err = s.VM(ctx, "web")
-	wantErr(t, "VM after removal", err, ErrNotFound)
+	wantErr(t, "VM after removal", err, store.ErrNotFound)
 	err = s.RemoveVM(ctx, "web", ev("admin", "vm.remove", "web"))
-	wantErr(t, "RemoveVM twice", err, ErrNotFound)
+	wantErr(t, "RemoveVM twice", err, store.ErrNotFound)
 }
 
-func testEvents(t *testing.T, s Store) {
+func testEvents(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, login := addUser(t, s, "ada@example.com")
 	laptop := newKey(ada.ID, "laptop")
 	gen := newKey(ada.ID, "api-key")
 	gen.Generated = true
-	h := Exe1{ID: []byte("h"), Fingerprint: gen.Fingerprint, Sealed: []byte("s"), CreatedAt: t0}
+	h := store.Exe1{ID: []byte("h"), Fingerprint: gen.Fingerprint, Sealed: []byte("s"), CreatedAt: t0}
 	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
-	e := func(i int, actor, action, subject string) Event {
-		return Event{Time: at(i), ActorID: actor, Action: action, Subject: subject, RemoteAddr: fmt.Sprintf("192.0.2.%d:22", i)}
+	e := func(i int, actor, action, subject string) store.Event {
+		return store.Event{Time: at(i), ActorID: actor, Action: action, Subject: subject, RemoteAddr: fmt.Sprintf("192.0.2.%d:22", i)}
 	}
-	want := []Event{
+	want := []store.Event{
 		{ID: 1, Time: t0, ActorID: "admin", Action: "user.add", Subject: "ada@example.com", RemoteAddr: "192.0.2.1:5555"},
 	}
 	steps := []struct {
-		e  Event
-		do func(Event) error
+		e  store.Event
+		do func(store.Event) error
 	}{
-		{e(1, ada.ID, "key.add", laptop.Fingerprint), func(e Event) error { return s.AddKey(ctx, laptop, e) }},
-		{e(2, ada.ID, "key.rename", laptop.Fingerprint), func(e Event) error {
+		{e(1, ada.ID, "key.add", laptop.Fingerprint), func(e store.Event) error { return s.AddKey(ctx, laptop, e) }},
+		{e(2, ada.ID, "key.rename", laptop.Fingerprint), func(e store.Event) error {
 			return s.RenameKey(ctx, ada.ID, laptop.Fingerprint, "desktop", e)
 		}},
-		{e(3, ada.ID, "token.generate", gen.Fingerprint), func(e Event) error { return s.AddTokenKey(ctx, gen, nil, e) }},
-		{e(4, ada.ID, "exe1.create", gen.Fingerprint), func(e Event) error { return s.AddExe1(ctx, h, e) }},
-		{e(5, "admin", "vm.add", "web"), func(e Event) error {
-			return s.AddVM(ctx, VM{Name: "web", OwnerID: ada.ID, Upstream: "http://x", CreatedAt: t0}, e)
+		{e(3, ada.ID, "token.generate", gen.Fingerprint), func(e store.Event) error { return s.AddTokenKey(ctx, gen, nil, e) }},
+		{e(4, ada.ID, "exe1.create", gen.Fingerprint), func(e store.Event) error { return s.AddExe1(ctx, h, e) }},
+		{e(5, "admin", "vm.add", "web"), func(e store.Event) error {
+			return s.AddVM(ctx, store.VM{Name: "web", OwnerID: ada.ID, Upstream: "http://x", CreatedAt: t0}, e)
 		}},
-		{Event{Time: at(6), ActorID: "admin", Action: "vm.remove", Subject: "web"}, func(e Event) error {
+		{store.Event{Time: at(6), ActorID: "admin", Action: "vm.remove", Subject: "web"}, func(e store.Event) error {
 			return s.RemoveVM(ctx, "web", e)
 		}},
-		{e(7, ada.ID, "key.remove", login.Fingerprint), func(e Event) error {
+		{e(7, ada.ID, "key.remove", login.Fingerprint), func(e store.Event) error {
 			return s.RemoveKey(ctx, ada.ID, login.Fingerprint, e)
 		}},
 	}
@@ -606,7 +608,7 @@ func testEvents(t *testing.T, s Store) {
 	}
 }
 
-func testTouchKeys(t *testing.T, s Store) {
+func testTouchKeys(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, login := addUser(t, s, "ada@example.com")
 	laptop := newKey(ada.ID, "laptop")
@@ -642,10 +644,10 @@ func testTouchKeys(t *testing.T, s Store) {
 	}
 }
 
-func testRestrictions(t *testing.T, s Store) {
+func testRestrictions(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, _ := addUser(t, s, "ada@example.com")
-	cases := []Key{
+	cases := []store.Key{
 		{Name: "none"},
 		{Name: "vm", VM: "web"},
 		{Name: "cmds-empty", Cmds: []string{}},
@@ -675,26 +677,26 @@ func testRestrictions(t *testing.T, s Store) {
 	}
 }
 
-func testTimesUTC(t *testing.T, s Store) {
+func testTimesUTC(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	tz := time.FixedZone("UTC+5:30", 5*3600+1800)
 	local := time.Date(2026, 7, 4, 9, 30, 15, 123456789, tz)
 	want := local.Truncate(time.Second).UTC()
 
-	u := User{ID: NewUserID(), Email: "ada@example.com", CreatedAt: local}
+	u := store.User{ID: store.NewUserID(), Email: "ada@example.com", CreatedAt: local}
 	k := newKey(u.ID, "login")
 	k.AddedAt, k.ExpiresAt = local, local.Add(time.Hour)
-	if err := s.AddUser(ctx, u, k, Event{Time: local, ActorID: "admin", Action: "user.add", Subject: u.Email}); err != nil {
+	if err := s.AddUser(ctx, u, k, store.Event{Time: local, ActorID: "admin", Action: "user.add", Subject: u.Email}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.TouchKeys(ctx, map[string]time.Time{k.Fingerprint: local}); err != nil {
 		t.Fatal(err)
 	}
-	h := Exe1{ID: []byte("h"), Fingerprint: k.Fingerprint, Sealed: []byte("s"), CreatedAt: local}
-	if err := s.AddExe1(ctx, h, Event{Time: local}); err != nil {
+	h := store.Exe1{ID: []byte("h"), Fingerprint: k.Fingerprint, Sealed: []byte("s"), CreatedAt: local}
+	if err := s.AddExe1(ctx, h, store.Event{Time: local}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AddVM(ctx, VM{Name: "web", OwnerID: u.ID, Upstream: "http://x", CreatedAt: local}, Event{Time: local}); err != nil {
+	if err := s.AddVM(ctx, store.VM{Name: "web", OwnerID: u.ID, Upstream: "http://x", CreatedAt: local}, store.Event{Time: local}); err != nil {
 		t.Fatal(err)
 	}
 

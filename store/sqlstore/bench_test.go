@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/exed-dev/exed/store"
 )
 
 const (
@@ -142,38 +144,37 @@ func BenchmarkVerifierLookup(b *testing.B) {
 		b.Run(be.name, func(b *testing.B) {
 			ctx := context.Background()
 			dsn, dir := be.fresh(b)
-			st, err := Open(ctx, dsn, dir)
+			s, err := Open(ctx, dsn, dir)
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer st.Close()
+			defer s.Close()
 			fillKeys(b, rawDB(b, dsn, dir), dsn == "", verifierKeys)
-			s := st.(*sqlStore)
 			// Cancelable, as every request's context is.
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 
 			lookups := []struct {
 				name string
-				get  func(fp string) (Key, User, error)
+				get  func(fp string) (store.Key, store.User, error)
 			}{
-				{"unprepared-key-then-user", func(fp string) (Key, User, error) {
+				{"unprepared-key-then-user", func(fp string) (store.Key, store.User, error) {
 					k, err := scanKey(s.ro.QueryRowContext(ctx, keyQuery, fp))
 					if err != nil {
-						return Key{}, User{}, err
+						return store.Key{}, store.User{}, err
 					}
 					u, err := scanUser(s.ro.QueryRowContext(ctx, userByIDQuery, k.UserID))
 					return k, u, err
 				}},
-				{"prepared-key-then-user", func(fp string) (Key, User, error) {
+				{"prepared-key-then-user", func(fp string) (store.Key, store.User, error) {
 					k, err := s.Key(ctx, fp)
 					if err != nil {
-						return Key{}, User{}, err
+						return store.Key{}, store.User{}, err
 					}
 					u, err := s.UserByID(ctx, k.UserID)
 					return k, u, err
 				}},
-				{"prepared-join", func(fp string) (Key, User, error) {
+				{"prepared-join", func(fp string) (store.Key, store.User, error) {
 					return s.KeyAndUser(ctx, fp)
 				}},
 			}
@@ -218,8 +219,8 @@ func BenchmarkRemoveKeySync(b *testing.B) {
 			for i := range b.N {
 				// Even keys are generated, odd ones log in; each user's last
 				// login key is refused, one removal in a thousand.
-				err := s.RemoveKey(ctx, fmt.Sprintf("usrbench%08d", i/keysPerUser), benchFingerprint(i), Event{})
-				if err != nil && !errors.Is(err, ErrLastKey) {
+				err := s.RemoveKey(ctx, fmt.Sprintf("usrbench%08d", i/keysPerUser), benchFingerprint(i), store.Event{})
+				if err != nil && !errors.Is(err, store.ErrLastKey) {
 					b.Fatal(err)
 				}
 			}

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -74,7 +74,7 @@ func freshPostgres(t testing.TB) (string, string) {
 }
 
 // openFresh opens a Store on a fresh database of backend b.
-func openFresh(t testing.TB, b testBackend) Store {
+func openFresh(t testing.TB, b testBackend) *Store {
 	t.Helper()
 	dsn, dir := b.fresh(t)
 	s, err := Open(context.Background(), dsn, dir)

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/exed-dev/exed/store"
 )
 
 // appliedMigrations reads schema_migrations with plain SQL.
@@ -84,7 +86,7 @@ func TestMigrations(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				u := User{ID: NewUserID(), Email: "ada@example.com", CreatedAt: t0}
+				u := store.User{ID: store.NewUserID(), Email: "ada@example.com", CreatedAt: t0}
 				if err := s1.AddUser(ctx, u, newKey(u.ID, "login"), ev("admin", "user.add", u.Email)); err != nil {
 					t.Fatal(err)
 				}

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+
+	"github.com/exed-dev/exed/store"
 )
 
 // TestConcurrentAddTokenKey races many AddTokenKey calls, as concurrent
@@ -23,7 +25,7 @@ func TestConcurrentAddTokenKey(t *testing.T) {
 			taken := newKey(ada.ID, "taken")
 			taken.Generated = true
 			takenID := []byte("taken exe1 id")
-			if err := s.AddTokenKey(ctx, taken, &Exe1{ID: takenID, Fingerprint: taken.Fingerprint, Sealed: []byte("s"), CreatedAt: t0}, ev(ada.ID, "token.generate", taken.Fingerprint)); err != nil {
+			if err := s.AddTokenKey(ctx, taken, &store.Exe1{ID: takenID, Fingerprint: taken.Fingerprint, Sealed: []byte("s"), CreatedAt: t0}, ev(ada.ID, "token.generate", taken.Fingerprint)); err != nil {
 				t.Fatal(err)
 			}
 			ended, cancel := context.WithCancel(ctx)
@@ -31,8 +33,8 @@ func TestConcurrentAddTokenKey(t *testing.T) {
 
 			type call struct {
 				ctx  context.Context
-				k    Key
-				h    *Exe1
+				k    store.Key
+				h    *store.Exe1
 				want error // nil, ErrExists or context.Canceled
 			}
 			const n = 60
@@ -43,16 +45,16 @@ func TestConcurrentAddTokenKey(t *testing.T) {
 				c := call{ctx: ctx, k: k}
 				switch i % 4 {
 				case 1:
-					c.h = &Exe1{ID: []byte(k.Fingerprint), Fingerprint: k.Fingerprint, Sealed: []byte("s"), CreatedAt: t0}
+					c.h = &store.Exe1{ID: []byte(k.Fingerprint), Fingerprint: k.Fingerprint, Sealed: []byte("s"), CreatedAt: t0}
 				case 2:
 					c.k.Fingerprint = login.Fingerprint // taken
-					c.want = ErrExists
+					c.want = store.ErrExists
 				case 3:
 					if i%8 == 3 {
 						c.ctx, c.want = ended, context.Canceled
 					} else {
-						c.h = &Exe1{ID: takenID, Fingerprint: k.Fingerprint, Sealed: []byte("s"), CreatedAt: t0}
-						c.want = ErrExists
+						c.h = &store.Exe1{ID: takenID, Fingerprint: k.Fingerprint, Sealed: []byte("s"), CreatedAt: t0}
+						c.want = store.ErrExists
 					}
 				}
 				calls = append(calls, c)
@@ -82,7 +84,7 @@ func TestConcurrentAddTokenKey(t *testing.T) {
 					if err != nil {
 						t.Errorf("call %d succeeded but its key is missing: %v", i, err)
 					}
-				case c.k.Fingerprint != login.Fingerprint && !errors.Is(err, ErrNotFound):
+				case c.k.Fingerprint != login.Fingerprint && !errors.Is(err, store.ErrNotFound):
 					t.Errorf("call %d failed but its key is there: %v", i, err)
 				}
 			}

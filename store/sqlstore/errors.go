@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"database/sql"
@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/exed-dev/exed/store"
 )
 
 // uniqueWhat names, for people, what each uniqueness rule protects. The
@@ -30,7 +32,7 @@ var uniqueWhat = map[string]string{
 // result are ErrNotFound. Anything else passes through unchanged.
 func dbErr(err error) error {
 	if errors.Is(err, sql.ErrNoRows) {
-		return ErrNotFound
+		return store.ErrNotFound
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
@@ -38,7 +40,7 @@ func dbErr(err error) error {
 		case "23505": // unique_violation
 			return existsErr(pe.ConstraintName)
 		case "23503": // foreign_key_violation
-			return ErrNotFound
+			return store.ErrNotFound
 		}
 	}
 	var se *sqlite.Error
@@ -50,7 +52,7 @@ func dbErr(err error) error {
 			rule, _, _ = strings.Cut(rule, " (")
 			return existsErr(rule)
 		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
-			return ErrNotFound
+			return store.ErrNotFound
 		}
 	}
 	return err
@@ -58,7 +60,7 @@ func dbErr(err error) error {
 
 func existsErr(rule string) error {
 	if what, ok := uniqueWhat[rule]; ok {
-		return fmt.Errorf("%s %w", what, ErrExists)
+		return fmt.Errorf("%s %w", what, store.ErrExists)
 	}
-	return ErrExists
+	return store.ErrExists
 }

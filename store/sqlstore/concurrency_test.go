@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+
+	"github.com/exed-dev/exed/store"
 )
 
 // TestConcurrentAddKey races many writers whose keys collide by
@@ -21,7 +23,7 @@ func TestConcurrentAddKey(t *testing.T) {
 
 			const per = 16
 			shared := randomFingerprint()
-			var attempts []Key
+			var attempts []store.Key
 			for i := range per {
 				// One fingerprint, offered to both users under fresh names:
 				// one wins.
@@ -52,7 +54,7 @@ func TestConcurrentAddKey(t *testing.T) {
 				switch {
 				case err == nil:
 					ok++
-				case !errors.Is(err, ErrExists):
+				case !errors.Is(err, store.ErrExists):
 					t.Errorf("attempt %d (%s): %v, want nil or ErrExists", i, attempts[i].Name, err)
 				}
 			}
@@ -91,7 +93,7 @@ func TestConcurrentRemoveLastKeys(t *testing.T) {
 				start := make(chan struct{})
 				errs := make([]error, 2)
 				var wg sync.WaitGroup
-				for i, k := range []Key{k1, k2} {
+				for i, k := range []store.Key{k1, k2} {
 					wg.Go(func() {
 						<-start
 						errs[i] = s.RemoveKey(ctx, u.ID, k.Fingerprint, ev(u.ID, "key.remove", k.Fingerprint))
@@ -104,7 +106,7 @@ func TestConcurrentRemoveLastKeys(t *testing.T) {
 					switch {
 					case err == nil:
 						ok++
-					case !errors.Is(err, ErrLastKey):
+					case !errors.Is(err, store.ErrLastKey):
 						t.Fatalf("round %d: %v, want nil or ErrLastKey", r, err)
 					}
 				}
@@ -134,7 +136,7 @@ func TestEventsFollowable(t *testing.T) {
 			for w := range writers {
 				wg.Go(func() {
 					for i := range each {
-						vm := VM{Name: fmt.Sprintf("vm-%d-%d", w, i), OwnerID: ada.ID, Upstream: "http://x", CreatedAt: t0}
+						vm := store.VM{Name: fmt.Sprintf("vm-%d-%d", w, i), OwnerID: ada.ID, Upstream: "http://x", CreatedAt: t0}
 						if err := s.AddVM(ctx, vm, ev("admin", "vm.add", vm.Name)); err != nil {
 							t.Error(err)
 							return

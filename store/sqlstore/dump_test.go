@@ -1,4 +1,4 @@
-package store_test
+package sqlstore_test
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/store/sqlstore"
 	"github.com/exed-dev/exed/tokens"
 )
 
@@ -25,12 +26,12 @@ import (
 // nothing in a copy of the database may be, contain or decode to a usable
 // token (SPEC §3).
 func TestDatabaseCopyYieldsNoToken(t *testing.T) {
-	for _, db := range store.Backends() {
+	for _, db := range sqlstore.Backends() {
 		t.Run(db.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			dsn, dir := db.Fresh(t)
-			s, err := store.Open(ctx, dsn, dir)
+			s, err := sqlstore.Open(ctx, dsn, dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,7 +122,7 @@ func TestDatabaseCopyYieldsNoToken(t *testing.T) {
 				}
 			}
 
-			values := dumpAll(t, store.RawDB(t, dsn, dir), dsn == "")
+			values := dumpAll(t, sqlstore.RawDB(t, dsn, dir), dsn == "")
 			if len(values) == 0 {
 				t.Fatal("read nothing from the database")
 			}

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -53,7 +53,7 @@ func (d dialect) migrations() ([]migration, error) {
 // migrate applies the pending migrations in one transaction, holding a
 // lock that makes a second process (or a second Open) wait and then find
 // nothing left to do.
-func (s *sqlStore) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context) error {
 	ms, err := s.d.migrations()
 	if err != nil {
 		return err

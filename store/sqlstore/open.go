@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -39,60 +39,19 @@ const (
 	pingAfterIdle = 100 * time.Millisecond
 )
 
-// dialect holds what differs between the two backends; the SQL of every
-// query is shared (both accept $1 placeholders).
-type dialect struct {
-	name string // "sqlite" or "postgres": also the migrations directory
-	// lockMigrations runs first in the migration transaction so that two
-	// processes never migrate at once. SQLite needs none: its write
-	// transactions begin IMMEDIATE, which takes the database's write lock.
-	lockMigrations string
-	// lockEvents runs just before an event is appended so that event ids
-	// are handed out in commit order (a reader following the log by id then
-	// never skips a row that commits late). SQLite needs none: it has one
-	// writer at a time.
-	lockEvents string
-	// forUpdate locks the row a read-then-write transaction depends on.
-	// SQLite has no row locks; its write transactions are already serial.
-	forUpdate string
-	// detachReads runs the hot point reads (see reads) without ctx's
-	// cancellation. On SQLite such a read takes microseconds and, in WAL
-	// mode, does not wait for writers, while the driver starts a goroutine
-	// per query to watch a cancelable context, which costs about as much as
-	// the read (BenchmarkVerifierLookup). PostgreSQL's reads cross a network
-	// and keep it.
-	detachReads bool
-}
-
-// Advisory lock keys (any int64, the same in every exed instance).
-const (
-	migrationsLockKey = 0x65786564_6d696772 // "exedmigr"
-	eventsLockKey     = 0x65786564_65766e74 // "exedevnt"
-)
-
-var (
-	sqliteDialect   = dialect{name: "sqlite", detachReads: true}
-	postgresDialect = dialect{
-		name:           "postgres",
-		lockMigrations: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationsLockKey),
-		lockEvents:     fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", eventsLockKey),
-		forUpdate:      " FOR UPDATE",
-	}
-)
-
 // Open opens the registry named by dsn and applies any pending migrations:
 //
 //   - "" opens (or creates) SQLite at dataDir/exed.db, creating dataDir 0700;
 //   - "sqlite:PATH" opens SQLite at PATH;
 //   - "postgres://…" or "postgresql://…" opens PostgreSQL.
-func Open(ctx context.Context, dsn, dataDir string) (Store, error) {
-	var s *sqlStore
-	var err error
+//
+// The caller closes it when done.
+func Open(ctx context.Context, dsn, dataDir string) (*Store, error) {
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		s, err = openPostgres(ctx, dsn)
+		return openPostgres(ctx, dsn)
 	case strings.HasPrefix(dsn, "sqlite:"):
-		s, err = openSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"), "FULL")
+		return openSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"), "FULL")
 	case dsn == "":
 		if dataDir == "" {
 			return nil, errors.New("store: no data dir for the SQLite database")
@@ -100,15 +59,11 @@ func Open(ctx context.Context, dsn, dataDir string) (Store, error) {
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("store: create data dir: %w", err)
 		}
-		s, err = openSQLite(ctx, filepath.Join(dataDir, dbFile), "FULL")
+		return openSQLite(ctx, filepath.Join(dataDir, dbFile), "FULL")
 	default:
 		// The DSN itself is not repeated: it may carry a password.
 		return nil, errors.New(`store: unsupported database DSN: want "" (SQLite in the data dir), sqlite:PATH, or postgres://…`)
 	}
-	if err != nil {
-		return nil, err // a nil Store, not a Store holding a nil *sqlStore
-	}
-	return s, nil
 }
 
 // openSQLite opens path with two pools: one connection for writes, so that
@@ -117,7 +72,7 @@ func Open(ctx context.Context, dsn, dataDir string) (Store, error) {
 // the writer. synchronous is FULL except in the benchmark that measures it:
 // a committed removal must survive power loss, or a revoked key could
 // come back.
-func openSQLite(ctx context.Context, path, synchronous string) (*sqlStore, error) {
+func openSQLite(ctx context.Context, path, synchronous string) (*Store, error) {
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("store: unusable SQLite path %q (empty, or has ? or #)", path)
 	}
@@ -155,7 +110,7 @@ func openSQLite(ctx context.Context, path, synchronous string) (*sqlStore, error
 	ro.SetMaxIdleConns(sqliteReaders)
 	ro.SetConnMaxIdleTime(connMaxIdle)
 
-	s := &sqlStore{d: sqliteDialect, rw: rw, ro: ro}
+	s := &Store{d: sqliteDialect, rw: rw, ro: ro}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -167,7 +122,7 @@ func openSQLite(ctx context.Context, path, synchronous string) (*sqlStore, error
 	return s, nil
 }
 
-func openPostgres(ctx context.Context, dsn string) (*sqlStore, error) {
+func openPostgres(ctx context.Context, dsn string) (*Store, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open PostgreSQL: %w", err)
@@ -183,7 +138,7 @@ func openPostgres(ctx context.Context, dsn string) (*sqlStore, error) {
 	db.SetMaxOpenConns(postgresConns)
 	db.SetMaxIdleConns(postgresConns)
 	db.SetConnMaxIdleTime(connMaxIdle)
-	s := &sqlStore{d: postgresDialect, rw: db, ro: db}
+	s := &Store{d: postgresDialect, rw: db, ro: db}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

@@ -1,0 +1,59 @@
+package store
+
+// ChangeKind says what changed.
+type ChangeKind uint8
+
+// The kinds of change. Share and session changes (ShareChanged,
+// SessionChanged) are to be added here when those entities arrive; a
+// subscriber ignores kinds it does not know.
+const (
+	// KeyChanged: ID is a key's fingerprint. The key was added, removed
+	// (its exe1 handles with it), renamed or restricted.
+	KeyChanged ChangeKind = iota + 1
+	// UserChanged: ID is a user id. The user was added.
+	UserChanged
+	// VMChanged: ID is a VM's name. The VM was added, removed or changed.
+	VMChanged
+)
+
+// String names k for logs and test failures.
+func (k ChangeKind) String() string {
+	switch k {
+	case KeyChanged:
+		return "key"
+	case UserChanged:
+		return "user"
+	case VMChanged:
+		return "vm"
+	}
+	return "unknown"
+}
+
+// Change is one entity touched by a committed write.
+type Change struct {
+	Kind ChangeKind
+	ID   string // what identifies the entity of Kind (see the kinds)
+}
+
+// Changes lets caches hear about committed writes: a cache in front of the
+// store subscribes and drops the entries a change names, so that a write
+// made through this process is seen at once, not when the entry's TTL runs
+// out. Writes made by another process (another exed sharing a PostgreSQL
+// registry, an admin command) are not announced here; the TTL remains for
+// those.
+//
+// A write announces one Change per entity it affected, after its
+// transaction commits, and never for a write that failed or was rolled
+// back. Writes that change nothing a cache holds announce nothing
+// (TouchKeys, AddExe1: a handle is only ever looked up once it exists, and
+// a failed lookup is not cached).
+type Changes interface {
+	// Subscribe calls fn with every Change announced from now on, until
+	// cancel is called; once cancel has returned, no new call of fn begins.
+	// fn runs synchronously in the goroutine of the write that committed
+	// (for writes committed together, the one that committed the group),
+	// before that write's method returns: it must be cheap and must not
+	// block, nor call the store. Subscribers are called in the order they
+	// subscribed. cancel may be called more than once, and from fn.
+	Subscribe(fn func(Change)) (cancel func())
+}

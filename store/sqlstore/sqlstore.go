@@ -1,0 +1,163 @@
+// Package sqlstore is the registry's one implementation (store.Store) over
+// database/sql, for two backends: embedded SQLite (the default) and
+// PostgreSQL (when several exed instances share one registry). The SQL of
+// every query is shared; what differs is in dialect.go.
+//
+// Each entity's queries are in its own file (user.go, key.go, exe1.go,
+// vm.go, event.go). The schema is the numbered migrations under
+// migrations/, applied by Open. Driver errors become store's sentinel
+// errors in one place (errors.go). SQLite's AddTokenKey calls are committed
+// in groups (groupcommit.go). Every committed write is announced to the
+// subscribers of store.Changes (changes.go).
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/exed-dev/exed/store"
+)
+
+// Store implements store.Store over database/sql for both dialects. Open
+// returns one; it is safe for concurrent use.
+type Store struct {
+	d  dialect
+	rw *sql.DB // writes (and reads inside write transactions)
+	ro *sql.DB // reads; the same pool as rw for PostgreSQL
+	q  reads   // prepared on ro
+
+	group   groupCommit // AddTokenKey's, on SQLite
+	changes changes     // the subscribers to committed writes
+}
+
+var _ store.Store = (*Store)(nil)
+
+// reads are the hot read queries (every uncached token check, every proxied
+// request's VM), prepared once at Open: parsing a query cost SQLite about as
+// much as running it. database/sql prepares each again, lazily, on every
+// pooled connection that runs it. Their SQL is beside the entity each reads.
+type reads struct {
+	key, keyAndUser, userByID, vm, exe1 *sql.Stmt
+}
+
+// pointRead runs one of s.q with args. A ctx already done still fails it.
+func (s *Store) pointRead(ctx context.Context, st *sql.Stmt, args ...any) *sql.Row {
+	if s.d.detachReads && ctx.Err() == nil {
+		ctx = context.WithoutCancel(ctx)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// prepare prepares s.q on the read pool; the tables must exist.
+func (s *Store) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{
+		{&s.q.key, keyQuery},
+		{&s.q.keyAndUser, keyAndUserQuery},
+		{&s.q.userByID, userByIDQuery},
+		{&s.q.vm, vmQuery},
+		{&s.q.exe1, exe1Query},
+	} {
+		st, err := s.ro.PrepareContext(ctx, p.query)
+		if err != nil {
+			return fmt.Errorf("store: prepare %q: %w", p.query, err)
+		}
+		*p.stmt = st
+	}
+	return nil
+}
+
+// write runs fn in a transaction, appends e in that same transaction, and
+// commits; then, and only then, it announces changes to the subscribers.
+// Errors come back mapped by dbErr and wrapped with op.
+func (s *Store) write(ctx context.Context, op string, e store.Event, changes []store.Change, fn func(tx *sql.Tx) error) error {
+	tx, err := s.rw.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: %s: begin: %w", op, err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return fmt.Errorf("store: %s: %w", op, dbErr(err))
+	}
+	// Last, so that PostgreSQL's event lock is held only until the commit
+	// right after it.
+	if s.d.lockEvents != "" {
+		if _, err := tx.ExecContext(ctx, s.d.lockEvents); err != nil {
+			return fmt.Errorf("store: %s: lock events: %w", op, err)
+		}
+	}
+	if err := insertEvent(ctx, tx, e); err != nil {
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: %s: commit: %w", op, dbErr(err))
+	}
+	s.changes.publish(changes...)
+	return nil
+}
+
+// mustAffect turns a statement that matched no row into ErrNotFound.
+func mustAffect(res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// Ping implements store.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.ro.PingContext(ctx); err != nil {
+		return fmt.Errorf("store: ping: %w", err)
+	}
+	return nil
+}
+
+// Close implements store.Store: it closes the prepared statements and the
+// connection pools. The subscribers are not told.
+func (s *Store) Close() error {
+	var err error
+	for _, st := range []*sql.Stmt{s.q.key, s.q.keyAndUser, s.q.userByID, s.q.vm, s.q.exe1} {
+		if st != nil { // nil: Open failed before preparing it
+			err = errors.Join(err, st.Close())
+		}
+	}
+	err = errors.Join(err, s.rw.Close())
+	if s.ro != s.rw {
+		err = errors.Join(err, s.ro.Close())
+	}
+	return err
+}
+
+// Times are stored as integer unix seconds; zero (never, none) as NULL.
+
+func fromUnix(sec int64) time.Time { return time.Unix(sec, 0).UTC() }
+
+func nullTime(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.Unix(), Valid: true}
+}
+
+func fromNullUnix(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return fromUnix(n.Int64)
+}
+
+func nullString(s string) sql.NullString {
+	return sql.NullString{String: s, Valid: s != ""}
+}
