@@ -17,7 +17,15 @@ import (
 // postExec sends body to /exec on the API host.
 func (w *world) postExec(body string, hdr map[string]string) (*http.Response, map[string]any) {
 	w.t.Helper()
-	resp, raw := w.do(w.request(http.MethodPost, testDomain, "/exec", strings.NewReader(body), hdr))
+	resp, _, m := w.execReply(http.MethodPost, body, hdr)
+	return resp, m
+}
+
+// execReply sends body to /exec on the API host with method and returns
+// the reply, its body as sent, and that body decoded.
+func (w *world) execReply(method, body string, hdr map[string]string) (*http.Response, []byte, map[string]any) {
+	w.t.Helper()
+	resp, raw := w.do(w.request(method, testDomain, "/exec", strings.NewReader(body), hdr))
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		w.t.Errorf("Content-Type %q, want application/json", ct)
 	}
@@ -25,11 +33,16 @@ func (w *world) postExec(body string, hdr map[string]string) (*http.Response, ma
 	if err := json.Unmarshal(raw, &m); err != nil {
 		w.t.Fatalf("reply is not a JSON object: %q: %v", raw, err)
 	}
-	return resp, m
+	return resp, raw, m
 }
 
+// TestExecStatuses: each kind of request gets its status, and every refusal
+// is {"error":MSG}. The refusals' exact bodies are public API too: they are
+// compared with testdata/golden/exec-errors.txt (go test -update rewrites
+// it), so that a change to one shows as a diff.
 func TestExecStatuses(t *testing.T) {
 	w := newWorld(t, nil)
+	var refusals strings.Builder // "# case", then "STATUS BODY"
 	api := w.mint(w.alice.Signer, apiNamespace, `{}`)
 	auth := map[string]string{"Authorization": bearerHdr(api)}
 	onlyWhoami := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.Signer, apiNamespace, `{"cmds":["whoami"]}`))}
@@ -83,7 +96,10 @@ func TestExecStatuses(t *testing.T) {
 		{"flag error, invalid token", "whoami --no-such-flag", map[string]string{"Authorization": "Bearer hello"}, 401},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, m := w.postExec(tc.body, tc.hdr)
+			resp, raw, m := w.execReply(http.MethodPost, tc.body, tc.hdr)
+			if tc.want != 200 {
+				fmt.Fprintf(&refusals, "# %s\n%d %s", tc.name, resp.StatusCode, raw)
+			}
 			if resp.StatusCode != tc.want {
 				t.Fatalf("status %d, want %d (reply %v)", resp.StatusCode, tc.want, m)
 			}
@@ -104,6 +120,14 @@ func TestExecStatuses(t *testing.T) {
 			}
 		})
 	}
+	for _, tc := range []struct{ name, method, body string }{
+		{"GET", http.MethodGet, ""},
+		{"body over 64 KiB", http.MethodPost, strings.Repeat(" ", maxExecBody+1)},
+	} {
+		resp, raw, _ := w.execReply(tc.method, tc.body, auth)
+		fmt.Fprintf(&refusals, "# %s\n%d %s", tc.name, resp.StatusCode, raw)
+	}
+	testkit.Golden(t, "exec-errors.txt", testkit.Mask(refusals.String()), *update)
 }
 
 func TestExecMethodAndPath(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,6 +21,8 @@ import (
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/tokens"
 )
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
 
 const (
 	testDomain   = "exe.dev"

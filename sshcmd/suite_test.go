@@ -390,6 +390,63 @@ func TestGolden(t *testing.T) {
 	golden(t, "ssh-key-remove.txt", e.mustRun(c, "ssh-key remove desktop", ""))
 }
 
+// TestGoldenJSON compares every command's --json output with checked-in
+// files, beside the text ones: field names, their order and their values'
+// shapes are public API (scripts read them), so any change shows as a
+// diff. Tokens, fingerprints, public keys, user ids and times are masked
+// (testkit.Mask); TestJSONShapes checks their values.
+func TestGoldenJSON(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.AddUser("alice@example.com", 1)
+	e.AddVM("web", alice, false)
+	e.AddVM("blog", alice, true)
+	c := callerOf(alice)
+	bob := e.AddUser("bob@example.com", 2)
+	run := func(name string, c Caller, line, stdin string) map[string]any {
+		t.Helper()
+		out := e.mustRun(c, line, stdin)
+		goldenJSON(t, name, out)
+		m, _ := testkit.JSONObject(t, out)
+		return m
+	}
+
+	run("help.json", c, "help --json", "")
+	run("help-ssh-key.json", c, "ssh-key --json", "")
+	run("usage-ssh-key-add.json", c, "ssh-key add --help --json", "")
+	run("ls.json", c, "ls --json", "")
+	run("ls-empty.json", callerOf(bob), "ls --json", "")
+	desktop := testkit.SeededSigner(t, 3)
+	run("ssh-key-add.json", c, "ssh-key add --json "+testkit.PubLine(desktop)+" alice@desktop", "")
+	run("ssh-key-add-restricted.json", c, "ssh-key add --json --name ci --vm web --cmds ls,whoami --exp 1w", testkit.PubLine(testkit.SeededSigner(t, 4)))
+	run("generate-api-key.json", c, "ssh-key generate-api-key --json --label deploy", "")
+	webTok := run("generate-api-key-restricted.json", c, `ssh-key generate-api-key --json --vm web --cmds ls --exp 1d --ctx '{"role":"deploy"}' --label web-deploy`, "")["token"].(string)
+	exe0 := run("generate-api-key-exe0.json", c, "ssh-key generate-api-key --json --exe0 --label raw", "")["token"].(string)
+	run("exe0-to-exe1.json", c, "exe0-to-exe1 --json "+exe0, "")
+	run("check-api-key.json", c, "ssh-key check-api-key --json "+exe0, "")
+	run("check-api-key-vm.json", c, "ssh-key check-api-key --json --vm web "+webTok, "")
+	// The refusals: check-api-key's answer is the JSON shape of every
+	// reason a token is not valid.
+	run("check-api-key-malformed.json", c, "ssh-key check-api-key --json exe0.x.y", "")
+	run("check-api-key-namespace.json", c, "ssh-key check-api-key --json --vm web "+exe0, "")
+	bobTok := e.mustRun(callerOf(bob), "ssh-key generate-api-key --json --exe0", "")
+	bobExe0, _ := testkit.JSONObject(t, bobTok)
+	run("check-api-key-not-yours.json", c, "ssh-key check-api-key --json "+bobExe0["token"].(string), "")
+
+	if err := e.Store.TouchKeys(e.ctx, map[string]time.Time{keys.Fingerprint(desktop.PublicKey()): e.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Set(testNow.Add(time.Hour))
+	run("ssh-key-rename.json", c, "ssh-key rename --json alice@desktop desktop", "")
+	run("ssh-key-list.json", c, "ssh-key list --json", "")
+	run("whoami.json", c, "whoami --json", "")
+	run("ssh-key-remove.json", c, "ssh-key remove --json desktop", "")
+
+	e.clock.Set(testNow.Add(48 * time.Hour))
+	run("check-api-key-expired.json", c, "ssh-key check-api-key --json --vm web "+webTok, "")
+	e.mustRun(c, "ssh-key remove raw", "")
+	run("check-api-key-removed.json", c, "ssh-key check-api-key --json "+exe0, "")
+}
+
 // TestGenerateAPIKeyText: the token stands on a line of its own that a
 // script can grep, with what it is and how to revoke it.
 func TestGenerateAPIKeyText(t *testing.T) {
