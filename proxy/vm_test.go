@@ -830,7 +830,8 @@ func TestConcurrentIdentities(t *testing.T) {
 
 // rewrite sets the identity headers straight into the header map, so
 // their names must be in canonical form (as Header.Set would store them),
-// and they are SPEC's names.
+// and they are the documented names (X-ExeDev-UserID, X-ExeDev-Email,
+// X-ExeDev-Token-Ctx).
 func TestIdentityHeaderNames(t *testing.T) {
 	for spec, name := range map[string]string{
 		"X-ExeDev-UserID":    headerUserID,

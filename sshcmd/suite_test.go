@@ -257,7 +257,8 @@ func TestHelpJSON(t *testing.T) {
 	}
 }
 
-// TestJSONShapes runs every command with --json and checks SPEC §4's fields.
+// TestJSONShapes runs every command with --json and checks its documented
+// fields and their values.
 func TestJSONShapes(t *testing.T) {
 	e := newTestEnv(t)
 	alice := e.AddUser("alice@example.com", 1)

@@ -72,9 +72,9 @@ func sizedToken(t *testing.T, s ssh.Signer, n int) string {
 	return ""
 }
 
-// TestParseExe0Negatives is one row per rule of SPEC §2. Each row asserts
-// that the token is refused, that the refusal names the broken rule, and
-// that the Verifier reports it as malformed at the format check.
+// TestParseExe0Negatives is one row per rule of the exe0 format. Each row
+// asserts that the token is refused, that the refusal names the broken
+// rule, and that the Verifier reports it as malformed at the format check.
 func TestParseExe0Negatives(t *testing.T) {
 	s := testkit.NewSigner(t)
 	good := mint(t, s, apiNS, `{"exp":4070908800}`)

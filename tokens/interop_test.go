@@ -30,7 +30,7 @@ func keygen(t *testing.T, dir, typ string, bits int) (string, ssh.Signer) {
 	return path, s
 }
 
-// TestInteropSSHKeygen: tokens made by stock ssh-keygen with the SPEC's
+// TestInteropSSHKeygen: tokens made by stock ssh-keygen with the documented
 // recipe parse and verify, for every key type and both hashes; ours for
 // ed25519 are byte-identical; and the usual refusals hold for them.
 func TestInteropSSHKeygen(t *testing.T) {

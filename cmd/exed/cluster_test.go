@@ -28,8 +28,8 @@ import (
 const (
 	// clusterTTL is exed serve's default --cache-ttl, which the instances
 	// below run with: the bound, after a removal on another instance or
-	// after losing the database, past which a token is refused (SPEC §6:
-	// one second).
+	// after losing the database, past which a token is refused (one
+	// second).
 	clusterTTL = time.Second
 	// clusterMigrationsLock is store/open.go's advisory lock key for
 	// migrations ("exedmigr"). The test holds it while the instances start,
