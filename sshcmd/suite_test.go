@@ -367,14 +367,20 @@ func TestForceJSON(t *testing.T) {
 	}
 }
 
-// TestGolden compares what people read with checked-in files.
-func TestGolden(t *testing.T) {
-	e := newTestEnv(t)
-	alice := e.AddUser("alice@example.com", 1)
+// newGoldenEnv is the account the golden files show: alice, with VMs web
+// (private) and blog (public), and bob, with none.
+func newGoldenEnv(t *testing.T) (e *testEnv, alice, bob testreg.Account) {
+	e = newTestEnv(t)
+	alice = e.AddUser("alice@example.com", 1)
 	e.AddVM("web", alice, false)
 	e.AddVM("blog", alice, true)
+	return e, alice, e.AddUser("bob@example.com", 2)
+}
+
+// TestGolden compares what people read with checked-in files.
+func TestGolden(t *testing.T) {
+	e, alice, bob := newGoldenEnv(t)
 	c := callerOf(alice)
-	bob := e.AddUser("bob@example.com", 2)
 
 	golden(t, "help.txt", e.mustRun(c, "help", ""))
 	golden(t, "help-ssh-key.txt", e.mustRun(c, "ssh-key", ""))
@@ -397,12 +403,8 @@ func TestGolden(t *testing.T) {
 // diff. Tokens, fingerprints, public keys, user ids and times are masked
 // (testkit.Mask); TestJSONShapes checks their values.
 func TestGoldenJSON(t *testing.T) {
-	e := newTestEnv(t)
-	alice := e.AddUser("alice@example.com", 1)
-	e.AddVM("web", alice, false)
-	e.AddVM("blog", alice, true)
+	e, alice, bob := newGoldenEnv(t)
 	c := callerOf(alice)
-	bob := e.AddUser("bob@example.com", 2)
 	run := func(name string, c Caller, line, stdin string) map[string]any {
 		t.Helper()
 		out := e.mustRun(c, line, stdin)

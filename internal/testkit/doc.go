@@ -9,8 +9,10 @@
 // It is for *_test.go files only: nothing else may import it (the
 // import-graph test in cmd/exed checks that). It imports no package of this
 // module, so that the internal tests of every package — keys, tokens, store,
-// store/sqlstore included — can use it without an import cycle; the
-// helpers that need the registry live in testkit/testreg.
+// store/sqlstore included — can use it without an import cycle. Beside it:
+// testkit/testreg, a real registry and Verifier (it imports the module),
+// and testkit/promtest, /metrics parsed (it links Prometheus, which the
+// pure packages' tests need not).
 //
 // A tool or service a test needs and cannot find skips the test on a
 // developer's machine and fails it under CI=true, which must provide
