@@ -20,13 +20,21 @@ import (
 // never leaves half a key and two processes starting at once agree on one.
 // Like sshd, it refuses a key file that others can read.
 func LoadOrCreateHostKey(path string) (gossh.Signer, error) {
-	data, err := os.ReadFile(path)
+	signer, err := LoadHostKey(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := createHostKey(path); err != nil {
 			return nil, err
 		}
-		data, err = os.ReadFile(path)
+		signer, err = LoadHostKey(path)
 	}
+	return signer, err
+}
+
+// LoadHostKey reads the OpenSSH private host key at path and never creates
+// one: a missing file is an error that wraps fs.ErrNotExist. Like sshd, it
+// refuses a key file that others can read.
+func LoadHostKey(path string) (gossh.Signer, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("sshserver: host key: %w", err)
 	}

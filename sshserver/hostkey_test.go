@@ -1,6 +1,8 @@
 package sshserver
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,5 +84,27 @@ func TestLoadOrCreateHostKeyRace(t *testing.T) {
 		if fp != fps[0] {
 			t.Fatalf("different host keys: %v", fps)
 		}
+	}
+}
+
+// TestLoadHostKeyNeverCreates: LoadHostKey reads an existing key and, for
+// a missing one, fails with fs.ErrNotExist and creates nothing, neither the
+// file nor its directory.
+func TestLoadHostKeyNeverCreates(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	path := filepath.Join(dir, "ssh_host_ed25519_key")
+	if _, err := LoadHostKey(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing host key: %v, want fs.ErrNotExist", err)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("LoadHostKey created %s: %v", dir, err)
+	}
+	made, err := LoadOrCreateHostKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadHostKey(path)
+	if err != nil || keys.Fingerprint(got.PublicKey()) != keys.Fingerprint(made.PublicKey()) {
+		t.Fatalf("LoadHostKey of the created key: %v", err)
 	}
 }

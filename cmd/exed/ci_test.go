@@ -112,7 +112,7 @@ func newCIWorld(t *testing.T) *ciWorld {
 	upstream := httptest.NewServer(mux)
 	t.Cleanup(upstream.Close)
 
-	w.srv = startServer(t, data)
+	w.srv = startServer(t, data, exeDevNames...)
 	mustRun(t, env, "vm", "add", "--name", "web", "--owner", "alice@example.com", "--upstream", upstream.URL)
 	mustRun(t, env, "vm", "add", "--name", "blog", "--owner", "alice@example.com", "--upstream", upstream.URL)
 	_, w.httpPort = splitHostPort(t, w.srv.httpAddr)
@@ -434,7 +434,7 @@ func TestCIRecipe(t *testing.T) {
 		mark := w.lastEvent(t)
 		host, port := splitHostPort(t, w.srv.sshAddr)
 		other := filepath.Join(t.TempDir(), "known_hosts")
-		os.WriteFile(other, []byte(mustRun(t, nil, "host-key", "--data", t.TempDir(), "--host", host, "--port", port)), 0o600)
+		os.WriteFile(other, []byte(mustRun(t, nil, "host-key", "--create", "--data", t.TempDir(), "--host", host, "--port", port)), 0o600)
 		j := startRecipe(t, script, w.jobEnv(t, "1004", "KNOWN_HOSTS="+other))
 		if code := j.wait(t); code != 255 || !strings.Contains(j.stderr.String(), "Host key verification failed") {
 			t.Fatalf("job exited %d, want 255 with ssh's host key error\n%s", code, j)
@@ -745,7 +745,7 @@ func TestCIExitCodes(t *testing.T) {
 	}
 	host, port := splitHostPort(t, w.srv.sshAddr)
 	other := filepath.Join(t.TempDir(), "known_hosts")
-	os.WriteFile(other, []byte(mustRun(t, nil, "host-key", "--data", t.TempDir(), "--host", host, "--port", port)), 0o600)
+	os.WriteFile(other, []byte(mustRun(t, nil, "host-key", "--create", "--data", t.TempDir(), "--host", host, "--port", port)), 0o600)
 	sshFails("host key not the pinned one", &sshClient{s: w.srv, key: w.deployKey, knownHosts: other}, "Host key verification failed")
 	sshFails("unknown key", w.srv.client(t, testkit.SSHKeygen(t, t.TempDir(), "ed25519", 0)), "Permission denied")
 
