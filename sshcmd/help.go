@@ -136,3 +136,13 @@ func capitalize(s string) string {
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
 }
+
+// Paths returns every command's canonical path ("help", "ssh-key",
+// "ssh-key list", …) in the order help lists them: what a REPL completes.
+func (s *Suite) Paths() []string {
+	paths := make([]string, len(s.commands))
+	for i, c := range s.commands {
+		paths[i] = c.path
+	}
+	return paths
+}

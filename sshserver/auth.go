@@ -46,6 +46,9 @@ func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 		PublicKeyAuthAlgorithms: gossh.SupportedAlgorithms().PublicKeyAuths,
 		PublicKeyCallback: func(meta gossh.ConnMetadata, pub gossh.PublicKey) (*gossh.Permissions, error) {
 			k, err := s.loginKey(ctx, pub)
+			if errors.Is(err, errUnavailable) {
+				return nil, s.unavailable(st, err)
+			}
 			if err != nil && !errors.Is(err, errKeyExpired) {
 				return nil, err
 			}
@@ -65,6 +68,8 @@ func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 				// that a CI job whose deploy key expired says so.
 				msg := fmt.Sprintf("exed: key %q expired at %s\r\n", k.Name, k.ExpiresAt.UTC().Format(time.RFC3339))
 				return nil, &gossh.BannerError{Err: err, Message: msg}
+			case errors.Is(err, errUnavailable):
+				return nil, s.unavailable(st, err)
 			case err != nil:
 				return nil, err
 			}
@@ -99,7 +104,7 @@ func (s *Server) loginKey(ctx context.Context, pub gossh.PublicKey) (store.Key, 
 		return store.Key{}, errors.New("sshserver: unknown key")
 	case err != nil:
 		s.c.Log.Error("ssh auth: key lookup", "err", err)
-		return store.Key{}, errors.New("sshserver: key lookup failed")
+		return store.Key{}, errUnavailable
 	case k.Generated:
 		return store.Key{}, errors.New("sshserver: token keys cannot log in")
 	case tokens.KeyRestrictions(k).Expired(s.c.Now()):
@@ -110,3 +115,26 @@ func (s *Server) loginKey(ctx context.Context, pub gossh.PublicKey) (store.Key, 
 
 // errKeyExpired is loginKey's refusal of a login key past its --exp.
 var errKeyExpired = errors.New("sshserver: key expired")
+
+// errUnavailable is loginKey's answer when the registry cannot say whether
+// a key may log in (down, timing out): the fault is the server's, not the
+// key's.
+var errUnavailable = errors.New("sshserver: registry unavailable")
+
+// unavailableBanner is what the client is told when the registry cannot be
+// asked about its key. ssh prints a banner (unless run with -q).
+const unavailableBanner = "exed: " + unavailableMessage + "\r\n"
+
+// unavailableMessage is the one line for a registry that cannot be asked.
+const unavailableMessage = "service unavailable: the registry cannot be reached; try again later"
+
+// unavailable is the login's answer when the registry cannot be reached: a
+// banner saying so, then the connection closed right after it, so that the
+// client does not go on to report "Permission denied (publickey)" as if its
+// key were unknown.
+func (s *Server) unavailable(st *connState, err error) error {
+	if st != nil && st.hangup != nil {
+		st.hangup.afterNextWrite()
+	}
+	return &gossh.BannerError{Err: err, Message: unavailableBanner}
+}

@@ -85,6 +85,7 @@ type Server struct {
 // connState is what the server keeps about one connection.
 type connState struct {
 	conn   net.Conn
+	hangup *hangupConn // the connection as the SSH transport writes to it
 	authed atomic.Bool // public-key authentication completed
 	open   int         // session channels not yet closed; guarded by Server.mu
 	slots  int         // sessions counted against MaxSessions; guarded by Server.mu
@@ -171,7 +172,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // connect runs first for every TCP connection: it registers the
 // connection and arms the handshake timeout.
 func (s *Server) connect(ctx ssh.Context, conn net.Conn) net.Conn {
-	st := &connState{conn: conn}
+	hc := &hangupConn{Conn: quickAck(conn)} // no delayed-ACK stalls for Nagle-on clients
+	st := &connState{conn: conn, hangup: hc}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -197,5 +199,5 @@ func (s *Server) connect(ctx ssh.Context, conn net.Conn) net.Conn {
 		s.mu.Unlock()
 		s.c.Metrics.SSHConnClosed()
 	})
-	return quickAck(conn) // no delayed-ACK stalls for Nagle-on clients
+	return hc
 }

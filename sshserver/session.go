@@ -154,7 +154,7 @@ func (s *Server) caller(ctx ssh.Context, sess ssh.Session) (sshcmd.Caller, error
 		return sshcmd.Caller{}, errors.New("your key is no longer registered")
 	case err != nil:
 		s.c.Log.Error("ssh session: key lookup", "fingerprint", fp, "err", err)
-		return sshcmd.Caller{}, errors.New("internal error: key lookup failed")
+		return sshcmd.Caller{}, errors.New(unavailableMessage)
 	case k.Generated:
 		return sshcmd.Caller{}, errors.New("token keys cannot log in")
 	}

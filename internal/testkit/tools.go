@@ -138,3 +138,23 @@ func SSHKeygenVerify(t testing.TB, pubLine, token, namespace string, payload []b
 	}
 	return nil
 }
+
+// SSHCommand is the stock OpenSSH client set up to run command on the
+// server at addr ("host:port") with the private key in keyFile, pinned to
+// the host key in knownHosts, asking nothing of a person (BatchMode) and
+// reading no user or system configuration: exactly what a test means by
+// "a real ssh client". Extra options (-tt, -q) go before the command in
+// opts.
+func SSHCommand(keyFile, knownHosts, addr string, opts []string, command ...string) *exec.Cmd {
+	i := strings.LastIndex(addr, ":")
+	host, port := addr[:max(i, 0)], addr[i+1:]
+	args := []string{
+		"-F", "/dev/null",
+		"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+		"-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=" + knownHosts,
+		"-o", "ConnectTimeout=10",
+		"-i", keyFile, "-p", port,
+	}
+	args = append(append(args, opts...), "user@"+host)
+	return exec.Command("ssh", append(args, command...)...)
+}
