@@ -68,8 +68,14 @@ func (s *Suite) generateAPIKey(ctx context.Context, r *request, label string, li
 			label += "-" + lim.VM
 		}
 	}
-	if err := validKeyName(label); err != nil {
-		return fmt.Errorf("--label: %w", err)
+	if validKeyName(label) != nil {
+		return fmt.Errorf("--label %.64q is not a valid label: %s", label, keyNameRule)
+	}
+	if tokenCtx != nil {
+		if err := tokens.CheckCtx(tokenCtx); err != nil {
+			return fmt.Errorf("--ctx is not valid JSON: %v; over ssh the JSON needs a second layer of quotes: "+
+				`ssh HOST "ssh-key generate-api-key --ctx='{\"role\":\"deploy\"}'"`, err)
+		}
 	}
 	var exp int64
 	if !lim.ExpiresAt.IsZero() {
@@ -175,7 +181,7 @@ func (s *Suite) writeGenerated(r *request, g generatedJSON) error {
 	if g.VM != "" {
 		fmt.Fprintf(r.out, "Use it:  curl -H \"X-Exedev-Authorization: Bearer $TOKEN\" %s/\n", s.env.VMURL(g.VM))
 	} else {
-		fmt.Fprintf(r.out, "Use it:  curl -X POST -H \"Authorization: Bearer $TOKEN\" -d whoami https://%s/exec\n", s.env.Domain)
+		fmt.Fprintf(r.out, "Use it:  curl -X POST -H \"Authorization: Bearer $TOKEN\" -d whoami %s/exec\n", s.env.APIURL)
 	}
 	fmt.Fprintln(r.out, "Scripts: add --json and read .token (… --json | jq -r .token)")
 	return nil

@@ -24,6 +24,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/exed-dev/exed/internal/flaghint"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/tokens"
 )
@@ -50,8 +51,11 @@ type Env struct {
 	// VMURL returns the URL users reach a VM at (ls's https_url, the curl
 	// line of generate-api-key); nil means "https://NAME.VMDomain".
 	VMURL func(vm string) string
-	Now   func() time.Time // nil means time.Now
-	Log   *slog.Logger     // nil means discard
+	// APIURL is the URL users reach the API host at (the curl line of an
+	// API token); "" means "https://Domain".
+	APIURL string
+	Now    func() time.Time // nil means time.Now
+	Log    *slog.Logger     // nil means discard
 }
 
 // Caller is who runs a command: the key that completed SSH
@@ -123,6 +127,9 @@ func New(env Env) *Suite {
 	if env.VMURL == nil {
 		ns := tokens.Namespaces{Domain: env.Domain, VMDomain: env.VMDomain}
 		env.VMURL = func(vm string) string { return "https://" + ns.VMHost(vm) }
+	}
+	if env.APIURL == "" {
+		env.APIURL = "https://" + env.Domain
 	}
 	s := &Suite{env: env, ns: tokens.Namespaces{Domain: env.Domain, VMDomain: env.VMDomain}, byPath: make(map[string]*command)}
 	s.commands = []*command{
@@ -250,7 +257,7 @@ func (s *Suite) parseFlags(c *command, rest []string) *Invocation {
 		inv.help, inv.helpFlag = true, true
 		inv.json = inv.json || wantsJSON(rest)
 	case err != nil:
-		inv.err = fmt.Errorf("%s: %v (see %s --help)", c.path, err, c.path)
+		inv.err = fmt.Errorf("%s: %v (see %s --help)", c.path, flaghint.Explain(fs, err), c.path)
 		return inv
 	}
 	inv.args = fs.Args()

@@ -165,9 +165,12 @@ func keyArgument(r *request) ([]byte, error) {
 // (so a name never looks like a fingerprint or a public key line).
 var keyNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
 
+// keyNameRule says what a key name (a token's label) may contain.
+const keyNameRule = "use 1-64 letters, digits and . _ @ + - (starting with a letter or digit)"
+
 func validKeyName(name string) error {
 	if !keyNamePattern.MatchString(name) {
-		return errors.New("invalid key name: use 1-64 letters, digits and . _ @ + - (starting with a letter or digit)")
+		return errors.New("invalid key name: " + keyNameRule)
 	}
 	return nil
 }

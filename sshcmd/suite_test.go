@@ -161,7 +161,7 @@ func TestIsHelpMatchesRun(t *testing.T) {
 	}
 	// And the value "--help" is a label, not help: the command runs (and
 	// refuses that label).
-	if _, err := e.run(callerOf(alice), "ssh-key generate-api-key --label=--help", ""); err == nil || !strings.HasPrefix(err.Error(), "--label: invalid key name") {
+	if _, err := e.run(callerOf(alice), "ssh-key generate-api-key --label=--help", ""); err == nil || !strings.HasPrefix(err.Error(), `--label "--help" is not a valid label`) {
 		t.Errorf("--label=--help: %v", err)
 	}
 }
@@ -177,7 +177,11 @@ func TestDispatcherErrors(t *testing.T) {
 		{"ssh-key list --json=maybe", `ssh-key list: invalid argument "maybe" for "--json" flag`},
 		{"ssh-key generate-api-key --exp", "ssh-key generate-api-key: flag needs an argument: --exp"},
 		{"ssh-key generate-api-key --exp 3x", `--exp: invalid expiry "3x": use never, or a positive whole number followed by h, d, w, m (30 days) or y (365 days), e.g. 90d`},
-		{"whoami extra", "unexpected argument (this command takes none)"},
+		{"whoami extra", `unexpected argument "extra" (this command takes none; over ssh, a value with spaces or quotes needs a second layer of quotes)`},
+		{"whoami exe0.abc.def", "unexpected argument (this command takes none;"}, // token-shaped: not repeated
+		{"whoami --lable=x", "whoami: unknown flag: --lable (see whoami --help)"},  // no flag near it
+		{"ssh-key generate-api-key --lable=x", "ssh-key generate-api-key: unknown flag: --lable; did you mean --label? (see ssh-key generate-api-key --help)"},
+		{"ssh-key list --jsno", "ssh-key list: unknown flag: --jsno; did you mean --json? (see ssh-key list --help)"},
 		{"ssh-key rename one", "usage: ssh-key rename <old> <new>"},
 		{"ssh-key remove", "usage: ssh-key remove <name|fingerprint|pubkey>"},
 		{"ssh-key check-api-key", "usage: ssh-key check-api-key [--vm V] <token>"},
@@ -677,11 +681,16 @@ func TestGenerateAPIKey(t *testing.T) {
 		t.Errorf("taken label: %v", err)
 	}
 	for _, tt := range []struct{ line, want string }{
-		{"ssh-key generate-api-key --ctx '{\"a\":1,\"a\":2}'", "--ctx must be one valid JSON value"},
-		{"ssh-key generate-api-key --ctx '{'", "--ctx must be one valid JSON value"},
-		{"ssh-key generate-api-key --ctx ''", "--ctx must be one valid JSON value"},
+		{"ssh-key generate-api-key --ctx '{\"a\":1,\"a\":2}'", `--ctx is not valid JSON: duplicate key "a"; over ssh`},
+		{"ssh-key generate-api-key --ctx '{'", "--ctx is not valid JSON: the JSON ends too soon; over ssh"},
+		{"ssh-key generate-api-key --ctx ''", "--ctx is not valid JSON: empty; over ssh"},
+		{"ssh-key generate-api-key --ctx null", "--ctx is not valid JSON: null is no ctx at all"},
+		// What ssh delivers for --ctx='{"role":"deploy"}' typed in a shell:
+		// the quotes gone. The answer shows the quoting that works.
+		{`ssh-key generate-api-key --ctx={"role":"deploy"}`, `--ctx is not valid JSON: invalid character 'r' at start of string (expecting '"') at offset 1; over ssh the JSON needs a second layer of quotes: ssh HOST "ssh-key generate-api-key --ctx='{\"role\":\"deploy\"}'"`},
 		{"ssh-key generate-api-key --vm nosuch", "you have no VM named nosuch"},
-		{"ssh-key generate-api-key --label 'a b'", "--label: invalid key name"},
+		{"ssh-key generate-api-key --label 'a b'", `--label "a b" is not a valid label: use 1-64 letters, digits and . _ @ + - (starting with a letter or digit)`},
+		{"ssh-key generate-api-key --label=a b", `unexpected argument "b" (this command takes none; over ssh, a value with spaces`},
 		{"ssh-key generate-api-key --cmds frob", `--cmds: unknown command "frob"`},
 		{"ssh-key generate-api-key --exp 80y", "cannot expire after 2100-01-01"},
 		{"ssh-key generate-api-key extra", "unexpected argument"},

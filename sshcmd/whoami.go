@@ -3,6 +3,8 @@ package sshcmd
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -45,8 +47,18 @@ func (s *Suite) whoami(ctx context.Context, r *request) error {
 
 // noArgs refuses positional arguments for a command that takes none.
 func noArgs(r *request) error {
-	if len(r.args) > 0 {
-		return fmt.Errorf("unexpected argument (this command takes none)")
+	if len(r.args) == 0 {
+		return nil
 	}
-	return nil
+	// Over ssh, a flag value with a space in it ("--label='a b'" typed in
+	// the local shell) arrives as a flag and a stray word.
+	const hint = "this command takes none; over ssh, a value with spaces or quotes needs a second layer of quotes"
+	if a := r.args[0]; strayWord.MatchString(a) && !strings.HasPrefix(a, "exe0.") && !strings.HasPrefix(a, "exe1.") {
+		return fmt.Errorf("unexpected argument %q (%s)", a, hint)
+	}
+	return fmt.Errorf("unexpected argument (%s)", hint)
 }
+
+// strayWord is what an unexpected argument must look like to be repeated
+// in the error: a short plain word, never a pasted token or key.
+var strayWord = regexp.MustCompile(`^[A-Za-z0-9._@+,:-]{1,32}$`)

@@ -162,3 +162,22 @@ func checkJSON(p []byte) ([]string, error) {
 	}
 	return top, nil
 }
+
+// FuzzCheckCtx: never panics, and CheckCtx accepts exactly the ctx values
+// BuildPayload can put in a token: its one-line answer to a bad --ctx is
+// never wrong about a good one, nor the other way round.
+func FuzzCheckCtx(f *testing.F) {
+	for _, c := range []string{`{"role":"deploy"}`, `{role:deploy}`, `"x"`, `1 2`, `{"a":1,"a":2}`, ` 1`, "[\n]", `null`} {
+		f.Add([]byte(c))
+	}
+	f.Fuzz(func(t *testing.T, ctx []byte) {
+		checkErr := CheckCtx(ctx)
+		_, buildErr := BuildPayload(0, 0, nil, false, ctx)
+		if (checkErr == nil) != (buildErr == nil) {
+			t.Fatalf("ctx %q: CheckCtx says %v, BuildPayload %v", ctx, checkErr, buildErr)
+		}
+		if checkErr != nil && len(checkErr.Error()) > maxCtxErrorDetail+60 {
+			t.Fatalf("ctx %q: a %d-byte answer", ctx, len(checkErr.Error()))
+		}
+	})
+}

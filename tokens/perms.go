@@ -261,3 +261,48 @@ func BuildPayload(exp, nbf int64, cmds []string, hasCmds bool, ctx []byte) ([]by
 	}
 	return p, nil
 }
+
+// maxCtxErrorDetail bounds how much of jsontext's message CheckCtx repeats
+// (it may quote a name of any length).
+const maxCtxErrorDetail = 80
+
+// CheckCtx reports what is wrong with ctx as a token's ctx, in words for
+// the person who typed it: it must be one JSON value, without duplicate
+// names, whitespace around it, or a line break or NUL byte anywhere (P may
+// hold none), and not null (which in P means no ctx). The error names the problem and its byte offset in ctx, not
+// P's: generate-api-key and token mint check --ctx with it before building
+// P, so that a shell that ate the quotes gets a one-line answer.
+func CheckCtx(ctx []byte) error {
+	switch {
+	case len(ctx) == 0:
+		return errors.New("empty")
+	case bytes.ContainsAny(ctx, "\r\n\x00"):
+		return errors.New("it holds a line break or a NUL byte")
+	case bytes.IndexAny(ctx[:1], " \t") == 0 || bytes.IndexAny(ctx[len(ctx)-1:], " \t") == 0:
+		return errors.New("whitespace around the value")
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(ctx))
+	v, err := dec.ReadValue()
+	if err == nil && v.Kind() == 'n' {
+		return errors.New("null is no ctx at all: leave --ctx out") // P's null counts as absent
+	}
+	if err == nil {
+		if _, err = dec.ReadToken(); err == io.EOF {
+			return nil
+		} else if err == nil {
+			return errors.New("more than one JSON value")
+		}
+	}
+	var se *jsontext.SyntacticError
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("the JSON ends too soon")
+	case !errors.As(err, &se):
+		return errors.New("not valid JSON")
+	case errors.Is(err, jsontext.ErrDuplicateName):
+		return fmt.Errorf("duplicate key %.20q", se.JSONPointer.LastToken())
+	case se.Err == nil:
+		return fmt.Errorf("not valid JSON at offset %d", se.ByteOffset)
+	}
+	return fmt.Errorf("%.*s at offset %d", maxCtxErrorDetail, se.Err, se.ByteOffset)
+}
