@@ -112,7 +112,7 @@ func New(c Config) *Handler {
 func (h *Handler) ForgetVM(name string) { h.vms.forget(name) }
 
 // ServeHTTP routes on the canonical host: <Domain> → API, NAME.<VMDomain>
-// → that VM's proxy, anything else → 404.
+// → that VM's proxy, anything else → 404 naming the hosts served.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	host := canonicalHost(r.Host)
 	// An absolute-form target ("GET http://a/ HTTP/1.1") naming another
@@ -129,7 +129,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveVM(w, r, name)
 		return
 	}
-	http.NotFound(w, r)
+	h.serveUnknownHost(w, r, host)
 }
 
 // vmName returns NAME for a canonical host NAME.<VMDomain> with a valid VM name.

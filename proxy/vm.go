@@ -60,7 +60,8 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 	}
 	vm, err := h.vms.get(r.Context(), name)
 	if errors.Is(err, store.ErrNotFound) {
-		http.NotFound(sw, r)
+		rq.reason = err
+		noSuchVM(sw, name)
 		return
 	}
 	if err != nil {
