@@ -178,8 +178,8 @@ func TestDispatcherErrors(t *testing.T) {
 		{"ssh-key generate-api-key --exp", "ssh-key generate-api-key: flag needs an argument: --exp"},
 		{"ssh-key generate-api-key --exp 3x", `--exp: invalid expiry "3x": use never, or a positive whole number followed by h, d, w, m (30 days) or y (365 days), e.g. 90d`},
 		{"whoami extra", `unexpected argument "extra" (this command takes none; over ssh, a value with spaces or quotes needs a second layer of quotes)`},
-		{"whoami exe0.abc.def", "unexpected argument (this command takes none;"}, // token-shaped: not repeated
-		{"whoami --lable=x", "whoami: unknown flag: --lable (see whoami --help)"},  // no flag near it
+		{"whoami exe0.abc.def", "unexpected argument (this command takes none;"},  // token-shaped: not repeated
+		{"whoami --lable=x", "whoami: unknown flag: --lable (see whoami --help)"}, // no flag near it
 		{"ssh-key generate-api-key --lable=x", "ssh-key generate-api-key: unknown flag: --lable; did you mean --label? (see ssh-key generate-api-key --help)"},
 		{"ssh-key list --jsno", "ssh-key list: unknown flag: --jsno; did you mean --json? (see ssh-key list --help)"},
 		{"ssh-key rename one", "usage: ssh-key rename <old> <new>"},
