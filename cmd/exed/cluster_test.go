@@ -75,7 +75,7 @@ func TestClusterPostgres(t *testing.T) {
 	for i := range srvs {
 		wg.Go(func() {
 			data := filepath.Join(dir, fmt.Sprintf("data%c", 'A'+i))
-			srvs[i] = startServer(t, data, "--db", dsns[i], "--host-key", hostKey)
+			srvs[i] = startServer(t, data, append([]string{"--db", dsns[i], "--host-key", hostKey}, exeDevNames...)...)
 		})
 	}
 	// Polled by hand rather than with waitFor: whatever happens, the lock

@@ -138,7 +138,7 @@ func TestDocsMintOffline(t *testing.T) {
 			// Not the same P (its exp is computed): check it decodes as
 			// the docs say.
 			r := run(t, nil, "", "token", "inspect", out)
-			if r.code != 0 || !strings.Contains(r.stdout, `"ctx":{"role":"deploy"}`) || !strings.Contains(r.stdout, `"namespace":"v0@web.exe.xyz"`) {
+			if r.code != 0 || !strings.Contains(r.stdout, `"ctx":{"role":"deploy"}`) || !strings.Contains(r.stdout, `"namespace":"v0@web.vm.localhost"`) {
 				t.Errorf("%s: inspect exit %d: %s%s", s.cmd, r.code, r.stdout, r.stderr)
 			}
 			minted++
@@ -149,8 +149,8 @@ func TestDocsMintOffline(t *testing.T) {
 				Permissions    json.RawMessage `json:"permissions"`
 				SignatureValid bool            `json:"signature_valid"`
 			}](t, out)
-			if got.Namespace != "v0@web.exe.xyz" || got.Fingerprint != fp || !got.SignatureValid || string(got.Permissions) != perms {
-				t.Errorf("inspect of the recipe's token: %s (want namespace v0@web.exe.xyz, %s, P %s)", out, fp, perms)
+			if got.Namespace != "v0@web.vm.localhost" || got.Fingerprint != fp || !got.SignatureValid || string(got.Permissions) != perms {
+				t.Errorf("inspect of the recipe's token: %s (want namespace v0@web.vm.localhost, %s, P %s)", out, fp, perms)
 			}
 			inspected++
 		}

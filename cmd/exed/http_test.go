@@ -118,7 +118,7 @@ func TestProxyTLS(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	k := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, []string{"EXED_DATA=" + data}, "user", "add", "--email", "alice@example.com", "--key-file", k+".pub")
-	srv := startServer(t, data, "--tls-cert", cert, "--tls-key", key)
+	srv := startServer(t, data, append([]string{"--tls-cert", cert, "--tls-key", key}, exeDevNames...)...)
 	_, port := splitHostPort(t, srv.httpAddr)
 	c := srv.client(t, k)
 	api := decode[generated](t, c.ok(t, "", "ssh-key generate-api-key --label=api --json"))

@@ -15,8 +15,11 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/exed-dev/exed/internal/flaghint"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -31,6 +34,17 @@ type app struct {
 	// notify is signal.Notify: serve asks it for SIGHUP (reload the TLS
 	// certificate). nil in tests run in-process: no signal is caught.
 	notify func(c chan<- os.Signal, sig ...os.Signal)
+	// now is the clock of the commands that read one without a server
+	// (token mint's --exp, token inspect's expired); nil is time.Now.
+	now func() time.Time
+}
+
+// clock returns a's clock.
+func (a *app) clock() time.Time {
+	if a.now == nil {
+		return time.Now()
+	}
+	return a.now()
 }
 
 const usage = `exed: SSH-key-signed access tokens for VMs.
@@ -111,8 +125,13 @@ func (a *app) flagSet(name, synopsis string) *pflag.FlagSet {
 
 // parse parses args. On --help or -h pflag itself prints the usage (once)
 // and parse returns pflag.ErrHelp, so that the command stops with status 0.
+// A flag typo is answered with the flag meant, when one is close.
 func parse(fs *pflag.FlagSet, args []string) error {
-	return fs.Parse(args)
+	err := fs.Parse(args)
+	if err == nil || errors.Is(err, pflag.ErrHelp) {
+		return err
+	}
+	return fmt.Errorf("%s: %w (see exed %s --help)", fs.Name(), flaghint.Explain(fs, err), fs.Name())
 }
 
 // oneLine keeps an error message to one line, as the spec promises.

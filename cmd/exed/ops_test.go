@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -146,7 +147,7 @@ func TestMetricsAndAccessLogEndToEnd(t *testing.T) {
 	mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", aliceKey+".pub")
 	mustRun(t, env, "vm", "add", "--name", "app", "--owner", "alice@example.com", "--upstream", upstream.URL)
 	mustRun(t, env, "vm", "add", "--name", "web", "--owner", "alice@example.com", "--upstream", upstream.URL)
-	srv := startServer(t, data)
+	srv := startServer(t, data, exeDevNames...)
 	admin := srv.adminAddr(t)
 	alice := srv.client(t, aliceKey)
 	stranger := srv.client(t, strangerKey)
@@ -467,7 +468,7 @@ func newOpsFixture(t *testing.T, upstream string, args ...string) *opsFixture {
 	f := &opsFixture{env: []string{"EXED_DATA=" + data}, key: testkit.SSHKeygen(t, dir, "ed25519", 0)}
 	mustRun(t, f.env, "user", "add", "--email", "alice@example.com", "--key-file", f.key+".pub")
 	mustRun(t, f.env, "vm", "add", "--name", "app", "--owner", "alice@example.com", "--upstream", upstream)
-	f.srv = startServer(t, data, args...)
+	f.srv = startServer(t, data, append(slices.Clone(exeDevNames), args...)...)
 	f.alice = f.srv.client(t, f.key)
 	f.token = decode[generated](t, f.alice.ok(t, "", "ssh-key generate-api-key --vm=app --label=ci --json")).Token
 	return f
@@ -635,7 +636,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	k := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, []string{"EXED_DATA=" + data}, "user", "add", "--email", "alice@example.com", "--key-file", k+".pub")
-	srv := startServer(t, data, "--tls-cert", certA, "--tls-key", keyA)
+	srv := startServer(t, data, append([]string{"--tls-cert", certA, "--tls-key", keyA}, exeDevNames...)...)
 
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pemA)

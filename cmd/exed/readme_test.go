@@ -130,6 +130,14 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 	walk := quick[1:]
 	execBlocks := docBlocks(t, "docs/exec-api.md", "## Against the demo", "sh")
+	// The default names are .localhost ones, which curl resolves to
+	// loopback itself: the walkthrough needs no --connect-to (nor any other
+	// way of pointing a name at the server).
+	for _, b := range append(append([]string{}, walk...), execBlocks...) {
+		if strings.Contains(b, "--connect-to") || strings.Contains(b, "--resolve") {
+			t.Errorf("the walkthrough points curl at the server by hand:\n%s", b)
+		}
+	}
 
 	dir := t.TempDir()
 	t.Chdir(dir) // the server and the commands share it, as two terminals in one checkout do
@@ -158,7 +166,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	for _, s := range steps {
 		out := strings.TrimSpace(s.out)
 		switch {
-		case strings.HasPrefix(s.cmd, "curl") && strings.Contains(s.cmd, "demo.exe.xyz") && !strings.Contains(s.cmd, " -i "):
+		case strings.HasPrefix(s.cmd, "curl") && strings.Contains(s.cmd, "demo.vm.localhost") && !strings.Contains(s.cmd, " -i "):
 			got := decode[echoed](t, out)
 			h := got.Headers
 			if len(h["X-Exedev-Userid"]) != 1 || h["X-Exedev-Userid"][0] != demoID ||
@@ -172,7 +180,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 				t.Errorf("%s: the credential reached the VM", s.cmd)
 			}
 			carriers = append(carriers, s.cmd)
-		case strings.HasPrefix(s.cmd, "curl") && strings.Contains(s.cmd, "demo.exe.xyz"):
+		case strings.HasPrefix(s.cmd, "curl") && strings.Contains(s.cmd, "demo.vm.localhost"):
 			if first, _, _ := strings.Cut(out, "\n"); !strings.Contains(first, " 401") {
 				t.Errorf("%s after removing the token: %q, want 401", s.cmd, first)
 			}

@@ -28,6 +28,16 @@ import (
 	"github.com/exed-dev/exed/tokens"
 )
 
+// The default domains are .localhost names: curl, git and browsers resolve
+// them to this machine without DNS, so a token made with the defaults
+// never reaches a real service by mistake. They are siblings, never parent
+// and child, so that a VM cannot set a cookie for the API host; a
+// deployment sets its own two, and exe.dev's are exe.dev and exe.xyz.
+const (
+	defaultDomain   = "exe.localhost"
+	defaultVMDomain = "vm.localhost"
+)
+
 // serveConfig is everything `exed serve` takes from flags or environment.
 type serveConfig struct {
 	data, db          string
@@ -51,8 +61,8 @@ func (a *app) serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.sshAddr, "ssh-addr", "127.0.0.1:2222", "SSH listen address")
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP(S) listen address")
 	fs.StringVar(&c.adminAddr, "admin-addr", "", "admin listen address for /healthz, /readyz and Prometheus /metrics (e.g. 127.0.0.1:9090); off when empty")
-	fs.StringVar(&c.domain, "domain", "exe.dev", "API host, and the API namespace v0@DOMAIN")
-	fs.StringVar(&c.vmDomain, "vm-domain", "exe.xyz", "VM hosts NAME.VM-DOMAIN and namespaces v0@NAME.VM-DOMAIN")
+	fs.StringVar(&c.domain, "domain", defaultDomain, "API host, and the API namespace v0@DOMAIN (exe.dev's: exe.dev)")
+	fs.StringVar(&c.vmDomain, "vm-domain", defaultVMDomain, "VM hosts NAME.VM-DOMAIN and namespaces v0@NAME.VM-DOMAIN (exe.dev's: exe.xyz)")
 	fs.StringVar(&c.hostKey, "host-key", "", "SSH host key file (default: DATA/"+hostKeyFile+", created on first start)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (with --tls-key: serve HTTPS); re-read when it changes")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS private key file")
@@ -130,6 +140,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	vmURL := vmURLFunc(c.vmDomain, lns.http.Addr(), tlsConfig != nil)
+	apiURL := hostURL(c.domain, lns.http.Addr(), tlsConfig != nil)
 
 	// Metrics exist only where they can be read: with --admin-addr. A nil
 	// *metrics.Metrics records nothing.
@@ -149,7 +160,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 
 	suite := sshcmd.New(sshcmd.Env{
 		Store: st, Verifier: verifier, Domain: c.domain, VMDomain: c.vmDomain,
-		VMURL: vmURL, Now: time.Now, Log: log,
+		VMURL: vmURL, APIURL: apiURL, Now: time.Now, Log: log,
 	})
 	sshSrv := sshserver.NewServer(sshserver.ServerConfig{
 		Suite: suite, Store: st, HostKey: hostKey, Log: log, LastUsed: lastUsed, Metrics: m,
@@ -206,9 +217,9 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		go reloadOnHangup(runCtx, hup, certs, log)
 	}
 
-	var echoSrv *http.Server
+	stopDemo := func() {}
 	if c.demo {
-		echoSrv, err = a.setupDemo(ctx, st, c, lns.ssh.Addr(), lns.http.Addr(), vmURL)
+		stopDemo, err = a.setupDemo(ctx, st, c, hostKey, lns.ssh.Addr(), lns.http.Addr(), vmURL)
 		if err != nil {
 			sshSrv.Shutdown(context.Background())
 			httpSrv.Close()
@@ -234,7 +245,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	stop() // a second signal now ends the process at once
 	serving.Store(false)
 	log.Info("shutting down", "timeout", c.shutdownTimeout)
-	shutdown(c.shutdownTimeout, log, httpSrv, sshSrv, echoSrv)
+	shutdown(c.shutdownTimeout, log, httpSrv, sshSrv, stopDemo)
 	cancelRun() // the last-used writer flushes what it holds, then returns
 	if ferr := <-lastUsedDone; ferr != nil {
 		log.Warn("flush last-used", "err", ferr)
@@ -300,9 +311,9 @@ func listen(c *serveConfig) (*listeners, error) {
 // shutdown stops both fronts at once: no new connections, then in-flight
 // HTTP requests and SSH sessions get until timeout to finish. Past it,
 // what is left is cut; that is logged, and the process still exits 0,
-// since the operator chose the timeout. The demo's echo upstream goes
-// last, once nothing is proxied to it.
-func shutdown(timeout time.Duration, log *slog.Logger, httpSrv *http.Server, sshSrv *sshserver.Server, echoSrv *http.Server) {
+// since the operator chose the timeout. The demo's upstreams go last
+// (stopDemo), once nothing is proxied to them.
+func shutdown(timeout time.Duration, log *slog.Logger, httpSrv *http.Server, sshSrv *sshserver.Server, stopDemo func()) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var (
@@ -318,9 +329,7 @@ func shutdown(timeout time.Duration, log *slog.Logger, httpSrv *http.Server, ssh
 	if httpErr != nil || sshErr != nil {
 		log.Warn("shutdown timeout passed: closed the connections still open", "http_err", httpErr, "ssh_err", sshErr)
 	}
-	if echoSrv != nil {
-		echoSrv.Close()
-	}
+	stopDemo()
 }
 
 // reloadOnHangup re-reads the TLS certificate files on each SIGHUP until
@@ -432,9 +441,16 @@ func (r *certReloader) statLocked() (certStamp, error) {
 }
 
 // vmURLFunc returns the URL at which users reach a VM through this server:
-// https://NAME.VMDOMAIN, with the listener's port unless it is the
-// scheme's default.
+// hostURL of NAME.VMDOMAIN.
 func vmURLFunc(vmDomain string, httpAddr net.Addr, tls bool) func(string) string {
+	return func(name string) string {
+		return hostURL(name+"."+vmDomain, httpAddr, tls)
+	}
+}
+
+// hostURL is http(s)://HOST with the listener's port, unless it is the
+// scheme's default: where users reach host through this server.
+func hostURL(host string, httpAddr net.Addr, tls bool) string {
 	scheme, defPort := "http", 80
 	if tls {
 		scheme, defPort = "https", 443
@@ -443,9 +459,7 @@ func vmURLFunc(vmDomain string, httpAddr net.Addr, tls bool) func(string) string
 	if a, ok := httpAddr.(*net.TCPAddr); ok && a.Port != defPort {
 		port = ":" + strconv.Itoa(a.Port)
 	}
-	return func(name string) string {
-		return scheme + "://" + name + "." + vmDomain + port
-	}
+	return scheme + "://" + host + port
 }
 
 // ensureDir makes sure dir exists with owner-only permissions.

@@ -28,6 +28,11 @@ type server struct {
 	done     chan struct{}
 }
 
+// exeDevNames are exe.dev's own domains, given explicitly: the tests that
+// pass them show that a deployment may serve under any names, these
+// included, while the README's walkthrough runs on the .localhost defaults.
+var exeDevNames = []string{"--domain", "exe.dev", "--vm-domain", "exe.xyz"}
+
 var servingLine = regexp.MustCompile(`ssh=(\S+) http=(\S+)`)
 
 // startServer starts exed serve on a data dir and waits until it logs its

@@ -48,7 +48,7 @@ func newFixture(t *testing.T) *fixture {
 	f.aliceKey = testkit.SSHKeygen(t, f.dir, "ed25519", 0)
 	f.bobKey = testkit.SSHKeygen(t, f.dir, "ecdsa", 256)
 	mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", f.aliceKey+".pub")
-	f.srv = startServer(t, data)
+	f.srv = startServer(t, data, exeDevNames...)
 	// Added while the server runs: seen at once.
 	mustRun(t, env, "user", "add", "--email", "bob@example.com", "--key-file", f.bobKey+".pub")
 	mustRun(t, env, "vm", "add", "--name", "web", "--owner", "alice@example.com", "--upstream", "http://127.0.0.1:9")
@@ -236,7 +236,7 @@ func TestSSHRestart(t *testing.T) {
 		t.Fatalf("serve exited %d on SIGTERM:\n%s", f.srv.cmd.ProcessState.ExitCode(), f.srv.logs())
 	}
 	// Same port, so the known_hosts file written before the restart applies as is.
-	srv2 := startServer(t, f.srv.data, "--ssh-addr", f.srv.sshAddr)
+	srv2 := startServer(t, f.srv.data, append([]string{"--ssh-addr", f.srv.sshAddr}, exeDevNames...)...)
 	info, err := os.Stat(filepath.Join(f.srv.data, hostKeyFile))
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Fatalf("host key file: %v %v", info, err)

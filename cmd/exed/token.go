@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/tokens"
@@ -31,8 +30,8 @@ func (a *app) tokenMint(args []string) error {
 	cmds := fs.StringSlice("cmds", nil, "commands the token grants on /exec (comma-separated)")
 	ctxJSON := fs.String("ctx", "", "JSON value passed to the VM verbatim in X-ExeDev-Token-Ctx")
 	perms := fs.String("perms", "", "the permissions JSON, signed verbatim (instead of --exp/--nbf/--cmds/--ctx)")
-	domain := fs.String("domain", envOr(a.getenv, "EXED_DOMAIN", "exe.dev"), "API domain")
-	vmDomain := fs.String("vm-domain", envOr(a.getenv, "EXED_VM_DOMAIN", "exe.xyz"), "VM domain")
+	domain := fs.String("domain", envOr(a.getenv, "EXED_DOMAIN", defaultDomain), "API domain, as exed serve's --domain (env EXED_DOMAIN; exe.dev's: exe.dev)")
+	vmDomain := fs.String("vm-domain", envOr(a.getenv, "EXED_VM_DOMAIN", defaultVMDomain), "VM domain, as exed serve's --vm-domain (env EXED_VM_DOMAIN; exe.dev's: exe.xyz)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -62,7 +61,7 @@ func (a *app) tokenMint(args []string) error {
 	if *perms != "" {
 		payload = []byte(*perms)
 	} else {
-		expAt, err := tokens.ParseExpiry(*exp, time.Now())
+		expAt, err := tokens.ParseExpiry(*exp, a.clock())
 		if err != nil {
 			return fmt.Errorf("token mint: --exp: %w", err)
 		}
@@ -73,6 +72,9 @@ func (a *app) tokenMint(args []string) error {
 		var ctx []byte
 		if fs.Changed("ctx") {
 			ctx = []byte(*ctxJSON)
+			if err := tokens.CheckCtx(ctx); err != nil {
+				return fmt.Errorf("token mint: --ctx is not valid JSON: %v; quote it for the shell: --ctx '{\"role\":\"deploy\"}'", err)
+			}
 		}
 		payload, err = tokens.BuildPayload(expUnix, *nbf, *cmds, fs.Changed("cmds"), ctx)
 		if err != nil {
@@ -116,11 +118,16 @@ func (a *app) tokenInspect(args []string) error {
 	if fs.NArg() != 1 {
 		return errors.New("token inspect: want exactly one token argument")
 	}
-	tok, err := tokens.ParseExe0(strings.TrimSpace(fs.Arg(0)))
+	arg := strings.TrimSpace(fs.Arg(0))
+	if strings.HasPrefix(arg, tokens.Exe1Prefix) {
+		return errors.New("token inspect: an exe1 token is an opaque handle: only the server that issued it knows the exe0 it stands for; " +
+			"ask it, as the key's owner: ssh HOST ssh-key check-api-key TOKEN")
+	}
+	tok, err := tokens.ParseExe0(arg)
 	if err != nil {
 		return fmt.Errorf("token inspect: %w", err)
 	}
-	now := time.Now().Unix()
+	now := a.clock().Unix()
 	sigErr := tok.Sig.Verify(tok.Payload)
 	out := inspection{
 		Namespace:      tok.Sig.Namespace,

@@ -73,7 +73,8 @@ func TestTokenInterop(t *testing.T) {
 			})
 		}
 		t.Run(fmt.Sprintf("mint-%s-%d", c.typ, c.bits), func(t *testing.T) {
-			r := run(t, nil, "", "token", "mint", "--key", key, "--vm", "web", "--perms", payload)
+			// exe.dev's VM domain, given explicitly (the default is vm.localhost).
+			r := run(t, nil, "", "token", "mint", "--key", key, "--vm-domain", "exe.xyz", "--vm", "web", "--perms", payload)
 			if r.code != 0 {
 				t.Fatalf("mint: %s", r.stderr)
 			}
