@@ -1,5 +1,6 @@
 // Package store is exed's registry as its users see it: the types (users,
-// their SSH keys, VMs, exe1 handles, the append-only audit log), one
+// their SSH keys, VMs, exe1 handles, the append-only audit log, the TLS
+// certificates exed obtained itself), one
 // interface per entity and the composite Store, the sentinel errors callers
 // branch on, the validation of what users type, the change feed that lets
 // caches hear about committed writes, and the LastUsedWriter.
@@ -7,7 +8,7 @@
 // It links no database driver: the one implementation, over SQL for
 // embedded SQLite and PostgreSQL, is package store/sqlstore. Consumers ask
 // for the narrow interface they use (UserStore, KeyStore, Exe1Store,
-// VMStore, EventStore, Changes, or a smaller one of their own).
+// VMStore, EventStore, CertStore, Changes, or a smaller one of their own).
 //
 // The implementation enforces the rules (unique emails, one owner per key,
 // unique key names per user, unique VM names); violations come back as the
@@ -166,6 +167,7 @@ type Store interface {
 	Exe1Store
 	VMStore
 	EventStore
+	CertStore
 	Changes
 
 	// Ping checks that the database answers.

@@ -36,6 +36,9 @@ func TestStore(t *testing.T) {
 		{"TouchKeys", testTouchKeys},
 		{"Restrictions", testRestrictions},
 		{"TimesUTC", testTimesUTC},
+		{"CertBlobs", testCertBlobs},
+		{"CertLocks", testCertLocks},
+		{"CertLockRace", testCertLockRace},
 	}
 	for _, b := range testBackends() {
 		t.Run(b.name, func(t *testing.T) {
