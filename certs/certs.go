@@ -529,7 +529,9 @@ func (m *Manager) onEvent(ctx context.Context, event string, data map[string]any
 	return nil
 }
 
-// Status is what the metrics export.
+// Status is what the metrics export. metrics.CertStatus has the same
+// fields, in the same order, so that serve converts one to the other
+// (metrics does not link this package): change both together.
 type Status struct {
 	Managed  int // certificates this instance serves and renews
 	Expiring int // of those, closer to expiry than Config.ExpiryWarning
@@ -624,14 +626,21 @@ func (m *Manager) Warnings() []string {
 }
 
 // HTTPHandler serves the plain-HTTP listener (--http-redirect-addr):
-// HTTP-01 challenges (this instance's or another's, from the store), and a
-// 308 to the same URL over HTTPS for every other request.
+// HTTP-01 challenges (this instance's or another's, from the store), and
+// RedirectHandler's 308 for every other request.
 func (m *Manager) HTTPHandler() http.Handler {
+	return m.issuer.HTTPChallengeHandler(RedirectHandler(m.tlsPort))
+}
+
+// RedirectHandler answers every request with a 308 to the same host, path
+// and query over HTTPS on tlsPort (left out when 443). A request without
+// a usable Host gets 400.
+func RedirectHandler(tlsPort int) http.Handler {
 	port := ""
-	if m.tlsPort != 443 {
-		port = ":" + strconv.Itoa(m.tlsPort)
+	if tlsPort != 443 {
+		port = ":" + strconv.Itoa(tlsPort)
 	}
-	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := canonicalName(r.Host)
 		if host == "" || strings.ContainsAny(host, "/?#@\\ ") {
 			http.Error(w, "no usable Host header", http.StatusBadRequest)
@@ -639,7 +648,6 @@ func (m *Manager) HTTPHandler() http.Handler {
 		}
 		http.Redirect(w, r, "https://"+host+port+r.URL.RequestURI(), http.StatusPermanentRedirect)
 	})
-	return m.issuer.HTTPChallengeHandler(redirect)
 }
 
 // canonicalName lowercases a host name (ASCII only, as the proxy does),

@@ -2,6 +2,7 @@ package certs_test
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strconv"
@@ -314,4 +315,28 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Stop() // without Start
+}
+
+// TestRedirectHandler: the port is left out when it is 443; a Host that
+// could turn the redirect elsewhere is refused.
+func TestRedirectHandler(t *testing.T) {
+	for _, c := range []struct {
+		port       int
+		host, path string
+		code       int
+		location   string
+	}{
+		{443, "Web.exe.xyz:80", "/x?y=1", 308, "https://web.exe.xyz/x?y=1"},
+		{8443, "exe.dev", "/", 308, "https://exe.dev:8443/"},
+		{443, "", "/", 400, ""},
+		{443, "evil.example@exe.dev", "/", 400, ""},
+	} {
+		req := httptest.NewRequest("GET", "http://placeholder"+c.path, nil)
+		req.Host = c.host
+		rec := httptest.NewRecorder()
+		certs.RedirectHandler(c.port).ServeHTTP(rec, req)
+		if rec.Code != c.code || rec.Header().Get("Location") != c.location {
+			t.Errorf("port %d, Host %q: %d %q; want %d %q", c.port, c.host, rec.Code, rec.Header().Get("Location"), c.code, c.location)
+		}
+	}
 }
