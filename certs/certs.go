@@ -1,5 +1,5 @@
 // Package certs obtains and renews exed's own TLS certificates over ACME
-// (SPEC §13, `exed serve --acme`): one for the main host <domain> and one
+// (`exed serve --acme`): one for the main host <domain> and one
 // for each VM host NAME.<vm-domain> whose VM exists in the registry, never
 // for any other name.
 //

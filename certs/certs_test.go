@@ -13,6 +13,7 @@ import (
 
 	"github.com/exed-dev/exed/certs"
 	"github.com/exed-dev/exed/certs/acmetest"
+	"github.com/exed-dev/exed/internal/testkit"
 )
 
 // TestTLSALPN01OnFirstVisit: a VM added while the server runs gets a
@@ -183,10 +184,10 @@ func TestRenewalByItself(t *testing.T) {
 		t.Errorf("Warnings = %q, want the expiring certificate", w)
 	}
 
-	waitFor(t, "the certificate renewed in the background", 30*time.Second, func() bool {
+	testkit.WaitWithin(t, "the certificate renewed in the background", 30*time.Second, func() bool {
 		return ca.Renewals(host) >= 1 && in.mgr.Status().Renewed >= 1
 	})
-	waitFor(t, "the renewed certificate served", 10*time.Second, func() bool {
+	testkit.WaitWithin(t, "the renewed certificate served", 10*time.Second, func() bool {
 		c, err := in.handshake(host)
 		return err == nil && c.SerialNumber.Cmp(first.SerialNumber) != 0
 	})
@@ -209,7 +210,7 @@ func TestRenewalFailureReported(t *testing.T) {
 	host := in.vmHost("app")
 	first := in.mustHandshake(t, host)
 	ca.RefuseOrders(true)
-	waitFor(t, "the failed renewal reported", 30*time.Second, func() bool {
+	testkit.WaitWithin(t, "the failed renewal reported", 30*time.Second, func() bool {
 		return in.mgr.Status().Failing == 1
 	})
 	if st := in.mgr.Status(); st.RenewalFailures < 1 || st.Renewed != 0 {

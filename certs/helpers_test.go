@@ -7,23 +7,20 @@ import (
 	"errors"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/exed-dev/exed/certs"
 	"github.com/exed-dev/exed/certs/acmetest"
+	"github.com/exed-dev/exed/internal/testkit"
+	"github.com/exed-dev/exed/internal/testkit/testreg"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/store/sqlstore"
 )
-
-// t0 is a whole second, so it survives the store's second precision.
-var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // countingStore counts the writes made to a CertStore.
 type countingStore struct {
@@ -56,39 +53,28 @@ func (c *countingStore) ReleaseCertLock(ctx context.Context, name, holder string
 	return c.CertStore.ReleaseCertLock(ctx, name, holder)
 }
 
-// registry is a real SQLite registry with one user who owns the VMs the
-// tests add.
+// registry is a real SQLite registry (testkit/testreg) with one user who
+// owns the VMs the tests add.
 type registry struct {
 	*sqlstore.Store
-	owner string
+	reg   *testreg.Registry
+	owner testreg.Account
 }
 
 func newRegistry(t *testing.T) *registry {
 	t.Helper()
-	s, err := sqlstore.Open(context.Background(), "", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	u := store.User{ID: store.NewUserID(), Email: "ada@example.com", CreatedAt: t0}
-	k := store.Key{UserID: u.ID, Name: "login", Fingerprint: "SHA256:" + u.ID, PublicKey: "ssh-ed25519 AAAA", AddedAt: t0}
-	if err := s.AddUser(context.Background(), u, k, store.Event{Time: t0, ActorID: "admin", Action: "user.add"}); err != nil {
-		t.Fatal(err)
-	}
-	return &registry{Store: s, owner: u.ID}
+	r := testreg.Open(t, nil)
+	return &registry{Store: r.Store, reg: r, owner: r.AddUser("ada@example.com", 1)}
 }
 
 func (r *registry) addVM(t *testing.T, name string) {
 	t.Helper()
-	vm := store.VM{Name: name, OwnerID: r.owner, Upstream: "http://127.0.0.1:1", CreatedAt: t0}
-	if err := r.AddVM(context.Background(), vm, store.Event{Time: t0, ActorID: "admin", Action: "vm.add", Subject: name}); err != nil {
-		t.Fatal(err)
-	}
+	r.reg.AddVM(name, r.owner, false)
 }
 
 func (r *registry) removeVM(t *testing.T, name string) {
 	t.Helper()
-	if err := r.RemoveVM(context.Background(), name, store.Event{Time: t0, ActorID: "admin", Action: "vm.remove", Subject: name}); err != nil {
+	if err := r.RemoveVM(context.Background(), name, store.Event{Time: time.Now(), ActorID: "admin", Action: "vm.remove", Subject: name}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -101,7 +87,7 @@ type instance struct {
 	tlsAddr   string
 	httpAddr  string
 	store     *countingStore
-	logs      *syncBuffer
+	logs      *testkit.SyncBuffer
 	roots     *x509.CertPool // pebble's root
 	tlsLn     net.Listener
 	httpLn    net.Listener
@@ -143,7 +129,7 @@ func port(ln net.Listener) int {
 func startInstance(t *testing.T, reg *registry, ca *acmetest.Server, domain string, tlsLn, httpLn net.Listener, configure func(*certs.Config)) *instance {
 	t.Helper()
 	in := &instance{
-		store: &countingStore{CertStore: reg.Store}, logs: &syncBuffer{},
+		store: &countingStore{CertStore: reg.Store}, logs: &testkit.SyncBuffer{},
 		tlsLn: tlsLn, httpLn: httpLn, tlsAddr: tlsLn.Addr().String(),
 		mainHost: domain, vmDomain: "vm." + domain, reg: reg, ca: ca,
 	}
@@ -151,7 +137,7 @@ func startInstance(t *testing.T, reg *registry, ca *acmetest.Server, domain stri
 		Store: in.store, Registry: reg,
 		Domain: domain, VMDomain: in.vmDomain, Email: "ops@example.com",
 		Directory: ca.URL, TrustedRoots: ca.Roots, TLSAddr: in.tlsAddr,
-		Log:                slog.New(slog.NewTextHandler(in.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log:                testkit.Logger(in.logs),
 		RenewCheckInterval: time.Minute, LockPoll: 20 * time.Millisecond, LockLease: 3 * time.Second,
 	}
 	if httpLn != nil {
@@ -215,38 +201,6 @@ func (in *instance) mustHandshake(t *testing.T, host string) *x509.Certificate {
 }
 
 func (in *instance) vmHost(name string) string { return name + "." + in.vmDomain }
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // refusedHandshake says a handshake failed the way a refused name fails: the
 // server sent an alert, it did not hang or hand out some certificate.

@@ -15,10 +15,11 @@ import (
 	"time"
 
 	"github.com/exed-dev/exed/certs/acmetest"
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/proxy"
 )
 
-// Issue 21 (SPEC §13): exed serve --acme obtains and renews its own
+// Issue 21: exed serve --acme obtains and renews its own
 // certificates. These tests run the real binary against pebble, in the
 // test process (certs/acmetest), whose validation authority reaches the
 // binary on its loopback ports; every name resolves to 127.0.0.1. The
@@ -127,7 +128,7 @@ func writeRoot(t *testing.T, ca *acmetest.Server) string {
 // certificate and costs no order. The metrics and /readyz report the
 // certificates.
 func TestACMETLSALPN(t *testing.T) {
-	requireTools(t, "curl")
+	testkit.RequireTools(t, "curl")
 	upstream := httptest.NewServer(proxy.Echo())
 	defer upstream.Close()
 	dir := t.TempDir()
@@ -139,7 +140,7 @@ func TestACMETLSALPN(t *testing.T) {
 	_, port := splitHostPort(t, s.httpAddr)
 
 	// The main host's certificate, ordered at start.
-	waitFor(t, "the main host's certificate", 30*time.Second, func() bool {
+	testkit.WaitWithin(t, "the main host's certificate", 30*time.Second, func() bool {
 		return strings.Contains(s.logs(), "tls certificate obtained") && ca.Orders(acmeDomain) == 1
 	})
 	code, status, headers := s.curlTLS(t, root, "https://"+acmeDomain+":"+port+"/exec")
@@ -153,7 +154,7 @@ func TestACMETLSALPN(t *testing.T) {
 	}
 
 	// A VM added while exed runs: its certificate on the first visit.
-	k := keygen(t, dir, "ed25519", 0)
+	k := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, s.env, "user", "add", "--email", "alice@example.com", "--key-file", k+".pub")
 	mustRun(t, s.env, "vm", "add", "--name", "web", "--owner", "alice@example.com", "--upstream", upstream.URL, "--public")
 	web := "web." + acmeVMDomain
@@ -216,12 +217,12 @@ func TestACMETLSALPN(t *testing.T) {
 // port leads nowhere, so that challenge cannot succeed), and plain HTTP
 // to any host is sent to HTTPS with a 308.
 func TestACMEHTTP01(t *testing.T) {
-	requireTools(t, "curl")
+	testkit.RequireTools(t, "curl")
 	upstream := httptest.NewServer(proxy.Echo())
 	defer upstream.Close()
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	k := keygen(t, dir, "ed25519", 0)
+	k := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, []string{"EXED_DATA=" + data}, "user", "add", "--email", "alice@example.com", "--key-file", k+".pub")
 	ca := acmetest.New(t)
 	s := acmeServer(t, ca, data, "--http-redirect-addr", "127.0.0.1:0")
@@ -260,7 +261,7 @@ func TestACMEHTTP01(t *testing.T) {
 // without ordering anything: certificates and the ACME account are in the
 // registry.
 func TestACMESecondInstancePostgres(t *testing.T) {
-	requireTools(t, "curl")
+	testkit.RequireTools(t, "curl")
 	dsn := clusterDB(t).String()
 	upstream := httptest.NewServer(proxy.Echo())
 	defer upstream.Close()
@@ -271,7 +272,7 @@ func TestACMESecondInstancePostgres(t *testing.T) {
 	roots := ca.RootPool()
 	root := writeRoot(t, ca)
 	env := append(a.env, "EXED_DB="+dsn)
-	k := keygen(t, dir, "ed25519", 0)
+	k := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", k+".pub")
 	mustRun(t, env, "vm", "add", "--name", "app", "--owner", "alice@example.com", "--upstream", upstream.URL, "--public")
 	app := "app." + acmeVMDomain

@@ -29,7 +29,7 @@ import (
 	"github.com/exed-dev/exed/tokens"
 )
 
-// acmeConfig is serve's --acme flags (SPEC §13).
+// acmeConfig is serve's --acme flags.
 type acmeConfig struct {
 	on               bool
 	email, directory string
