@@ -23,10 +23,11 @@ import (
 // VM) get no certificate, cost the CA no order and the store no write.
 func TestTLSALPN01OnFirstVisit(t *testing.T) {
 	t.Parallel()
+	domain := testDomain("alpn")
 	reg := newRegistry(t)
 	tlsLn, _ := listeners(t, false)
 	ca := acmetest.Run(t, acmetest.Options{TLSPort: port(tlsLn), HTTPPort: 1})
-	in := startInstance(t, reg, ca, "alpn.test", tlsLn, nil, nil)
+	in := startInstance(t, reg, ca, domain, tlsLn, nil, nil)
 
 	reg.addVM(t, "web") // while the server runs
 	web := in.vmHost("web")
@@ -44,7 +45,7 @@ func TestTLSALPN01OnFirstVisit(t *testing.T) {
 	// Not the server's names: refused at the handshake, at no cost.
 	writes := in.store.writes.Load()
 	orders := ca.TotalOrders()
-	for _, host := range []string{in.vmHost("nope"), "evil.example", "web.vm.alpn.test.evil.example", in.vmHost("bad_name"), "vm.alpn.test"} {
+	for _, host := range []string{in.vmHost("nope"), "evil.example", in.vmHost("web") + ".evil.example", in.vmHost("bad_name"), in.vmDomain} {
 		if _, err := in.handshake(host); !refusedHandshake(err) {
 			t.Errorf("handshake for %s: %v, want refused", host, err)
 		}
@@ -74,10 +75,11 @@ func TestTLSALPN01OnFirstVisit(t *testing.T) {
 // every other plain-HTTP request gets a 308 to the same URL over HTTPS.
 func TestHTTP01AndRedirect(t *testing.T) {
 	t.Parallel()
+	domain := testDomain("http")
 	reg := newRegistry(t)
 	tlsLn, httpLn := listeners(t, true)
 	ca := acmetest.Run(t, acmetest.Options{TLSPort: port(tlsLn), HTTPPort: port(httpLn)})
-	in := startInstance(t, reg, ca, "http.test", tlsLn, httpLn, func(c *certs.Config) { c.HTTPOnly = true })
+	in := startInstance(t, reg, ca, domain, tlsLn, httpLn, func(c *certs.Config) { c.HTTPOnly = true })
 
 	reg.addVM(t, "blog")
 	blog := in.vmHost("blog")
@@ -92,7 +94,7 @@ func TestHTTP01AndRedirect(t *testing.T) {
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, c := range []struct{ host, path, want string }{
 		{blog, "/a/b?c=d&e", "https://" + blog + ":" + strconv.Itoa(port(tlsLn)) + "/a/b?c=d&e"},
-		{"HTTP.test.", "/", "https://http.test:" + strconv.Itoa(port(tlsLn)) + "/"},
+		{strings.ToUpper(domain) + ".", "/", "https://" + domain + ":" + strconv.Itoa(port(tlsLn)) + "/"},
 		// A challenge path with no challenge behind it is redirected too.
 		{blog, "/.well-known/acme-challenge/nosuchtoken", "https://" + blog + ":" + strconv.Itoa(port(tlsLn)) + "/.well-known/acme-challenge/nosuchtoken"},
 	} {
@@ -115,14 +117,15 @@ func TestHTTP01AndRedirect(t *testing.T) {
 // certificate without ordering.
 func TestSharedStore(t *testing.T) {
 	t.Parallel()
+	domain := testDomain("shared")
 	reg := newRegistry(t)
 	lnA, _ := listeners(t, false)
 	lnB, _ := listeners(t, false)
 	// The CA validates on A's port: B's challenges are answered by A from
 	// the store (certmagic's distributed solving).
 	ca := acmetest.Run(t, acmetest.Options{TLSPort: port(lnA), HTTPPort: 1})
-	a := startInstance(t, reg, ca, "shared.test", lnA, nil, nil)
-	b := startInstance(t, reg, ca, "shared.test", lnB, nil, nil)
+	a := startInstance(t, reg, ca, domain, lnA, nil, nil)
+	b := startInstance(t, reg, ca, domain, lnB, nil, nil)
 
 	for _, name := range []string{"one", "two", "three"} {
 		reg.addVM(t, name)
@@ -149,7 +152,7 @@ func TestSharedStore(t *testing.T) {
 	a.tlsLn.Close()
 	orders := ca.TotalOrders()
 	lnC, _ := listeners(t, false)
-	c := startInstance(t, reg, ca, "shared.test", lnC, nil, nil)
+	c := startInstance(t, reg, ca, domain, lnC, nil, nil)
 	for _, name := range []string{"one", "two", "three"} {
 		c.mustHandshake(t, c.vmHost(name))
 	}
@@ -164,10 +167,11 @@ func TestSharedStore(t *testing.T) {
 // is that close to expiry, Status and Warnings say so.
 func TestRenewalByItself(t *testing.T) {
 	t.Parallel()
+	domain := testDomain("renew")
 	reg := newRegistry(t)
 	tlsLn, _ := listeners(t, false)
 	ca := acmetest.Run(t, acmetest.Options{TLSPort: port(tlsLn), HTTPPort: 1, Validity: 10 * time.Second})
-	in := startInstance(t, reg, ca, "renew.test", tlsLn, nil, func(c *certs.Config) {
+	in := startInstance(t, reg, ca, domain, tlsLn, nil, func(c *certs.Config) {
 		c.RenewCheckInterval = 200 * time.Millisecond
 	})
 	reg.addVM(t, "app")
@@ -200,16 +204,17 @@ func TestRenewalByItself(t *testing.T) {
 // named in Warnings, and the current certificate is still served.
 func TestRenewalFailureReported(t *testing.T) {
 	t.Parallel()
+	domain := testDomain("fail")
 	reg := newRegistry(t)
 	tlsLn, _ := listeners(t, false)
-	ca := acmetest.Run(t, acmetest.Options{TLSPort: port(tlsLn), HTTPPort: 1, Validity: 10 * time.Second})
-	in := startInstance(t, reg, ca, "fail.test", tlsLn, nil, func(c *certs.Config) {
+	ca := acmetest.Run(t, acmetest.Options{TLSPort: port(tlsLn), HTTPPort: 1, Validity: 20 * time.Second})
+	in := startInstance(t, reg, ca, domain, tlsLn, nil, func(c *certs.Config) {
 		c.RenewCheckInterval = 200 * time.Millisecond
 	})
 	reg.addVM(t, "app")
 	host := in.vmHost("app")
+	ca.RefuseRepeatOrders(true) // the first order goes through, its renewals fail
 	first := in.mustHandshake(t, host)
-	ca.RefuseOrders(true)
 	testkit.WaitWithin(t, "the failed renewal reported", 30*time.Second, func() bool {
 		return in.mgr.Status().Failing == 1
 	})
@@ -230,14 +235,15 @@ func TestRenewalFailureReported(t *testing.T) {
 // stored do not count.
 func TestOrderRateUnderBurst(t *testing.T) {
 	t.Parallel()
+	domain := testDomain("burst")
 	const rate, burst = 3, 8
 	reg := newRegistry(t)
 	lnA, _ := listeners(t, false)
 	lnB, _ := listeners(t, false)
 	ca := acmetest.Run(t, acmetest.Options{TLSPort: port(lnA), HTTPPort: 1})
 	limit := func(c *certs.Config) { c.Rate = rate }
-	a := startInstance(t, reg, ca, "burst.test", lnA, nil, limit)
-	b := startInstance(t, reg, ca, "burst.test", lnB, nil, limit)
+	a := startInstance(t, reg, ca, domain, lnA, nil, limit)
+	b := startInstance(t, reg, ca, domain, lnB, nil, limit)
 
 	var hosts []string
 	for i := range burst {

@@ -2,8 +2,10 @@ package certs_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log"
@@ -121,6 +123,16 @@ func port(ln net.Listener) int {
 		return 1 // nothing listens there
 	}
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// testDomain is base made unique to this run ("renew-1a2b3c.test"):
+// certmagic keeps some state per name for the whole process (a renewal's
+// backoff after a failure), which a test run again with -count must not
+// inherit.
+func testDomain(base string) string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return base + "-" + hex.EncodeToString(b) + ".test"
 }
 
 // startInstance builds a Manager for the listeners, serves them, and

@@ -80,7 +80,7 @@ type Server struct {
 	ca  *ca.CAImpl
 	wfe http.Handler
 
-	refuse atomic.Bool // new orders answered 500 (RefuseOrders)
+	refuse atomic.Bool // repeat orders refused (RefuseRepeatOrders)
 
 	mu       sync.Mutex
 	orders   map[string]int // identifier → new orders accepted (201)
@@ -180,10 +180,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		body, _ = io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
-	if r.URL.Path == "/order-plz" && s.refuse.Load() {
+	if r.URL.Path == "/order-plz" && s.refuse.Load() && s.orderedBefore(body) {
+		// Not retryable (a 4xx other than badNonce): the client's attempt
+		// ends at once.
 		w.Header().Set("Content-Type", "application/problem+json")
-		w.WriteHeader(http.StatusInternalServerError)
-		io.WriteString(w, `{"type":"urn:ietf:params:acme:error:serverInternal","detail":"acmetest: refusing orders","status":500}`)
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"type":"urn:ietf:params:acme:error:unauthorized","detail":"acmetest: refusing repeat orders","status":403}`)
 		return
 	}
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
@@ -200,8 +202,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// countOrder records a new order's identifiers from its JWS payload.
-func (s *Server) countOrder(body []byte) {
+// orderIdentifiers reads a new order's identifiers, and whether it
+// replaces a certificate, from its JWS payload.
+func orderIdentifiers(body []byte) (ids []string, replaces bool) {
 	var jws struct {
 		Payload string `json:"payload"`
 	}
@@ -210,20 +213,43 @@ func (s *Server) countOrder(body []byte) {
 		Replaces    string                   `json:"replaces"`
 	}
 	if json.Unmarshal(body, &jws) != nil {
-		return
+		return nil, false
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(jws.Payload)
 	if err != nil || json.Unmarshal(payload, &order) != nil {
-		return
+		return nil, false
 	}
+	for _, id := range order.Identifiers {
+		ids = append(ids, id.Value)
+	}
+	return ids, order.Replaces != ""
+}
+
+// countOrder records an accepted order.
+func (s *Server) countOrder(body []byte) {
+	ids, replaces := orderIdentifiers(body)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, id := range order.Identifiers {
-		s.orders[id.Value]++
-		if order.Replaces != "" {
-			s.renewals[id.Value]++
+	for _, id := range ids {
+		s.orders[id]++
+		if replaces {
+			s.renewals[id]++
 		}
 	}
+}
+
+// orderedBefore reports whether an order names an identifier already
+// ordered.
+func (s *Server) orderedBefore(body []byte) bool {
+	ids, _ := orderIdentifiers(body)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if s.orders[id] > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 type statusRecorder struct {
@@ -236,9 +262,10 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-// RefuseOrders makes the CA answer every new order with a server error
-// (true) or accept them again (false).
-func (s *Server) RefuseOrders(refuse bool) { s.refuse.Store(refuse) }
+// RefuseRepeatOrders makes the CA refuse (403 unauthorized) every order
+// naming an identifier it accepted an order for before: renewals fail,
+// first orders go through. False accepts them again.
+func (s *Server) RefuseRepeatOrders(refuse bool) { s.refuse.Store(refuse) }
 
 // Orders is the number of orders the CA accepted naming name (renewals
 // included).
