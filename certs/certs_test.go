@@ -347,3 +347,34 @@ func TestRedirectHandler(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepDropsRemovedVM: a VM removed where this instance does not hear
+// of it (another instance, an admin command) loses its certificate here
+// at the next sweep: no longer served, never ordered again.
+func TestSweepDropsRemovedVM(t *testing.T) {
+	t.Parallel()
+	domain := testDomain("sweep")
+	reg := newRegistry(t)
+	tlsLn, _ := listeners(t, false)
+	ca := acmetest.Run(t, acmetest.Options{TLSPort: port(tlsLn), HTTPPort: 1})
+	in := startInstance(t, reg, ca, domain, tlsLn, nil, func(c *certs.Config) { c.SweepInterval = 50 * time.Millisecond })
+	in.mgr.Start()
+	testkit.WaitFor(t, "the main host's certificate", func() bool { return in.mgr.Status().Managed == 1 })
+	reg.addVM(t, "tmp")
+	host := in.vmHost("tmp")
+	in.mustHandshake(t, host)
+	if st := in.mgr.Status(); st.Managed != 2 {
+		t.Fatalf("Status = %+v, want 2 managed", st)
+	}
+	reg.removeVM(t, "tmp") // Forget is not called: this instance did not hear of it
+	testkit.WaitFor(t, "the sweep dropping the removed VM", func() bool { return in.mgr.Status().Managed == 1 })
+	if _, err := in.handshake(host); !refusedHandshake(err) {
+		t.Errorf("handshake for the swept VM: %v, want refused", err)
+	}
+	if ca.Orders(host) != 1 || ca.Orders(domain) != 1 {
+		t.Errorf("orders: %d for %s, %d for the main host; want 1 each", ca.Orders(host), host, ca.Orders(domain))
+	}
+	if w := in.mgr.Warnings(); len(w) != 0 {
+		t.Errorf("Warnings = %q, want none", w)
+	}
+}
