@@ -4,7 +4,8 @@
 //
 // A request's path through the package: host → route → carrier → verify →
 // rewrite headers → upstream, each step one function (canonicalHost, route,
-// findToken, Verifier.Verify, rewrite, the ReverseProxy).
+// findToken, Verifier.Verify, rewrite, the ReverseProxy), with the signed
+// identity assertion made in one place (assertion.go).
 package proxy
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/exed-dev/exed/assertion"
 	"github.com/exed-dev/exed/metrics"
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
@@ -52,6 +54,9 @@ type Config struct {
 	Log      *slog.Logger          // nil → discard
 	Now      func() time.Time      // nil → time.Now
 	Metrics  *metrics.Metrics      // VM requests by status class, /exec calls; nil → none
+	// Assertions signs X-ExeDev-Jwt-Assertion for every request forwarded
+	// with an identity and serves the JWKS; nil → neither (--assertion=false).
+	Assertions *assertion.Issuer
 
 	ExecTimeout time.Duration // 0 → DefaultExecTimeout
 	ExecRate    rate.Limit    // per signing key; 0 → DefaultExecRate
