@@ -36,6 +36,15 @@ const (
 	DefaultCacheSize = 100_000
 )
 
+// CheckTTL says whether d can be an assertion's lifetime: whole seconds,
+// from one second to MaxTTL.
+func CheckTTL(d time.Duration) error {
+	if d < time.Second || d > MaxTTL || d%time.Second != 0 {
+		return fmt.Errorf("assertion: lifetime %v: want whole seconds, at least 1s and at most %v", d, MaxTTL)
+	}
+	return nil
+}
+
 // SystemActor is the audit log's actor for a key the schedule added.
 const SystemActor = "system"
 
@@ -88,8 +97,8 @@ func NewIssuer(ctx context.Context, c Config) (*Issuer, error) {
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL
 	}
-	if c.TTL < time.Second || c.TTL > MaxTTL || c.TTL%time.Second != 0 {
-		return nil, fmt.Errorf("assertion: lifetime %v: want whole seconds, from 1s to %v", c.TTL, MaxTTL)
+	if err := CheckTTL(c.TTL); err != nil {
+		return nil, err
 	}
 	if c.CacheSize <= 0 {
 		c.CacheSize = DefaultCacheSize

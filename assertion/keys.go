@@ -210,6 +210,17 @@ func openKey(secret *Secret, k store.AssertionKey) (*signingKey, error) {
 	return &signingKey{id: k.ID, priv: priv, signer: signer}, nil
 }
 
+// PrivateKey opens k's private key with secret (a *WrongSecretError
+// when it does not open). exed itself only ever signs with it; this is
+// for tests and tools that must show what the sealed row holds.
+func PrivateKey(secret *Secret, k store.AssertionKey) (*ecdsa.PrivateKey, error) {
+	sk, err := openKey(secret, k)
+	if err != nil {
+		return nil, err
+	}
+	return sk.priv, nil
+}
+
 // WrongSecretError: a signing key in the store does not open with this
 // instance's server secret. Instances sharing a database must share one
 // secret; signing with a fresh key instead would publish a key set the

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -133,6 +134,7 @@ func (ts *tokenSet) mixSrc(list []string) func(int) source {
 
 type proxyAddrs struct {
 	upstream, exed string
+	exedOff        string // exed with --assertion=false; "" when not started
 	bare           string // the baseline
 	bareDefault    string // … with Go's default transport
 	bareFlush      string // … with FlushInterval -1, as exed has it
@@ -144,11 +146,15 @@ func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, ex
 	bareDef := &proxyVariant{name: "bare ReverseProxy, Go's default transport instead", addr: a.bareDefault, host: vmHost, src: noToken, only32: true}
 	bareFlush := &proxyVariant{name: "bare ReverseProxy, FlushInterval -1 (flush after every write)", addr: a.bareFlush, host: vmHost, src: noToken, only32: true}
 	cached := &proxyVariant{name: "exed, cached token", addr: a.exed, host: vmHost, src: ts.cachedSrc}
+	cachedOff := &proxyVariant{name: "exed, cached token, assertions off (ratio: assertions on ÷ off)", addr: a.exedOff, host: vmHost, src: ts.cachedSrc}
 	fresh := &proxyVariant{name: "exed, a new valid token every request", addr: a.exed, host: vmHost, src: ts.poolSrc}
 	junk := &proxyVariant{name: "exed, 50% junk: its valid requests", addr: a.exed, host: vmHost, src: ts.mixSrc(ts.junk)}
 	malformed := &proxyVariant{name: "exed, 50% malformed tokens (cheapest junk): its valid requests", addr: a.exed, host: vmHost, src: ts.mixSrc(ts.malformed), only32: true}
 	forged := &proxyVariant{name: "exed, 50% forged signatures (dearest junk): its valid requests", addr: a.exed, host: vmHost, src: ts.mixSrc(ts.forged), only32: true}
-	variants := []*proxyVariant{direct, bare, bareDef, bareFlush, cached, fresh, junk, malformed, forged}
+	variants := []*proxyVariant{direct, bare, bareDef, bareFlush, cached, cachedOff, fresh, junk, malformed, forged}
+	if a.exedOff == "" {
+		variants = slices.DeleteFunc(variants, func(v *proxyVariant) bool { return v == cachedOff })
+	}
 
 	var cells []cell
 	for _, conns := range []int{1, 32} {
@@ -226,6 +232,9 @@ func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, ex
 			case cached:
 				xs := ratios(cached, bare)
 				rw.ratio, rw.target, rw.met = fmtRatios(xs, "bare"), "≥ 0.95× bare", judge(median(xs), 0.95, false)
+			case cachedOff:
+				xs := ratios(cached, cachedOff)
+				rw.ratio, rw.target, rw.met = fmtRatios(xs, "off"), "on ≥ 0.97× off", judge(median(xs), 0.97, false)
 			case fresh:
 				xs := ratios(fresh, bare)
 				rw.ratio, rw.target, rw.met = fmtRatios(xs, "bare"), "≥ 0.65× bare", judge(median(xs), 0.65, false)

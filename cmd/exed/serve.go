@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/exed-dev/exed/assertion"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/metrics"
 	"github.com/exed-dev/exed/proxy"
@@ -40,6 +41,10 @@ type serveConfig struct {
 	logFormat         string
 	shutdownTimeout   time.Duration
 	cacheTTL          time.Duration
+	assertion         bool
+	assertionTTL      time.Duration
+	assertionRefresh  time.Duration
+	secretKeyFile     string
 }
 
 func (a *app) serveFlags() (*pflag.FlagSet, *serveConfig) {
@@ -60,6 +65,14 @@ func (a *app) serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests and sessions may take to finish on SIGTERM")
 	fs.DurationVar(&c.cacheTTL, "cache-ttl", time.Second, "how long a verified token is trusted without asking the registry again")
+	fs.BoolVar(&c.assertion, "assertion", true, "sign each request forwarded with an identity (X-ExeDev-Jwt-Assertion) and serve the JWKS")
+	fs.DurationVar(&c.assertionTTL, "assertion-ttl", assertion.DefaultTTL, "lifetime of an identity assertion (whole seconds, at most 10m)")
+	fs.StringVar(&c.secretKeyFile, "secret-key-file", "", "server secret sealing the assertion signing keys (default: DATA/"+secretKeyFile+", created on first start); instances sharing a database must share it")
+	// How often the signing keys are read again (rotation, keys added by
+	// other instances). Hidden: the tests shorten it; operators have no
+	// reason to.
+	fs.DurationVar(&c.assertionRefresh, "assertion-refresh", assertion.DefaultRefresh, "how often the assertion signing keys are read again")
+	fs.MarkHidden("assertion-refresh")
 	return fs, c
 }
 
@@ -93,6 +106,11 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return errors.New("serve: --tls-cert and --tls-key go together")
+	}
+	if c.assertion {
+		if err := assertion.CheckTTL(c.assertionTTL); err != nil {
+			return fmt.Errorf("serve: --assertion-ttl: %w", err)
+		}
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
 		return fmt.Errorf("serve: --log-format must be text or json, not %q", c.logFormat)
@@ -154,9 +172,16 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	sshSrv := sshserver.NewServer(sshserver.ServerConfig{
 		Suite: suite, Store: st, HostKey: hostKey, Log: log, LastUsed: lastUsed, Metrics: m,
 	})
+	var issuer *assertion.Issuer
+	if c.assertion {
+		if issuer, err = startAssertions(ctx, runCtx, st, c, log); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
 	front := proxy.New(proxy.Config{
 		Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
 		Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now, Metrics: m,
+		Assertions: issuer,
 	})
 	defer followChanges(st, verifier, front)()
 	httpSrv := &http.Server{
@@ -247,6 +272,25 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// startAssertions loads (or creates) the server secret, opens the signing
+// keys, adding the first when there is none, and keeps them fresh until
+// runCtx is done. A secret that does not open the keys in the store stops
+// the start.
+func startAssertions(ctx, runCtx context.Context, st store.AssertionKeyStore, c *serveConfig, log *slog.Logger) (*assertion.Issuer, error) {
+	secret, err := assertion.LoadOrCreateSecret(secretKeyPath(c.secretKeyFile, c.data))
+	if err != nil {
+		return nil, err
+	}
+	issuer, err := assertion.NewIssuer(ctx, assertion.Config{
+		Store: st, Secret: secret, Domain: c.domain, VMDomain: c.vmDomain, TTL: c.assertionTTL, Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go issuer.Run(runCtx, c.assertionRefresh)
+	return issuer, nil
 }
 
 // followChanges subscribes this instance's caches to the store's change
