@@ -12,11 +12,10 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/exed-dev/exed/internal/testkit"
+	"github.com/exed-dev/exed/internal/testkit/promtest"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/store/sqlstore"
@@ -29,44 +28,13 @@ import (
 func scrape(t *testing.T, h http.Handler) map[string]float64 {
 	t.Helper()
 	r := httptest.NewRequest(http.MethodGet, "/metrics", nil)
-	r.Header.Set("Accept", "text/plain; version=0.0.4")
+	r.Header.Set("Accept", promtest.Accept)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, r)
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/plain") {
 		t.Fatalf("/metrics: %d %q", rec.Code, rec.Header().Get("Content-Type"))
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(rec.Body)
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
-	}
-	return flatten(fams)
-}
-
-func flatten(fams map[string]*dto.MetricFamily) map[string]float64 {
-	out := make(map[string]float64)
-	for name, f := range fams {
-		for _, m := range f.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, l.GetName()+"="+l.GetValue())
-			}
-			slices.Sort(labels)
-			key := func(n string) string { return n + "{" + strings.Join(labels, ",") + "}" }
-			switch {
-			case m.Counter != nil:
-				out[key(name)] = m.Counter.GetValue()
-			case m.Gauge != nil:
-				out[key(name)] = m.Gauge.GetValue()
-			case m.Untyped != nil:
-				out[key(name)] = m.Untyped.GetValue()
-			case m.Histogram != nil:
-				out[key(name+"_count")] = float64(m.Histogram.GetSampleCount())
-				out[key(name+"_sum")] = m.Histogram.GetSampleSum()
-			}
-		}
-	}
-	return out
+	return promtest.Series(t, rec.Body)
 }
 
 // want checks one series' value.
@@ -88,10 +56,7 @@ func testRegistry(t *testing.T, m *Metrics) (store.Store, ssh.Signer) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { raw.Close() })
-	signer, _, err := keys.GenerateEd25519()
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer := testkit.NewSigner(t)
 	u := store.User{ID: "usrmetrics1", Email: "alice@example.com", CreatedAt: time.Now()}
 	k := store.Key{
 		UserID: u.ID, Name: "laptop", Fingerprint: keys.Fingerprint(signer.PublicKey()),
@@ -121,10 +86,7 @@ func TestVerificationResults(t *testing.T) {
 		}
 		return tok
 	}
-	stranger, _, err := keys.GenerateEd25519()
-	if err != nil {
-		t.Fatal(err)
-	}
+	stranger := testkit.NewSigner(t)
 	unknown, err := tokens.MintExe0(stranger, ns, []byte(`{}`))
 	if err != nil {
 		t.Fatal(err)

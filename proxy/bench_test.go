@@ -83,7 +83,7 @@ func BenchmarkProxyNewToken(b *testing.B) {
 	b.StopTimer()
 	pool := make([]string, b.N+1)
 	for i := range pool {
-		pool[i] = bearerHdr(w.mint(w.alice.signer, vmNamespace("web"), `{"ctx":`+strconv.Itoa(i)+`}`))
+		pool[i] = bearerHdr(w.mint(w.alice.Signer, vmNamespace("web"), `{"ctx":`+strconv.Itoa(i)+`}`))
 	}
 	var next atomic.Int64
 	b.StartTimer()

@@ -16,8 +16,9 @@ import (
 
 const (
 	// vmCacheTTL bounds how stale a VM seen by the proxy may be (its owner,
-	// upstream, public flag, existence): the same one-second bound SPEC §6
-	// sets for revocations, while sparing the database a query per request.
+	// upstream, public flag, existence): the same one-second bound a
+	// revoked key gets (tokens.DefaultCacheTTL), while sparing the
+	// database a query per request.
 	vmCacheTTL = time.Second
 	// maxCachedVMs bounds the VM cache; a flood of made-up VM names can
 	// churn it but never grow it.

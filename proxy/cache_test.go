@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/tokens"
 )
@@ -15,9 +16,9 @@ import (
 // wires it, a VM removed or added through this store is seen by the very
 // next request, well within the cache's TTL.
 func TestForgetVM(t *testing.T) {
-	clock := &fakeClock{t: time.Now()} // never advanced: no entry expires
+	clock := testkit.NewClock(time.Now()) // never advanced: no entry expires
 	w := newWorld(t, nil, func(c *Config) { c.Now = clock.Now })
-	t.Cleanup(w.st.Subscribe(func(c store.Change) {
+	t.Cleanup(w.Store.Subscribe(func(c store.Change) {
 		if c.Kind == store.VMChanged {
 			w.h.ForgetVM(c.ID)
 		}
@@ -25,14 +26,14 @@ func TestForgetVM(t *testing.T) {
 	if resp, _ := w.get("pub.exe.xyz", "/", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	if err := w.st.RemoveVM(context.Background(), "pub", store.Event{Time: time.Now(), ActorID: "admin", Action: "vm.remove", Subject: "pub"}); err != nil {
+	if err := w.Store.RemoveVM(context.Background(), "pub", store.Event{Time: time.Now(), ActorID: "admin", Action: "vm.remove", Subject: "pub"}); err != nil {
 		t.Fatal(err)
 	}
 	if resp, _ := w.get("pub.exe.xyz", "/", nil); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("after RemoveVM: status %d, want 404", resp.StatusCode)
 	}
 	// The cached "no such VM" goes too when it is added.
-	w.addVM("pub", w.alice, true)
+	w.AddVM("pub", w.alice, true)
 	if resp, _ := w.get("pub.exe.xyz", "/", nil); resp.StatusCode != http.StatusOK {
 		t.Errorf("after AddVM: status %d, want 200", resp.StatusCode)
 	}

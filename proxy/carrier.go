@@ -28,8 +28,9 @@ var (
 )
 
 // findToken returns the request's exe token and the carrier it came from,
-// in SPEC §5 order: X-Exedev-Authorization: Bearer, Authorization: Bearer,
-// Authorization: Basic with the token as password (only when allowBasic).
+// in this order of precedence: X-Exedev-Authorization: Bearer,
+// Authorization: Bearer, Authorization: Basic with the token as password
+// (only when allowBasic).
 // An empty token means none was sent.
 //
 // Every X-Exedev-Authorization value is a carrier. An Authorization value is

@@ -19,8 +19,9 @@ import (
 	"github.com/exed-dev/exed/tokens"
 )
 
-// maxExecBody bounds a /exec body (SPEC §5): it is one command line, and
-// the largest real one (an ssh-key add with an RSA 16384 key) is far below.
+// maxExecBody bounds a /exec body (past it, 413): it is one command line,
+// and the largest real one (an ssh-key add with an RSA 16384 key) is far
+// below.
 const maxExecBody = 64 << 10
 
 // serveAPI serves the API host <Domain>.

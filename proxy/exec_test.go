@@ -10,12 +10,22 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/exed-dev/exed/internal/testkit"
 )
 
 // postExec sends body to /exec on the API host.
 func (w *world) postExec(body string, hdr map[string]string) (*http.Response, map[string]any) {
 	w.t.Helper()
-	resp, raw := w.do(w.request(http.MethodPost, testDomain, "/exec", strings.NewReader(body), hdr))
+	resp, _, m := w.execReply(http.MethodPost, body, hdr)
+	return resp, m
+}
+
+// execReply sends body to /exec on the API host with method and returns
+// the reply, its body as sent, and that body decoded.
+func (w *world) execReply(method, body string, hdr map[string]string) (*http.Response, []byte, map[string]any) {
+	w.t.Helper()
+	resp, raw := w.do(w.request(method, testDomain, "/exec", strings.NewReader(body), hdr))
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		w.t.Errorf("Content-Type %q, want application/json", ct)
 	}
@@ -23,18 +33,26 @@ func (w *world) postExec(body string, hdr map[string]string) (*http.Response, ma
 	if err := json.Unmarshal(raw, &m); err != nil {
 		w.t.Fatalf("reply is not a JSON object: %q: %v", raw, err)
 	}
-	return resp, m
+	return resp, raw, m
 }
 
+// TestExecStatuses: each kind of request gets its status, and every refusal
+// is {"error":MSG}. The refusals' exact bodies are public API too: they are
+// compared with testdata/golden/exec-errors.txt (go test -update rewrites
+// it), so that a change to one shows as a diff.
 func TestExecStatuses(t *testing.T) {
 	w := newWorld(t, nil)
-	api := w.mint(w.alice.signer, apiNamespace, `{}`)
+	var (
+		refusals strings.Builder // "# case", then "STATUS BODY"
+		ran      int             // cases run: fewer under a -run filter
+	)
+	api := w.mint(w.alice.Signer, apiNamespace, `{}`)
 	auth := map[string]string{"Authorization": bearerHdr(api)}
-	onlyWhoami := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{"cmds":["whoami"]}`))}
-	nothing := map[string]string{"X-Exedev-Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{"cmds":[]}`))}
+	onlyWhoami := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.Signer, apiNamespace, `{"cmds":["whoami"]}`))}
+	nothing := map[string]string{"X-Exedev-Authorization": bearerHdr(w.mint(w.alice.Signer, apiNamespace, `{"cmds":[]}`))}
 	exe1 := map[string]string{"Authorization": bearerHdr(w.exe1(w.alice, "", api))}
 
-	for _, tc := range []struct {
+	cases := []struct {
 		name string
 		body string
 		hdr  map[string]string
@@ -55,19 +73,19 @@ func TestExecStatuses(t *testing.T) {
 		{"bad quoting", "whoami 'oops", auth, 400},
 		{"two commands", "whoami; ls", auth, 400},
 		{"expansion", "whoami $HOME", auth, 400},
-		{"conflicting tokens", "whoami", map[string]string{"Authorization": bearerHdr(api), "X-Exedev-Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{"ctx":1}`))}, 400},
+		{"conflicting tokens", "whoami", map[string]string{"Authorization": bearerHdr(api), "X-Exedev-Authorization": bearerHdr(w.mint(w.alice.Signer, apiNamespace, `{"ctx":1}`))}, 400},
 
 		{"no token", "whoami", nil, 401},
 		{"basic not accepted", "whoami", map[string]string{"Authorization": basicHdr("x", api)}, 401},
 		{"VM token at /exec", "whoami", map[string]string{"Authorization": bearerHdr(w.vmToken("web", `{}`))}, 401},
-		{"expired", "whoami", map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, fmt.Sprintf(`{"exp":%d}`, past())))}, 401},
-		{"unknown key", "whoami", map[string]string{"Authorization": bearerHdr(w.mint(mustGenerate(t), apiNamespace, `{}`))}, 401},
+		{"expired", "whoami", map[string]string{"Authorization": bearerHdr(w.mint(w.alice.Signer, apiNamespace, fmt.Sprintf(`{"exp":%d}`, past())))}, 401},
+		{"unknown key", "whoami", map[string]string{"Authorization": bearerHdr(w.mint(testkit.NewSigner(t), apiNamespace, `{}`))}, 401},
 		{"not a token", "whoami", map[string]string{"Authorization": "Bearer hello"}, 401},
 
 		{"not granted", "ls", onlyWhoami, 403},
 		{"cmds [] grants nothing", "whoami", nothing, 403},
 		{"generate-api-key never by default", "ssh-key generate-api-key", auth, 403},
-		{"parent does not grant child", "ssh-key rename a b", map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{"cmds":["ssh-key"]}`))}, 403},
+		{"parent does not grant child", "ssh-key rename a b", map[string]string{"Authorization": bearerHdr(w.mint(w.alice.Signer, apiNamespace, `{"cmds":["ssh-key"]}`))}, 403},
 
 		{"unknown command", "nosuchcommand", auth, 404},
 		{"unknown subcommand", "ssh-key frobnicate", auth, 404},
@@ -79,9 +97,14 @@ func TestExecStatuses(t *testing.T) {
 		{"flag error, not granted", "ls --no-such-flag", onlyWhoami, 403},
 		{"flag error before --help is not help", "ls --no-such-flag --help", onlyWhoami, 403},
 		{"flag error, invalid token", "whoami --no-such-flag", map[string]string{"Authorization": "Bearer hello"}, 401},
-	} {
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, m := w.postExec(tc.body, tc.hdr)
+			ran++
+			resp, raw, m := w.execReply(http.MethodPost, tc.body, tc.hdr)
+			if tc.want != 200 {
+				fmt.Fprintf(&refusals, "# %s\n%d %s", tc.name, resp.StatusCode, raw)
+			}
 			if resp.StatusCode != tc.want {
 				t.Fatalf("status %d, want %d (reply %v)", resp.StatusCode, tc.want, m)
 			}
@@ -92,7 +115,7 @@ func TestExecStatuses(t *testing.T) {
 			}
 			switch tc.want {
 			case 200:
-				if tc.body == "whoami" && m["user_id"] != w.alice.user.ID {
+				if tc.body == "whoami" && m["user_id"] != w.alice.User.ID {
 					t.Errorf("whoami = %v, want alice", m)
 				}
 			case 401:
@@ -102,11 +125,21 @@ func TestExecStatuses(t *testing.T) {
 			}
 		})
 	}
+	for _, tc := range []struct{ name, method, body string }{
+		{"GET", http.MethodGet, ""},
+		{"body over 64 KiB", http.MethodPost, strings.Repeat(" ", maxExecBody+1)},
+	} {
+		resp, raw, _ := w.execReply(tc.method, tc.body, auth)
+		fmt.Fprintf(&refusals, "# %s\n%d %s", tc.name, resp.StatusCode, raw)
+	}
+	if ran == len(cases) {
+		testkit.Golden(t, "exec-errors.txt", testkit.Mask(refusals.String()), *update)
+	}
 }
 
 func TestExecMethodAndPath(t *testing.T) {
 	w := newWorld(t, nil)
-	api := w.mint(w.alice.signer, apiNamespace, `{}`)
+	api := w.mint(w.alice.Signer, apiNamespace, `{}`)
 	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodHead} {
 		resp, _ := w.do(w.request(m, testDomain, "/exec", nil, map[string]string{"Authorization": bearerHdr(api)}))
 		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" {
@@ -126,7 +159,7 @@ func TestExecMethodAndPath(t *testing.T) {
 
 func TestExecBodyLimit(t *testing.T) {
 	w := newWorld(t, nil)
-	auth := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{}`))}
+	auth := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.Signer, apiNamespace, `{}`))}
 	atLimit := "whoami" + strings.Repeat(" ", maxExecBody-len("whoami"))
 	if resp, m := w.postExec(atLimit, auth); resp.StatusCode != 200 {
 		t.Errorf("body of exactly 64 KiB: status %d %v, want 200", resp.StatusCode, m)
@@ -144,16 +177,16 @@ func TestExecBodyLimit(t *testing.T) {
 }
 
 func TestExecRateLimit(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := testkit.NewClock(time.Now())
 	w := newWorld(t, nil, func(c *Config) {
 		c.Now = clock.Now
 		c.ExecRate = rate.Every(time.Minute)
 		c.ExecBurst = 3
 	})
-	a := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{}`))}
+	a := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.Signer, apiNamespace, `{}`))}
 	// Another token of the same key shares the bucket; another key does not.
-	a2 := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{"ctx":2}`))}
-	b := map[string]string{"Authorization": bearerHdr(w.mint(w.bob.signer, apiNamespace, `{}`))}
+	a2 := map[string]string{"Authorization": bearerHdr(w.mint(w.alice.Signer, apiNamespace, `{"ctx":2}`))}
+	b := map[string]string{"Authorization": bearerHdr(w.mint(w.bob.Signer, apiNamespace, `{}`))}
 	for i := range 3 {
 		if resp, m := w.postExec("whoami", a); resp.StatusCode != 200 {
 			t.Fatalf("request %d: status %d %v", i, resp.StatusCode, m)
@@ -185,7 +218,7 @@ func TestExecTimeout(t *testing.T) {
 	// A deadline that has passed by the time the command reaches the
 	// store stands in for a command running past 30 s.
 	w := newWorld(t, nil, func(c *Config) { c.ExecTimeout = time.Nanosecond })
-	resp, m := w.postExec("whoami", map[string]string{"Authorization": bearerHdr(w.mint(w.alice.signer, apiNamespace, `{}`))})
+	resp, m := w.postExec("whoami", map[string]string{"Authorization": bearerHdr(w.mint(w.alice.Signer, apiNamespace, `{}`))})
 	if resp.StatusCode != http.StatusGatewayTimeout {
 		t.Errorf("status %d %v, want 504", resp.StatusCode, m)
 	}

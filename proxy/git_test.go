@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/exed-dev/exed/internal/testkit"
 )
 
 // gitEnv runs git as a user would: an empty HOME, no system config, no
@@ -48,13 +50,7 @@ func (g gitEnv) mustRun(dir string, args ...string) string {
 // by a credential helper, reached as http://web.exe.xyz/ via git's
 // http.proxy so the Host header names the VM.
 func TestGitThroughProxy(t *testing.T) {
-	gitPath, err := exec.LookPath("git")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("git not installed (CI must install it)")
-		}
-		t.Skip("git not installed")
-	}
+	gitPath := testkit.RequireTools(t, "git")
 	root := t.TempDir()
 	backend := &cgi.Handler{
 		Path: gitPath,

@@ -1,11 +1,12 @@
 package proxy
 
 import (
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/exed-dev/exed/internal/testkit"
 )
 
 // Requests with tokens, valid and not, through every route and carrier:
@@ -13,7 +14,7 @@ import (
 func TestNoTokenInLogs(t *testing.T) {
 	w := newWorld(t, nil)
 	valid := w.vmToken("web", `{"ctx":{"secret":"s3cr3t-ctx"}}`)
-	api := w.mint(w.alice.signer, apiNamespace, `{}`)
+	api := w.mint(w.alice.Signer, apiNamespace, `{}`)
 	handle := w.exe1(w.alice, "web", valid)
 	bad := valid[:len(valid)-4] + "AAAA" // bad signature
 	apiHandle := w.exe1(w.alice, "", api)
@@ -52,13 +53,13 @@ func TestNoTokenInLogs(t *testing.T) {
 	}
 	// The proxy's log did get lines with identities and reasons.
 	logs := w.logs.String()
-	for _, want := range []string{"user_id=" + w.alice.user.ID, "reason=bad_signature", "carrier=authorization-basic", "route=exec", "command=whoami"} {
+	for _, want := range []string{"user_id=" + w.alice.User.ID, "reason=bad_signature", "carrier=authorization-basic", "route=exec", "command=whoami"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %q", want)
 		}
 	}
 	for _, s := range secrets {
-		for _, frag := range tokenFragments(s) {
+		for _, frag := range testkit.SecretFragments(s) {
 			if strings.Contains(logs, frag) {
 				t.Errorf("log holds a token fragment %.16q…", frag)
 			}
@@ -66,28 +67,5 @@ func TestNoTokenInLogs(t *testing.T) {
 	}
 	if strings.Contains(logs, "s3cr3t-ctx") {
 		t.Error("log holds the token's ctx")
-	}
-}
-
-// tokenFragments is a token and every part of it long enough to matter:
-// the dot-separated parts and 16-byte windows of each.
-func tokenFragments(tok string) []string {
-	frags := []string{tok}
-	for _, p := range strings.Split(tok, ".") {
-		if len(p) < 16 {
-			continue
-		}
-		frags = append(frags, p)
-		for i := 0; i+16 <= len(p); i += 8 {
-			frags = append(frags, p[i:i+16])
-		}
-	}
-	return frags
-}
-
-func TestTokenFragments(t *testing.T) {
-	f := tokenFragments("exe1.ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-	if fmt.Sprint(f) != "[exe1.ABCDEFGHIJKLMNOPQRSTUVWXYZ ABCDEFGHIJKLMNOPQRSTUVWXYZ ABCDEFGHIJKLMNOP IJKLMNOPQRSTUVWX]" {
-		t.Errorf("fragments = %v", f)
 	}
 }

@@ -28,9 +28,10 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	// DefaultExecTimeout bounds one /exec command (SPEC §5: 504 past 30 s).
+	// DefaultExecTimeout bounds one /exec command: past it, 504.
 	DefaultExecTimeout = 30 * time.Second
-	// DefaultExecRate and DefaultExecBurst: per signing key, SPEC §5.
+	// DefaultExecRate and DefaultExecBurst limit /exec per signing key:
+	// one command a second, in bursts of up to 60; past them, 429.
 	DefaultExecRate  rate.Limit = 1
 	DefaultExecBurst            = 60
 )

@@ -19,7 +19,7 @@ import (
 )
 
 // Identity headers the proxy sets; clients can never send them (see
-// isExedevHeader). SPEC's X-ExeDev-UserID and so on, spelled as
+// isExedevHeader). X-ExeDev-UserID and so on, spelled as
 // http.CanonicalHeaderKey spells them (and so as they go on the wire), to
 // set them without canonicalising each time.
 const (

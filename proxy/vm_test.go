@@ -10,11 +10,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/exed-dev/exed/internal/testkit"
+	"github.com/exed-dev/exed/internal/testkit/testreg"
+	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
 )
 
@@ -49,7 +53,7 @@ func TestVMOwnAuthorizationPassesThrough(t *testing.T) {
 	if got := e.header("Authorization"); len(got) != 1 || got[0] != own {
 		t.Errorf("upstream Authorization = %q, want the VM's own %q", got, own)
 	}
-	if got := e.header("X-Exedev-Userid"); len(got) != 1 || got[0] != w.alice.user.ID {
+	if got := e.header("X-Exedev-Userid"); len(got) != 1 || got[0] != w.alice.User.ID {
 		t.Errorf("upstream X-ExeDev-UserID = %q", got)
 	}
 }
@@ -103,18 +107,18 @@ func TestRefusals(t *testing.T) {
 	for _, tc := range []struct{ name, token string }{
 		{"expired", w.vmToken("web", fmt.Sprintf(`{"exp":%d}`, past()))},
 		{"not yet valid", w.vmToken("web", fmt.Sprintf(`{"nbf":%d}`, future()))},
-		{"API token at a VM", w.mint(w.alice.signer, apiNamespace, `{}`)},
+		{"API token at a VM", w.mint(w.alice.Signer, apiNamespace, `{}`)},
 		{"other VM's token", w.vmToken("pub", `{}`)},
-		{"other user's VM", w.mint(w.bob.signer, vmNamespace("web"), `{}`)},
+		{"other user's VM", w.mint(w.bob.Signer, vmNamespace("web"), `{}`)},
 		{"other user's VM, another key", w.mint(stranger, vmNamespace("web"), `{}`)},
 		{"removed key", removedTok},
 		{"removed key exe1", exe1Removed},
 		{"tampered payload", tamperedPayload},
 		{"tampered signature", tamperedSig},
-		{"unknown key", w.mint(mustGenerate(t), vmNamespace("web"), `{}`)},
+		{"unknown key", w.mint(testkit.NewSigner(t), vmNamespace("web"), `{}`)},
 		{"garbage exe0", "exe0.e30.AAAA"},
 		{"unknown exe1", "exe1.AAAAAAAAAAAAAAAAAAAAAAAAAA"},
-		{"uppercase host namespace", w.mint(w.alice.signer, "v0@WEB.exe.xyz", `{}`)},
+		{"uppercase host namespace", w.mint(w.alice.Signer, "v0@WEB.exe.xyz", `{}`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := w.hits.Load()
@@ -160,7 +164,7 @@ func TestPrivateVMWithoutToken(t *testing.T) {
 		nil,
 		{"Authorization": basicHdr("git", "not-a-token")},
 		{"Authorization": "Bearer something-else"},
-		{"X-ExeDev-UserID": w.alice.user.ID},
+		{"X-ExeDev-UserID": w.alice.User.ID},
 	} {
 		resp, body := w.get("web.exe.xyz", "/secret", hdr)
 		if resp.StatusCode != http.StatusUnauthorized {
@@ -181,7 +185,7 @@ func TestPrivateVMWithoutToken(t *testing.T) {
 func TestPublicVM(t *testing.T) {
 	w := newWorld(t, nil)
 	// No token: forwarded, anonymous, client-sent identity dropped.
-	e := w.echo("pub.exe.xyz", map[string]string{"X-ExeDev-UserID": w.bob.user.ID, "X-Exedev-Email": "x@y"})
+	e := w.echo("pub.exe.xyz", map[string]string{"X-ExeDev-UserID": w.bob.User.ID, "X-Exedev-Email": "x@y"})
 	wantAnonymous(t, e)
 
 	// A valid token: forwarded with identity.
@@ -226,14 +230,26 @@ func TestExe1(t *testing.T) {
 	}
 }
 
-// Tokens made with stock ssh-keygen by SPEC §2's recipe are accepted as is.
+// Tokens made with stock ssh-keygen by the documented recipe are accepted
+// as is.
 func TestSSHKeygenRecipe(t *testing.T) {
 	w := newWorld(t, nil)
-	for _, kt := range []struct{ typ, bits string }{{"ed25519", ""}, {"ecdsa", "256"}, {"rsa", "3072"}} {
+	for _, kt := range []struct {
+		typ  string
+		bits int
+	}{{"ed25519", 0}, {"ecdsa", 256}, {"rsa", 3072}} {
 		t.Run(kt.typ, func(t *testing.T) {
-			path, pub := sshKeygen(t, kt.typ, kt.bits)
-			w.addPublicKey(w.alice, "recipe-"+kt.typ, pub)
-			tok := recipeToken(t, path, vmNamespace("web"), fmt.Sprintf(`{"exp":%d,"ctx":{"role":"deploy"}}`, future()))
+			path := testkit.SSHKeygen(t, t.TempDir(), kt.typ, kt.bits)
+			line, err := os.ReadFile(path + ".pub")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, _, err := keys.ParsePublicKey(line)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.AddPublicKey(w.alice, "recipe-"+kt.typ, pub, nil)
+			tok := testkit.RecipeToken(t, path, vmNamespace("web"), fmt.Sprintf(`{"exp":%d,"ctx":{"role":"deploy"}}`, future()), "")
 			wantIdentity(t, w.echo("web.exe.xyz", map[string]string{"Authorization": basicHdr("x", tok)}), w.alice, `{"role":"deploy"}`)
 		})
 	}
@@ -328,7 +344,7 @@ func TestHeaderHygieneRawWire(t *testing.T) {
 	if strings.Contains(string(body), "spoof") {
 		t.Errorf("a spoofed value reached the upstream: %s", body)
 	}
-	if !strings.Contains(string(body), w.alice.user.ID) {
+	if !strings.Contains(string(body), w.alice.User.ID) {
 		t.Errorf("upstream did not get the proxy's identity: %s", body)
 	}
 }
@@ -446,8 +462,8 @@ func TestUpgrades(t *testing.T) {
 		if resp.StatusCode != http.StatusSwitchingProtocols {
 			t.Fatalf("status %d, want 101", resp.StatusCode)
 		}
-		if got := resp.Header.Get("X-Seen-User"); got != w.alice.user.ID {
-			t.Errorf("upstream saw user %q, want %q", got, w.alice.user.ID)
+		if got := resp.Header.Get("X-Seen-User"); got != w.alice.User.ID {
+			t.Errorf("upstream saw user %q, want %q", got, w.alice.User.ID)
 		}
 		for _, msg := range []string{"ping", "pong and more"} {
 			io.WriteString(conn, msg)
@@ -594,7 +610,7 @@ func TestUpstreamDown(t *testing.T) {
 	dead := "http://" + ln.Addr().String()
 	ln.Close()
 	now := time.Now().UTC()
-	if err := w.st.AddVM(context.Background(), store.VM{Name: "dead", OwnerID: w.alice.user.ID, Upstream: dead, CreatedAt: now}, store.Event{Time: now, ActorID: "admin", Action: "vm.add", Subject: "dead"}); err != nil {
+	if err := w.Store.AddVM(context.Background(), store.VM{Name: "dead", OwnerID: w.alice.User.ID, Upstream: dead, CreatedAt: now}, store.Event{Time: now, ActorID: "admin", Action: "vm.add", Subject: "dead"}); err != nil {
 		t.Fatal(err)
 	}
 	resp, _ := w.get("dead.exe.xyz", "/", map[string]string{"Authorization": bearerHdr(w.vmToken("dead", `{}`))})
@@ -603,7 +619,7 @@ func TestUpstreamDown(t *testing.T) {
 	}
 	// The shared ReverseProxy's ErrorHandler finds the request's log record
 	// through the context: the line says why, at WARN.
-	waitFor(t, "the 502 log line", func() bool {
+	testkit.WaitFor(t, "the 502 log line", func() bool {
 		for _, line := range strings.Split(w.logs.String(), "\n") {
 			if strings.Contains(line, "status=502") && strings.Contains(line, "level=WARN") && strings.Contains(line, `detail="upstream: `) {
 				return true
@@ -628,7 +644,7 @@ func TestAccessLogLine(t *testing.T) {
 		t.Fatalf("%d access-log lines, want 1: %q", len(lines), lines)
 	}
 	for _, want := range []string{"level=INFO", "msg=proxy", "vm=web", "method=GET", "status=200", "duration=", "bytes=",
-		"remote_addr=127.0.0.1:", "carrier=x-exedev-authorization", "user_id=" + w.alice.user.ID, "fingerprint=" + w.alice.key.Fingerprint} {
+		"remote_addr=127.0.0.1:", "carrier=x-exedev-authorization", "user_id=" + w.alice.User.ID, "fingerprint=" + w.alice.Key.Fingerprint} {
 		if !strings.Contains(lines[0], want) {
 			t.Errorf("access-log line lacks %q: %s", want, lines[0])
 		}
@@ -640,12 +656,12 @@ func TestAccessLogLine(t *testing.T) {
 
 // The VM cache serves a VM for at most vmCacheTTL after it changes.
 func TestVMCacheTTL(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := testkit.NewClock(time.Now())
 	w := newWorld(t, nil, func(c *Config) { c.Now = clock.Now })
 	if resp, _ := w.get("pub.exe.xyz", "/", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	if err := w.st.RemoveVM(context.Background(), "pub", store.Event{Time: time.Now(), ActorID: "admin", Action: "vm.remove", Subject: "pub"}); err != nil {
+	if err := w.Store.RemoveVM(context.Background(), "pub", store.Event{Time: time.Now(), ActorID: "admin", Action: "vm.remove", Subject: "pub"}); err != nil {
 		t.Fatal(err)
 	}
 	if resp, _ := w.get("pub.exe.xyz", "/", nil); resp.StatusCode != http.StatusOK {
@@ -656,7 +672,7 @@ func TestVMCacheTTL(t *testing.T) {
 		t.Errorf("after the TTL: status %d, want 404", resp.StatusCode)
 	}
 	// Unknown names are cached too, and then found once the TTL passes.
-	w.addVM("pub", w.alice, true)
+	w.AddVM("pub", w.alice, true)
 	clock.Advance(vmCacheTTL)
 	if resp, _ := w.get("pub.exe.xyz", "/", nil); resp.StatusCode != http.StatusOK {
 		t.Errorf("re-added: status %d, want 200", resp.StatusCode)
@@ -676,7 +692,7 @@ func TestLastUsedTouched(t *testing.T) {
 	if err := lu.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	k, err := w.st.Key(context.Background(), w.alice.key.Fingerprint)
+	k, err := w.Store.Key(context.Background(), w.alice.Key.Fingerprint)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -703,7 +719,7 @@ func TestCanonicalHost(t *testing.T) {
 	}
 	// A VM named "ka" is not reachable through a Unicode look-alike.
 	w := newWorld(t, nil)
-	w.addVM("ka", w.alice, true)
+	w.AddVM("ka", w.alice, true)
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.Host = "\u212Aa.exe.xyz"
 	rec := httptest.NewRecorder()
@@ -761,7 +777,7 @@ func TestConcurrentIdentities(t *testing.T) {
 	const workers, each = 6, 20
 	type client struct {
 		host, token string
-		who         *account // nil: anonymous
+		who         *testreg.Account // nil: anonymous
 		ctx         string
 	}
 	clients := make([]client, workers)
@@ -771,7 +787,7 @@ func TestConcurrentIdentities(t *testing.T) {
 		case 0:
 			clients[i] = client{"web.exe.xyz", w.vmToken("web", `{"ctx":`+ctx+`}`), &w.alice, ctx}
 		case 1:
-			clients[i] = client{"bobvm.exe.xyz", w.mint(w.bob.signer, vmNamespace("bobvm"), `{"ctx":`+ctx+`}`), &w.bob, ctx}
+			clients[i] = client{"bobvm.exe.xyz", w.mint(w.bob.Signer, vmNamespace("bobvm"), `{"ctx":`+ctx+`}`), &w.bob, ctx}
 		default:
 			clients[i] = client{host: "pub.exe.xyz"}
 		}
@@ -798,8 +814,8 @@ func TestConcurrentIdentities(t *testing.T) {
 				}
 				want := map[string][]string{}
 				if c.who != nil {
-					want["X-Exedev-Userid"] = []string{c.who.user.ID}
-					want["X-Exedev-Email"] = []string{c.who.user.Email}
+					want["X-Exedev-Userid"] = []string{c.who.User.ID}
+					want["X-Exedev-Email"] = []string{c.who.User.Email}
 					want["X-Exedev-Token-Ctx"] = []string{c.ctx}
 				}
 				if got := e.exedevHeaders(); fmt.Sprint(got) != fmt.Sprint(want) {
@@ -814,7 +830,8 @@ func TestConcurrentIdentities(t *testing.T) {
 
 // rewrite sets the identity headers straight into the header map, so
 // their names must be in canonical form (as Header.Set would store them),
-// and they are SPEC's names.
+// and they are the documented names (X-ExeDev-UserID, X-ExeDev-Email,
+// X-ExeDev-Token-Ctx).
 func TestIdentityHeaderNames(t *testing.T) {
 	for spec, name := range map[string]string{
 		"X-ExeDev-UserID":    headerUserID,

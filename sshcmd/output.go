@@ -23,7 +23,8 @@ func table(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 }
 
-// keyJSON is SPEC §4's KEY object.
+// keyJSON is a key as every --json output shows it (whoami, ssh-key
+// list): its field names are public API.
 type keyJSON struct {
 	Name        string    `json:"name"`
 	Fingerprint string    `json:"fingerprint"`

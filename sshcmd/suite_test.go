@@ -2,7 +2,6 @@ package sshcmd
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"maps"
@@ -11,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exed-dev/exed/internal/testkit"
+	"github.com/exed-dev/exed/internal/testkit/testreg"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/tokens"
@@ -80,7 +81,7 @@ func isHelp(s *Suite, line string) bool {
 // of it returns the flag error before anything else, as Suite.Run does.
 func TestParseFlagError(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	for line, want := range map[string]string{
 		"whoami --bogus": "whoami: unknown flag: --bogus (see whoami --help)",
 		"ssh-key generate-api-key --bogus --help": "ssh-key generate-api-key: unknown flag: --bogus",
@@ -96,11 +97,11 @@ func TestParseFlagError(t *testing.T) {
 			t.Errorf("Parse(%q): path %q, help %v; want %q, not help", line, inv.Path(), inv.IsHelp(), path)
 		}
 		var out bytes.Buffer
-		err = inv.Run(e.ctx, alice.caller(), IO{Stdout: &out}, false)
+		err = inv.Run(e.ctx, callerOf(alice), IO{Stdout: &out}, false)
 		if err == nil || !strings.HasPrefix(err.Error(), want) || out.Len() != 0 {
 			t.Errorf("Run(%q) = %v, stdout %q; want %q", line, err, out.String(), want)
 		}
-		if _, runErr := e.run(alice.caller(), line, ""); runErr == nil || runErr.Error() != err.Error() {
+		if _, runErr := e.run(callerOf(alice), line, ""); runErr == nil || runErr.Error() != err.Error() {
 			t.Errorf("Suite.Run(%q) = %v, Invocation.Run = %v; want the same", line, runErr, err)
 		}
 	}
@@ -140,7 +141,7 @@ func TestIsHelp(t *testing.T) {
 // line is help, Run only prints usage and changes nothing.
 func TestIsHelpMatchesRun(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	for _, line := range []string{
 		"ssh-key generate-api-key --help",
 		"ssh-key generate-api-key --label x --help",
@@ -149,25 +150,25 @@ func TestIsHelpMatchesRun(t *testing.T) {
 		if !isHelp(e.suite, line) {
 			t.Fatalf("IsHelp(%q) = false", line)
 		}
-		out := e.mustRun(alice.caller(), line, "")
+		out := e.mustRun(callerOf(alice), line, "")
 		if !strings.HasPrefix(out, "Usage: ") {
 			t.Errorf("%q printed %q, want usage", line, out)
 		}
 	}
-	ks, err := e.store.Keys(e.ctx, alice.user.ID)
+	ks, err := e.Store.Keys(e.ctx, alice.User.ID)
 	if err != nil || len(ks) != 1 {
 		t.Fatalf("keys after help = %v, %v; want only the login key", ks, err)
 	}
 	// And the value "--help" is a label, not help: the command runs (and
 	// refuses that label).
-	if _, err := e.run(alice.caller(), "ssh-key generate-api-key --label=--help", ""); err == nil || !strings.HasPrefix(err.Error(), "--label: invalid key name") {
+	if _, err := e.run(callerOf(alice), "ssh-key generate-api-key --label=--help", ""); err == nil || !strings.HasPrefix(err.Error(), "--label: invalid key name") {
 		t.Errorf("--label=--help: %v", err)
 	}
 }
 
 func TestDispatcherErrors(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	tests := []struct {
 		line, want string
 	}{
@@ -184,7 +185,7 @@ func TestDispatcherErrors(t *testing.T) {
 		{"help nosuch", `unknown command "nosuch" (run "help" for the list)`},
 	}
 	for _, tt := range tests {
-		out, err := e.run(alice.caller(), tt.line, "")
+		out, err := e.run(callerOf(alice), tt.line, "")
 		if err == nil {
 			t.Errorf("%q succeeded with %q, want error %q", tt.line, out, tt.want)
 			continue
@@ -202,16 +203,16 @@ func TestDispatcherErrors(t *testing.T) {
 // success) and --help --json.
 func TestHelpForEveryCommand(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	for _, c := range e.suite.commands {
-		out := e.mustRun(alice.caller(), c.path+" --help", "")
+		out := e.mustRun(callerOf(alice), c.path+" --help", "")
 		if !strings.HasPrefix(out, "Usage: "+c.path) {
 			t.Errorf("%s --help = %q", c.path, out)
 		}
 		if !c.group && c.path != "help" && !strings.Contains(out, "--json") {
 			t.Errorf("%s --help does not list --json:\n%s", c.path, out)
 		}
-		out = e.mustRun(alice.caller(), c.path+" --help --json", "")
+		out = e.mustRun(callerOf(alice), c.path+" --help --json", "")
 		var h struct {
 			Commands []commandJSON `json:"commands"`
 		}
@@ -223,8 +224,8 @@ func TestHelpForEveryCommand(t *testing.T) {
 
 func TestHelpJSON(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	out := e.mustRun(alice.caller(), "help --json", "")
+	alice := e.AddUser("alice@example.com", 1)
+	out := e.mustRun(callerOf(alice), "help --json", "")
 	var h struct {
 		Commands []map[string]any `json:"commands"`
 	}
@@ -256,41 +257,28 @@ func TestHelpJSON(t *testing.T) {
 	}
 }
 
-// jsonKeys decodes one JSON object and returns its field names, sorted.
-func jsonKeys(t *testing.T, out string) (map[string]any, []string) {
-	t.Helper()
-	var m map[string]any
-	dec := json.NewDecoder(strings.NewReader(out))
-	if err := dec.Decode(&m); err != nil {
-		t.Fatalf("not JSON: %q: %v", out, err)
-	}
-	if dec.More() {
-		t.Fatalf("more than one JSON value: %q", out)
-	}
-	return m, slices.Sorted(maps.Keys(m))
-}
-
-// TestJSONShapes runs every command with --json and checks SPEC §4's fields.
+// TestJSONShapes runs every command with --json and checks its documented
+// fields and their values.
 func TestJSONShapes(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	e.addVM("web", alice, false)
-	e.addVM("blog", alice, true)
-	c := alice.caller()
+	alice := e.AddUser("alice@example.com", 1)
+	e.AddVM("web", alice, false)
+	e.AddVM("blog", alice, true)
+	c := callerOf(alice)
 
-	m, fields := jsonKeys(t, e.mustRun(c, "whoami --json", ""))
-	if !slices.Equal(fields, []string{"email", "ssh_keys", "user_id"}) || m["user_id"] != alice.user.ID || m["email"] != "alice@example.com" {
+	m, fields := testkit.JSONObject(t, e.mustRun(c, "whoami --json", ""))
+	if !slices.Equal(fields, []string{"email", "ssh_keys", "user_id"}) || m["user_id"] != alice.User.ID || m["email"] != "alice@example.com" {
 		t.Errorf("whoami --json = %v", m)
 	}
 	key := m["ssh_keys"].([]any)[0].(map[string]any)
 	if got := slices.Sorted(maps.Keys(key)); !slices.Equal(got, []string{"added_at", "current", "fingerprint", "generated", "name", "public_key"}) {
 		t.Errorf("KEY fields = %v", got)
 	}
-	if key["current"] != true || key["generated"] != false || key["added_at"] != "2025-06-01T12:00:00Z" || key["public_key"] != pubLine(alice.signer) {
+	if key["current"] != true || key["generated"] != false || key["added_at"] != "2025-06-01T12:00:00Z" || key["public_key"] != testkit.PubLine(alice.Signer) {
 		t.Errorf("KEY = %v", key)
 	}
 
-	m, fields = jsonKeys(t, e.mustRun(c, "ls --json", ""))
+	m, fields = testkit.JSONObject(t, e.mustRun(c, "ls --json", ""))
 	vms := m["vms"].([]any)
 	if !slices.Equal(fields, []string{"vms"}) || len(vms) != 2 {
 		t.Fatalf("ls --json = %v", m)
@@ -301,14 +289,14 @@ func TestJSONShapes(t *testing.T) {
 		t.Errorf("ls entry = %v", blog)
 	}
 
-	other := seededSigner(t, 50)
-	m, fields = jsonKeys(t, e.mustRun(c, "ssh-key add --json --name ci --vm web --cmds ls,whoami --exp 30d "+pubLine(other), ""))
+	other := testkit.SeededSigner(t, 50)
+	m, fields = testkit.JSONObject(t, e.mustRun(c, "ssh-key add --json --name ci --vm web --cmds ls,whoami --exp 30d "+testkit.PubLine(other), ""))
 	if !slices.Equal(fields, []string{"fingerprint", "name", "public_key", "status"}) || m["status"] != "added" || m["name"] != "ci" ||
-		m["fingerprint"] != keys.Fingerprint(other.PublicKey()) || m["public_key"] != pubLine(other) {
+		m["fingerprint"] != keys.Fingerprint(other.PublicKey()) || m["public_key"] != testkit.PubLine(other) {
 		t.Errorf("ssh-key add --json = %v", m)
 	}
 
-	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key list --json", ""))
+	m, _ = testkit.JSONObject(t, e.mustRun(c, "ssh-key list --json", ""))
 	list := m["ssh_keys"].([]any)
 	ci := list[1].(map[string]any)
 	if ci["vm"] != "web" || ci["expires_at"] != "2025-07-01T12:00:00Z" || ci["current"] != false ||
@@ -316,25 +304,25 @@ func TestJSONShapes(t *testing.T) {
 		t.Errorf("restricted KEY = %v", ci)
 	}
 
-	m, fields = jsonKeys(t, e.mustRun(c, "ssh-key rename --json ci deploy", ""))
+	m, fields = testkit.JSONObject(t, e.mustRun(c, "ssh-key rename --json ci deploy", ""))
 	if !slices.Equal(fields, []string{"fingerprint", "new_name", "old_name", "status"}) || m["status"] != "renamed" || m["old_name"] != "ci" || m["new_name"] != "deploy" {
 		t.Errorf("rename --json = %v", m)
 	}
 
-	m, fields = jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --vm web --cmds ls --exp 1d --ctx '{\"role\":\"deploy\"}' --label tok", ""))
+	m, fields = testkit.JSONObject(t, e.mustRun(c, "ssh-key generate-api-key --json --vm web --cmds ls --exp 1d --ctx '{\"role\":\"deploy\"}' --label tok", ""))
 	if !slices.Equal(fields, []string{"cmds", "expires_at", "fingerprint", "label", "namespace", "token", "vm"}) ||
 		m["namespace"] != "v0@web.exe.xyz" || m["vm"] != "web" || m["label"] != "tok" || m["expires_at"] != "2025-06-02T12:00:00Z" ||
 		!strings.HasPrefix(m["token"].(string), "exe1.") {
 		t.Errorf("generate-api-key --json = %v", m)
 	}
-	m, fields = jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --exe0", ""))
+	m, fields = testkit.JSONObject(t, e.mustRun(c, "ssh-key generate-api-key --json --exe0", ""))
 	if !slices.Equal(fields, []string{"fingerprint", "label", "namespace", "token"}) || m["namespace"] != "v0@exe.dev" || m["label"] != "api-key" ||
 		!strings.HasPrefix(m["token"].(string), "exe0.") {
 		t.Errorf("generate-api-key --json --exe0 = %v", m)
 	}
 	exe0 := m["token"].(string)
 
-	m, fields = jsonKeys(t, e.mustRun(c, "ssh-key check-api-key --json "+exe0, ""))
+	m, fields = testkit.JSONObject(t, e.mustRun(c, "ssh-key check-api-key --json "+exe0, ""))
 	if !slices.Equal(fields, []string{"checks", "valid"}) || m["valid"] != true {
 		t.Errorf("check-api-key --json = %v", m)
 	}
@@ -343,12 +331,12 @@ func TestJSONShapes(t *testing.T) {
 		t.Errorf("check fields = %v", got)
 	}
 
-	m, fields = jsonKeys(t, e.mustRun(c, "exe0-to-exe1 --json "+exe0, ""))
+	m, fields = testkit.JSONObject(t, e.mustRun(c, "exe0-to-exe1 --json "+exe0, ""))
 	if !slices.Equal(fields, []string{"token"}) || !strings.HasPrefix(m["token"].(string), "exe1.") {
 		t.Errorf("exe0-to-exe1 --json = %v", m)
 	}
 
-	m, fields = jsonKeys(t, e.mustRun(c, "ssh-key remove --json deploy", ""))
+	m, fields = testkit.JSONObject(t, e.mustRun(c, "ssh-key remove --json deploy", ""))
 	if !slices.Equal(fields, []string{"fingerprint", "name", "status"}) || m["status"] != "deleted" || m["name"] != "deploy" {
 		t.Errorf("remove --json = %v", m)
 	}
@@ -366,11 +354,11 @@ func anyStrings(v any) []string {
 // TestForceJSON: /exec's forceJSON gives JSON without --json.
 func TestForceJSON(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	for _, line := range []string{"whoami", "ls", "ssh-key list", "help", "ssh-key list --help", "ssh-key"} {
 		args, _ := Split(line)
 		var out bytes.Buffer
-		if err := e.suite.Run(e.ctx, alice.caller(), args, IO{Stdout: &out}, true); err != nil {
+		if err := e.suite.Run(e.ctx, callerOf(alice), args, IO{Stdout: &out}, true); err != nil {
 			t.Fatalf("%q: %v", line, err)
 		}
 		if !json.Valid(out.Bytes()) {
@@ -379,37 +367,96 @@ func TestForceJSON(t *testing.T) {
 	}
 }
 
+// newGoldenEnv is the account the golden files show: alice, with VMs web
+// (private) and blog (public), and bob, with none.
+func newGoldenEnv(t *testing.T) (e *testEnv, alice, bob testreg.Account) {
+	e = newTestEnv(t)
+	alice = e.AddUser("alice@example.com", 1)
+	e.AddVM("web", alice, false)
+	e.AddVM("blog", alice, true)
+	return e, alice, e.AddUser("bob@example.com", 2)
+}
+
 // TestGolden compares what people read with checked-in files.
 func TestGolden(t *testing.T) {
-	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	e.addVM("web", alice, false)
-	e.addVM("blog", alice, true)
-	c := alice.caller()
-	bob := e.addUser("bob@example.com", 2)
+	e, alice, bob := newGoldenEnv(t)
+	c := callerOf(alice)
 
 	golden(t, "help.txt", e.mustRun(c, "help", ""))
 	golden(t, "help-ssh-key.txt", e.mustRun(c, "ssh-key", ""))
 	golden(t, "usage-ssh-key-add.txt", e.mustRun(c, "help ssh-key add", ""))
 	golden(t, "usage-generate-api-key.txt", e.mustRun(c, "ssh-key generate-api-key --help", ""))
 	golden(t, "ls.txt", e.mustRun(c, "ls", ""))
-	golden(t, "ls-empty.txt", e.mustRun(bob.caller(), "ls", ""))
-	golden(t, "ssh-key-add.txt", e.mustRun(c, "ssh-key add "+pubLine(seededSigner(t, 3))+" alice@desktop", ""))
-	golden(t, "ssh-key-add-restricted.txt", e.mustRun(c, "ssh-key add --name ci --vm web --cmds ls --exp 1w", pubLine(seededSigner(t, 4))))
-	e.setNow(testNow.Add(time.Hour))
+	golden(t, "ls-empty.txt", e.mustRun(callerOf(bob), "ls", ""))
+	golden(t, "ssh-key-add.txt", e.mustRun(c, "ssh-key add "+testkit.PubLine(testkit.SeededSigner(t, 3))+" alice@desktop", ""))
+	golden(t, "ssh-key-add-restricted.txt", e.mustRun(c, "ssh-key add --name ci --vm web --cmds ls --exp 1w", testkit.PubLine(testkit.SeededSigner(t, 4))))
+	e.clock.Set(testNow.Add(time.Hour))
 	golden(t, "ssh-key-rename.txt", e.mustRun(c, "ssh-key rename alice@desktop desktop", ""))
 	golden(t, "ssh-key-list.txt", e.mustRun(c, "ssh-key list", ""))
 	golden(t, "whoami.txt", e.mustRun(c, "whoami", ""))
 	golden(t, "ssh-key-remove.txt", e.mustRun(c, "ssh-key remove desktop", ""))
 }
 
+// TestGoldenJSON compares every command's --json output with checked-in
+// files, beside the text ones: field names, their order and their values'
+// shapes are public API (scripts read them), so any change shows as a
+// diff. Tokens, fingerprints, public keys, user ids and times are masked
+// (testkit.Mask); TestJSONShapes checks their values.
+func TestGoldenJSON(t *testing.T) {
+	e, alice, bob := newGoldenEnv(t)
+	c := callerOf(alice)
+	run := func(name string, c Caller, line, stdin string) map[string]any {
+		t.Helper()
+		out := e.mustRun(c, line, stdin)
+		goldenJSON(t, name, out)
+		m, _ := testkit.JSONObject(t, out)
+		return m
+	}
+
+	run("help.json", c, "help --json", "")
+	run("help-ssh-key.json", c, "ssh-key --json", "")
+	run("usage-ssh-key-add.json", c, "ssh-key add --help --json", "")
+	run("ls.json", c, "ls --json", "")
+	run("ls-empty.json", callerOf(bob), "ls --json", "")
+	desktop := testkit.SeededSigner(t, 3)
+	run("ssh-key-add.json", c, "ssh-key add --json "+testkit.PubLine(desktop)+" alice@desktop", "")
+	run("ssh-key-add-restricted.json", c, "ssh-key add --json --name ci --vm web --cmds ls,whoami --exp 1w", testkit.PubLine(testkit.SeededSigner(t, 4)))
+	run("generate-api-key.json", c, "ssh-key generate-api-key --json --label deploy", "")
+	webTok := run("generate-api-key-restricted.json", c, `ssh-key generate-api-key --json --vm web --cmds ls --exp 1d --ctx '{"role":"deploy"}' --label web-deploy`, "")["token"].(string)
+	exe0 := run("generate-api-key-exe0.json", c, "ssh-key generate-api-key --json --exe0 --label raw", "")["token"].(string)
+	run("exe0-to-exe1.json", c, "exe0-to-exe1 --json "+exe0, "")
+	run("check-api-key.json", c, "ssh-key check-api-key --json "+exe0, "")
+	run("check-api-key-vm.json", c, "ssh-key check-api-key --json --vm web "+webTok, "")
+	// The refusals: check-api-key's answer is the JSON shape of every
+	// reason a token is not valid.
+	run("check-api-key-malformed.json", c, "ssh-key check-api-key --json exe0.x.y", "")
+	run("check-api-key-namespace.json", c, "ssh-key check-api-key --json --vm web "+exe0, "")
+	bobTok := e.mustRun(callerOf(bob), "ssh-key generate-api-key --json --exe0", "")
+	bobExe0, _ := testkit.JSONObject(t, bobTok)
+	run("check-api-key-not-yours.json", c, "ssh-key check-api-key --json "+bobExe0["token"].(string), "")
+
+	if err := e.Store.TouchKeys(e.ctx, map[string]time.Time{keys.Fingerprint(desktop.PublicKey()): e.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Set(testNow.Add(time.Hour))
+	run("ssh-key-rename.json", c, "ssh-key rename --json alice@desktop desktop", "")
+	run("ssh-key-list.json", c, "ssh-key list --json", "")
+	run("whoami.json", c, "whoami --json", "")
+	run("ssh-key-remove.json", c, "ssh-key remove --json desktop", "")
+
+	e.clock.Set(testNow.Add(48 * time.Hour))
+	run("check-api-key-expired.json", c, "ssh-key check-api-key --json --vm web "+webTok, "")
+	e.mustRun(c, "ssh-key remove raw", "")
+	run("check-api-key-removed.json", c, "ssh-key check-api-key --json "+exe0, "")
+}
+
 // TestGenerateAPIKeyText: the token stands on a line of its own that a
 // script can grep, with what it is and how to revoke it.
 func TestGenerateAPIKeyText(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	e.addVM("web", alice, false)
-	out := e.mustRun(alice.caller(), "ssh-key generate-api-key --vm=web --label=deploy --exp 90d", "")
+	alice := e.AddUser("alice@example.com", 1)
+	e.AddVM("web", alice, false)
+	out := e.mustRun(callerOf(alice), "ssh-key generate-api-key --vm=web --label=deploy --exp 90d", "")
 	var token string
 	for _, line := range strings.Split(out, "\n") {
 		if t, ok := strings.CutPrefix(line, "token: "); ok {
@@ -420,7 +467,7 @@ func TestGenerateAPIKeyText(t *testing.T) {
 		t.Fatalf("no exe1 token line in:\n%s", out)
 	}
 	masked := strings.Replace(out, token, "exe1.XXXXXXXXXXXXXXXXXXXXXXXXXX", 1)
-	k, err := e.store.Key(e.ctx, fingerprintIn(t, out))
+	k, err := e.Store.Key(e.ctx, fingerprintIn(t, out))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,30 +488,30 @@ func fingerprintIn(t *testing.T, out string) string {
 
 func TestSSHKeyAdd(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	bob := e.addUser("bob@example.com", 2)
-	c := alice.caller()
+	alice := e.AddUser("alice@example.com", 1)
+	bob := e.AddUser("bob@example.com", 2)
+	c := callerOf(alice)
 
 	// From stdin, with the key's comment as its name.
-	k3 := seededSigner(t, 3)
-	e.mustRun(c, "ssh-key add", pubLine(k3)+" work@laptop\n")
-	got, err := e.store.Key(e.ctx, keys.Fingerprint(k3.PublicKey()))
-	if err != nil || got.Name != "work@laptop" || got.UserID != alice.user.ID || got.Generated || got.PublicKey != pubLine(k3) {
+	k3 := testkit.SeededSigner(t, 3)
+	e.mustRun(c, "ssh-key add", testkit.PubLine(k3)+" work@laptop\n")
+	got, err := e.Store.Key(e.ctx, keys.Fingerprint(k3.PublicKey()))
+	if err != nil || got.Name != "work@laptop" || got.UserID != alice.User.ID || got.Generated || got.PublicKey != testkit.PubLine(k3) {
 		t.Errorf("added key = %+v, %v", got, err)
 	}
-	if ev := lastEvent(t, e); ev.Action != "key.add" || ev.Subject != got.Fingerprint || ev.ActorID != alice.user.ID || ev.RemoteAddr != "192.0.2.1:5555" || !ev.Time.Equal(testNow) {
+	if ev := lastEvent(t, e); ev.Action != "key.add" || ev.Subject != got.Fingerprint || ev.ActorID != alice.User.ID || ev.RemoteAddr != "192.0.2.1:5555" || !ev.Time.Equal(testNow) {
 		t.Errorf("add event = %+v", ev)
 	}
 	// A comment that is no valid name gives key-N.
-	e.mustRun(c, "ssh-key add", pubLine(seededSigner(t, 4))+" my laptop\n")
-	if _, err := e.store.Key(e.ctx, keys.Fingerprint(seededSigner(t, 4).PublicKey())); err != nil {
+	e.mustRun(c, "ssh-key add", testkit.PubLine(testkit.SeededSigner(t, 4))+" my laptop\n")
+	if _, err := e.Store.Key(e.ctx, keys.Fingerprint(testkit.SeededSigner(t, 4).PublicKey())); err != nil {
 		t.Fatal(err)
 	}
-	if k, _ := e.store.Key(e.ctx, keys.Fingerprint(seededSigner(t, 4).PublicKey())); k.Name != "key-3" {
+	if k, _ := e.Store.Key(e.ctx, keys.Fingerprint(testkit.SeededSigner(t, 4).PublicKey())); k.Name != "key-3" {
 		t.Errorf("default name = %q, want key-3", k.Name)
 	}
 
-	priv, err := keys.MarshalPrivateKey(ed25519NewKey(t, 9), "oops")
+	priv, err := keys.MarshalPrivateKey(testkit.SeededKey(9), "oops")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,18 +519,18 @@ func TestSSHKeyAdd(t *testing.T) {
 		{"ssh-key add", "", "no public key: give it as an argument or on standard input"},
 		{"ssh-key add", string(priv), "that is a private key: give the public key (the .pub file) instead"},
 		{"ssh-key add", strings.Repeat("A", MaxStdin+1), "standard input is over 16 KiB"},
-		{"ssh-key add", pubLine(seededSigner(t, 5)) + "\n" + pubLine(seededSigner(t, 6)), "give one public key, not several lines"},
+		{"ssh-key add", testkit.PubLine(testkit.SeededSigner(t, 5)) + "\n" + testkit.PubLine(testkit.SeededSigner(t, 6)), "give one public key, not several lines"},
 		{"ssh-key add not-a-key", "", "invalid public key"},
-		{"ssh-key add " + pubLine(k3), "", "key " + keys.Fingerprint(k3.PublicKey()) + " is already registered"},
-		{"ssh-key add " + pubLine(bob.signer), "", "is already registered"}, // bob's: same answer, no owner named
-		{"ssh-key add --name alice-laptop " + pubLine(seededSigner(t, 7)), "", `a key named "alice-laptop" already exists`},
-		{"ssh-key add --name 'a b' " + pubLine(seededSigner(t, 7)), "", "invalid key name"},
-		{"ssh-key add --name SHA256:x " + pubLine(seededSigner(t, 7)), "", "invalid key name"},
-		{"ssh-key add --vm nosuch " + pubLine(seededSigner(t, 7)), "", "you have no VM named nosuch (see ls)"},
-		{"ssh-key add --vm Bad_Name " + pubLine(seededSigner(t, 7)), "", "--vm:"},
-		{"ssh-key add --cmds ls,frob " + pubLine(seededSigner(t, 7)), "", `--cmds: unknown command "frob"`},
-		{"ssh-key add --cmds ssh-key " + pubLine(seededSigner(t, 7)), "", `--cmds: unknown command "ssh-key"`},
-		{"ssh-key add --exp 0d " + pubLine(seededSigner(t, 7)), "", "--exp: invalid expiry"},
+		{"ssh-key add " + testkit.PubLine(k3), "", "key " + keys.Fingerprint(k3.PublicKey()) + " is already registered"},
+		{"ssh-key add " + testkit.PubLine(bob.Signer), "", "is already registered"}, // bob's: same answer, no owner named
+		{"ssh-key add --name alice-laptop " + testkit.PubLine(testkit.SeededSigner(t, 7)), "", `a key named "alice-laptop" already exists`},
+		{"ssh-key add --name 'a b' " + testkit.PubLine(testkit.SeededSigner(t, 7)), "", "invalid key name"},
+		{"ssh-key add --name SHA256:x " + testkit.PubLine(testkit.SeededSigner(t, 7)), "", "invalid key name"},
+		{"ssh-key add --vm nosuch " + testkit.PubLine(testkit.SeededSigner(t, 7)), "", "you have no VM named nosuch (see ls)"},
+		{"ssh-key add --vm Bad_Name " + testkit.PubLine(testkit.SeededSigner(t, 7)), "", "--vm:"},
+		{"ssh-key add --cmds ls,frob " + testkit.PubLine(testkit.SeededSigner(t, 7)), "", `--cmds: unknown command "frob"`},
+		{"ssh-key add --cmds ssh-key " + testkit.PubLine(testkit.SeededSigner(t, 7)), "", `--cmds: unknown command "ssh-key"`},
+		{"ssh-key add --exp 0d " + testkit.PubLine(testkit.SeededSigner(t, 7)), "", "--exp: invalid expiry"},
 	}
 	for _, tt := range refusals {
 		out, err := e.run(c, tt.line, tt.stdin)
@@ -494,25 +541,20 @@ func TestSSHKeyAdd(t *testing.T) {
 			t.Errorf("error echoes the private key: %v", err)
 		}
 	}
-	e.addVM("bobvm", bob, false)
-	if _, err := e.run(c, "ssh-key add --vm bobvm "+pubLine(seededSigner(t, 7)), ""); err == nil || err.Error() != "you have no VM named bobvm (see ls)" {
+	e.AddVM("bobvm", bob, false)
+	if _, err := e.run(c, "ssh-key add --vm bobvm "+testkit.PubLine(testkit.SeededSigner(t, 7)), ""); err == nil || err.Error() != "you have no VM named bobvm (see ls)" {
 		t.Errorf("--vm of another user's VM: %v", err)
 	}
-	if ks, _ := e.store.Keys(e.ctx, alice.user.ID); len(ks) != 3 {
+	if ks, _ := e.Store.Keys(e.ctx, alice.User.ID); len(ks) != 3 {
 		t.Errorf("alice has %d keys after refusals, want 3", len(ks))
 	}
 }
 
-func ed25519NewKey(t *testing.T, seed byte) any {
-	t.Helper()
-	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize))
-}
-
 func TestSSHKeyRemove(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	bob := e.addUser("bob@example.com", 2)
-	c := alice.caller()
+	alice := e.AddUser("alice@example.com", 1)
+	bob := e.AddUser("bob@example.com", 2)
+	c := callerOf(alice)
 
 	// The last login key stays, with a message that says why.
 	_, err := e.run(c, "ssh-key remove alice-laptop", "")
@@ -525,27 +567,27 @@ func TestSSHKeyRemove(t *testing.T) {
 		t.Errorf("removing the last login key beside a token key: %v", err)
 	}
 	// Someone else's key: not found, nothing said about it.
-	for _, ref := range []string{bob.key.Name, bob.key.Fingerprint, pubLine(bob.signer)} {
+	for _, ref := range []string{bob.Key.Name, bob.Key.Fingerprint, testkit.PubLine(bob.Signer)} {
 		if _, err := e.run(c, "ssh-key remove "+ref, ""); err == nil || !strings.HasPrefix(err.Error(), "you have no such key") {
 			t.Errorf("removing bob's key by %q: %v", ref, err)
 		}
 	}
-	if _, err := e.store.Key(e.ctx, bob.key.Fingerprint); err != nil {
+	if _, err := e.Store.Key(e.ctx, bob.Key.Fingerprint); err != nil {
 		t.Errorf("bob's key is gone: %v", err)
 	}
 	// By name, fingerprint, and public key (unquoted: several words).
-	for i, ref := range []func(a account) string{
-		func(a account) string { return a.key.Name },
-		func(a account) string { return a.key.Fingerprint },
-		func(a account) string { return pubLine(a.signer) + " with a comment" },
+	for i, ref := range []func(a testreg.Account) string{
+		func(a testreg.Account) string { return a.Key.Name },
+		func(a testreg.Account) string { return a.Key.Fingerprint },
+		func(a testreg.Account) string { return testkit.PubLine(a.Signer) + " with a comment" },
 	} {
-		k := e.addKey(alice, "extra", byte(10+i), nil)
+		k := e.AddKey(alice, "extra", byte(10+i), nil)
 		e.mustRun(c, "ssh-key remove "+ref(k), "")
-		if _, err := e.store.Key(e.ctx, k.key.Fingerprint); !errors.Is(err, store.ErrNotFound) {
+		if _, err := e.Store.Key(e.ctx, k.Key.Fingerprint); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("case %d: key still there: %v", i, err)
 		}
 	}
-	evs, err := e.store.Events(e.ctx, 0, 100)
+	evs, err := e.Store.Events(e.ctx, 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -553,7 +595,7 @@ func TestSSHKeyRemove(t *testing.T) {
 	for _, ev := range evs {
 		if ev.Action == "key.remove" {
 			removes++
-			if ev.ActorID != alice.user.ID || ev.RemoteAddr != "192.0.2.1:5555" || !strings.HasPrefix(ev.Subject, "SHA256:") {
+			if ev.ActorID != alice.User.ID || ev.RemoteAddr != "192.0.2.1:5555" || !strings.HasPrefix(ev.Subject, "SHA256:") {
 				t.Errorf("remove event = %+v", ev)
 			}
 		}
@@ -565,9 +607,9 @@ func TestSSHKeyRemove(t *testing.T) {
 
 func TestSSHKeyRename(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	e.addKey(alice, "second", 3, nil)
-	c := alice.caller()
+	alice := e.AddUser("alice@example.com", 1)
+	e.AddKey(alice, "second", 3, nil)
+	c := callerOf(alice)
 	for _, tt := range []struct{ line, want string }{
 		{"ssh-key rename second alice-laptop", `a key named "alice-laptop" already exists`},
 		{"ssh-key rename second second", "the key is already named second"},
@@ -579,18 +621,18 @@ func TestSSHKeyRename(t *testing.T) {
 		}
 	}
 	e.mustRun(c, "ssh-key rename second third", "")
-	ks, _ := e.store.Keys(e.ctx, alice.user.ID)
+	ks, _ := e.Store.Keys(e.ctx, alice.User.ID)
 	if ks[1].Name != "third" {
 		t.Errorf("name after rename = %q", ks[1].Name)
 	}
-	if ev := lastEvent(t, e); ev.Action != "key.rename" || ev.Subject != ks[1].Fingerprint || ev.ActorID != alice.user.ID || ev.RemoteAddr != "192.0.2.1:5555" {
+	if ev := lastEvent(t, e); ev.Action != "key.rename" || ev.Subject != ks[1].Fingerprint || ev.ActorID != alice.User.ID || ev.RemoteAddr != "192.0.2.1:5555" {
 		t.Errorf("rename event = %+v", ev)
 	}
 }
 
 func lastEvent(t *testing.T, e *testEnv) store.Event {
 	t.Helper()
-	evs, err := e.store.Events(e.ctx, 0, 1000)
+	evs, err := e.Store.Events(e.ctx, 0, 1000)
 	if err != nil || len(evs) == 0 {
 		t.Fatalf("events: %v, %v", evs, err)
 	}
@@ -601,17 +643,17 @@ func lastEvent(t *testing.T, e *testEnv) store.Event {
 // restrictions, the private half is not kept, and everything is one write.
 func TestGenerateAPIKey(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	vm := e.addVM("web", alice, false)
-	c := alice.caller()
+	alice := e.AddUser("alice@example.com", 1)
+	vm := e.AddVM("web", alice, false)
+	c := callerOf(alice)
 
-	m, _ := jsonKeys(t, e.mustRun(c, `ssh-key generate-api-key --json --vm web --cmds ls --exp 2d --ctx '{"role":"deploy"}'`, ""))
+	m, _ := testkit.JSONObject(t, e.mustRun(c, `ssh-key generate-api-key --json --vm web --cmds ls --exp 2d --ctx '{"role":"deploy"}'`, ""))
 	token := m["token"].(string)
-	g, err := e.verifier.Verify(e.ctx, token, tokens.Target{Namespace: "v0@web.exe.xyz", VM: &vm})
+	g, err := e.Verifier.Verify(e.ctx, token, tokens.Target{Namespace: "v0@web.exe.xyz", VM: &vm})
 	if err != nil {
 		t.Fatalf("generated token does not verify: %v", err)
 	}
-	if g.User.ID != alice.user.ID || string(g.Perms.Ctx) != `{"role":"deploy"}` || g.Perms.Exp != testNow.Add(48*time.Hour).Unix() ||
+	if g.User.ID != alice.User.ID || string(g.Perms.Ctx) != `{"role":"deploy"}` || g.Perms.Exp != testNow.Add(48*time.Hour).Unix() ||
 		!slices.Equal(g.Perms.Cmds, []string{"ls"}) {
 		t.Errorf("grant = %+v", g)
 	}
@@ -620,17 +662,17 @@ func TestGenerateAPIKey(t *testing.T) {
 		t.Errorf("token key = %+v", k)
 	}
 	// Not a token for the API.
-	if _, err := e.verifier.Verify(e.ctx, token, tokens.Target{Namespace: "v0@exe.dev"}); err == nil {
+	if _, err := e.Verifier.Verify(e.ctx, token, tokens.Target{Namespace: "v0@exe.dev"}); err == nil {
 		t.Error("VM token verified for the API")
 	}
 	// The stored exe1 row holds neither the handle nor the exe0.
-	h, err := e.store.Exe1(e.ctx, tokens.Exe1ID(token))
+	h, err := e.Store.Exe1(e.ctx, tokens.Exe1ID(token))
 	if err != nil || h.Fingerprint != k.Fingerprint || bytes.Contains(h.Sealed, []byte("exe0.")) || bytes.Contains(h.Sealed, []byte(token)) {
 		t.Errorf("exe1 row = %+v, %v", h, err)
 	}
 
 	// Default label taken → error, nothing stored.
-	before, _ := e.store.Keys(e.ctx, alice.user.ID)
+	before, _ := e.Store.Keys(e.ctx, alice.User.ID)
 	if _, err := e.run(c, "ssh-key generate-api-key --vm web", ""); err == nil || !strings.Contains(err.Error(), `a key named "api-key-web" already exists`) {
 		t.Errorf("taken label: %v", err)
 	}
@@ -648,31 +690,31 @@ func TestGenerateAPIKey(t *testing.T) {
 			t.Errorf("%q: %v, want %q", tt.line, err, tt.want)
 		}
 	}
-	after, _ := e.store.Keys(e.ctx, alice.user.ID)
+	after, _ := e.Store.Keys(e.ctx, alice.User.ID)
 	if len(after) != len(before) {
 		t.Errorf("refused generate-api-key stored keys: %d → %d", len(before), len(after))
 	}
 
 	// --cmds= grants nothing; an API token with default cmds has none recorded.
-	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --label none --cmds=", ""))
+	m, _ = testkit.JSONObject(t, e.mustRun(c, "ssh-key generate-api-key --json --label none --cmds=", ""))
 	if cm, ok := m["cmds"].([]any); !ok || len(cm) != 0 {
 		t.Errorf("--cmds= gave cmds %v", m["cmds"])
 	}
-	g, err = e.verifier.Verify(e.ctx, m["token"].(string), tokens.Target{Namespace: "v0@exe.dev"})
+	g, err = e.Verifier.Verify(e.ctx, m["token"].(string), tokens.Target{Namespace: "v0@exe.dev"})
 	if err != nil || !g.Perms.HasCmds || len(g.Perms.Cmds) != 0 || g.Perms.Grants("whoami") {
 		t.Errorf("--cmds= token: %+v, %v", g, err)
 	}
-	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --label dflt", ""))
-	g, err = e.verifier.Verify(e.ctx, m["token"].(string), tokens.Target{Namespace: "v0@exe.dev", Command: "whoami"})
+	m, _ = testkit.JSONObject(t, e.mustRun(c, "ssh-key generate-api-key --json --label dflt", ""))
+	g, err = e.Verifier.Verify(e.ctx, m["token"].(string), tokens.Target{Namespace: "v0@exe.dev", Command: "whoami"})
 	if err != nil || g.Perms.HasCmds || g.Key.Cmds != nil || !g.Key.ExpiresAt.IsZero() {
 		t.Errorf("default token: %+v, %v", g, err)
 	}
-	if _, err := e.verifier.Verify(e.ctx, m["token"].(string), tokens.Target{Namespace: "v0@exe.dev", Command: "ssh-key generate-api-key"}); !errors.Is(err, tokens.ErrNotGranted) {
+	if _, err := e.Verifier.Verify(e.ctx, m["token"].(string), tokens.Target{Namespace: "v0@exe.dev", Command: "ssh-key generate-api-key"}); !errors.Is(err, tokens.ErrNotGranted) {
 		t.Errorf("default token grants generate-api-key: %v", err)
 	}
 
 	var generates int
-	evs, _ := e.store.Events(e.ctx, 0, 100)
+	evs, _ := e.Store.Events(e.ctx, 0, 100)
 	for _, ev := range evs {
 		if ev.Action == "token.generate" {
 			generates++
@@ -688,17 +730,17 @@ func TestGenerateAPIKey(t *testing.T) {
 // nothing.
 func TestRestrictedCaller(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	e.addVM("web", alice, false)
-	e.addVM("db", alice, false)
+	alice := e.AddUser("alice@example.com", 1)
+	e.AddVM("web", alice, false)
+	e.AddVM("db", alice, false)
 	exp := testNow.Add(7 * 24 * time.Hour)
-	ci := e.addKey(alice, "ci", 3, func(k *store.Key) {
+	ci := e.AddKey(alice, "ci", 3, func(k *store.Key) {
 		k.VM = "web"
 		k.Cmds = []string{"ssh-key generate-api-key", "ssh-key list", "ssh-key add"}
 		k.ExpiresAt = exp
 	})
-	vmOnly := e.addKey(alice, "vmonly", 4, func(k *store.Key) { k.VM = "web" })
-	c := ci.caller()
+	vmOnly := e.AddKey(alice, "vmonly", 4, func(k *store.Key) { k.VM = "web" })
+	c := callerOf(ci)
 
 	refusals := []struct {
 		who        Caller
@@ -709,24 +751,24 @@ func TestRestrictedCaller(t *testing.T) {
 		{c, "ssh-key generate-api-key --vm db", `key "ci" is restricted to VM web: --vm db is outside it`},
 		{c, "ssh-key generate-api-key --cmds ls", `key "ci" is restricted to cmds ssh-key generate-api-key, ssh-key list, ssh-key add: "ls" is outside them`},
 		{c, "ssh-key generate-api-key --exp 30d", `key "ci" expires at 2025-06-08T12:00:00Z: --exp cannot be later`},
-		{c, "ssh-key add --vm db " + pubLine(seededSigner(t, 20)), "restricted to VM web"},
-		{vmOnly.caller(), "ssh-key add " + pubLine(seededSigner(t, 21)), `key "vmonly" is restricted (vm web): it cannot run "ssh-key add" unless its cmds name it`},
-		{vmOnly.caller(), "ssh-key remove ci", `it cannot run "ssh-key remove"`},
-		{vmOnly.caller(), "ssh-key rename ci x", `it cannot run "ssh-key rename"`},
-		{vmOnly.caller(), "ssh-key generate-api-key --vm db", "restricted to VM web"},
+		{c, "ssh-key add --vm db " + testkit.PubLine(testkit.SeededSigner(t, 20)), "restricted to VM web"},
+		{callerOf(vmOnly), "ssh-key add " + testkit.PubLine(testkit.SeededSigner(t, 21)), `key "vmonly" is restricted (vm web): it cannot run "ssh-key add" unless its cmds name it`},
+		{callerOf(vmOnly), "ssh-key remove ci", `it cannot run "ssh-key remove"`},
+		{callerOf(vmOnly), "ssh-key rename ci x", `it cannot run "ssh-key rename"`},
+		{callerOf(vmOnly), "ssh-key generate-api-key --vm db", "restricted to VM web"},
 	}
-	before, _ := e.store.Keys(e.ctx, alice.user.ID)
+	before, _ := e.Store.Keys(e.ctx, alice.User.ID)
 	for _, tt := range refusals {
 		if _, err := e.run(tt.who, tt.line, ""); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %q: %v, want %q", tt.who.Key.Name, tt.line, err, tt.want)
 		}
 	}
-	if after, _ := e.store.Keys(e.ctx, alice.user.ID); len(after) != len(before) {
+	if after, _ := e.Store.Keys(e.ctx, alice.User.ID); len(after) != len(before) {
 		t.Errorf("refusals stored keys: %d → %d", len(before), len(after))
 	}
 
 	// ls shows a VM-restricted key only its VM.
-	if out := e.mustRun(vmOnly.caller(), "ls --json", ""); out != `{"vms":[{"vm_name":"web","https_url":"https://web.exe.xyz","public":false}]}`+"\n" {
+	if out := e.mustRun(callerOf(vmOnly), "ls --json", ""); out != `{"vms":[{"vm_name":"web","https_url":"https://web.exe.xyz","public":false}]}`+"\n" {
 		t.Errorf("ls for a key restricted to web = %s", out)
 	}
 	// Help is always allowed.
@@ -734,23 +776,23 @@ func TestRestrictedCaller(t *testing.T) {
 	e.mustRun(c, "whoami --help", "")
 
 	// Within limits: the caller's restrictions fill in what is left open.
-	m, _ := jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --exp 1d", ""))
+	m, _ := testkit.JSONObject(t, e.mustRun(c, "ssh-key generate-api-key --json --exp 1d", ""))
 	if m["vm"] != "web" || m["namespace"] != "v0@web.exe.xyz" || m["expires_at"] != "2025-06-02T12:00:00Z" ||
-		!slices.Equal(anyStrings(m["cmds"]), ci.key.Cmds) {
+		!slices.Equal(anyStrings(m["cmds"]), ci.Key.Cmds) {
 		t.Errorf("restricted mint = %v", m)
 	}
-	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --label second --cmds 'ssh-key list'", ""))
+	m, _ = testkit.JSONObject(t, e.mustRun(c, "ssh-key generate-api-key --json --label second --cmds 'ssh-key list'", ""))
 	if m["expires_at"] != "2025-06-08T12:00:00Z" || !slices.Equal(anyStrings(m["cmds"]), []string{"ssh-key list"}) {
 		t.Errorf("restricted mint 2 = %v", m)
 	}
-	e.mustRun(c, "ssh-key add --name newci "+pubLine(seededSigner(t, 22)), "")
-	k, err := e.store.Key(e.ctx, keys.Fingerprint(seededSigner(t, 22).PublicKey()))
-	if err != nil || k.VM != "web" || !slices.Equal(k.Cmds, ci.key.Cmds) || !k.ExpiresAt.Equal(exp) {
+	e.mustRun(c, "ssh-key add --name newci "+testkit.PubLine(testkit.SeededSigner(t, 22)), "")
+	k, err := e.Store.Key(e.ctx, keys.Fingerprint(testkit.SeededSigner(t, 22).PublicKey()))
+	if err != nil || k.VM != "web" || !slices.Equal(k.Cmds, ci.Key.Cmds) || !k.ExpiresAt.Equal(exp) {
 		t.Errorf("key added by a restricted key = %+v, %v", k, err)
 	}
 
 	// An expired key is refused whatever it runs (but help).
-	e.setNow(exp.Add(time.Second))
+	e.clock.Set(exp.Add(time.Second))
 	if _, err := e.run(c, "ssh-key list", ""); err == nil || !strings.Contains(err.Error(), `key "ci" expired at 2025-06-08T12:00:00Z`) {
 		t.Errorf("expired key: %v", err)
 	}
@@ -758,50 +800,50 @@ func TestRestrictedCaller(t *testing.T) {
 
 func TestCheckAPIKey(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	bob := e.addUser("bob@example.com", 2)
-	e.addVM("web", alice, false)
-	c := alice.caller()
+	alice := e.AddUser("alice@example.com", 1)
+	bob := e.AddUser("bob@example.com", 2)
+	e.AddVM("web", alice, false)
+	c := callerOf(alice)
 
-	m, _ := jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --vm web --exp 1h", ""))
+	m, _ := testkit.JSONObject(t, e.mustRun(c, "ssh-key generate-api-key --json --vm web --exp 1h", ""))
 	vmToken := m["token"].(string)
-	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key check-api-key --json --vm web "+vmToken, ""))
+	m, _ = testkit.JSONObject(t, e.mustRun(c, "ssh-key check-api-key --json --vm web "+vmToken, ""))
 	if m["valid"] != true {
 		t.Errorf("check of a good VM token = %v", m)
 	}
 	// Checked as an API token: invalid, and the namespace check says why.
-	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key check-api-key --json "+vmToken, ""))
+	m, _ = testkit.JSONObject(t, e.mustRun(c, "ssh-key check-api-key --json "+vmToken, ""))
 	checks := m["checks"].([]any)
 	last := checks[len(checks)-1].(map[string]any)
 	if m["valid"] != false || last["name"] != tokens.CheckNamespace || last["ok"] != false {
 		t.Errorf("check as API token = %v", m)
 	}
 	// Expired: explained.
-	e.setNow(testNow.Add(2 * time.Hour))
-	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key check-api-key --json --vm web "+vmToken, ""))
+	e.clock.Set(testNow.Add(2 * time.Hour))
+	m, _ = testkit.JSONObject(t, e.mustRun(c, "ssh-key check-api-key --json --vm web "+vmToken, ""))
 	if m["valid"] != false {
 		t.Errorf("check of an expired token = %v", m)
 	}
-	e.setNow(testNow)
+	e.clock.Set(testNow)
 	text := e.mustRun(c, "ssh-key check-api-key "+vmToken, "")
 	if !strings.HasPrefix(text, "valid: no\n") || !strings.Contains(text, "FAIL") {
 		t.Errorf("text check = %q", text)
 	}
 
 	// Bob's token: "not your key", nothing more.
-	m, _ = jsonKeys(t, e.mustRun(bob.caller(), "ssh-key generate-api-key --json --exe0", ""))
+	m, _ = testkit.JSONObject(t, e.mustRun(callerOf(bob), "ssh-key generate-api-key --json --exe0", ""))
 	bobToken := m["token"].(string)
 	out := e.mustRun(c, "ssh-key check-api-key --json "+bobToken, "")
 	if out != `{"valid":false,"checks":[{"name":"key","ok":false,"detail":"not your key"}]}`+"\n" {
 		t.Errorf("check of bob's token by alice = %s", out)
 	}
-	m, _ = jsonKeys(t, e.mustRun(bob.caller(), "ssh-key generate-api-key --json --label h", ""))
+	m, _ = testkit.JSONObject(t, e.mustRun(callerOf(bob), "ssh-key generate-api-key --json --label h", ""))
 	out = e.mustRun(c, "ssh-key check-api-key --json "+m["token"].(string), "")
 	if !strings.Contains(out, `"detail":"not your key"`) {
 		t.Errorf("check of bob's exe1 by alice = %s", out)
 	}
 	// Garbage: the format check explains it.
-	m, _ = jsonKeys(t, e.mustRun(c, "ssh-key check-api-key --json exe0.garbage", ""))
+	m, _ = testkit.JSONObject(t, e.mustRun(c, "ssh-key check-api-key --json exe0.garbage", ""))
 	if m["valid"] != false || m["checks"].([]any)[0].(map[string]any)["name"] != tokens.CheckFormat {
 		t.Errorf("check of garbage = %v", m)
 	}
@@ -809,21 +851,21 @@ func TestCheckAPIKey(t *testing.T) {
 
 func TestExe0ToExe1(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	bob := e.addUser("bob@example.com", 2)
-	vm := e.addVM("web", alice, false)
-	c := alice.caller()
+	alice := e.AddUser("alice@example.com", 1)
+	bob := e.AddUser("bob@example.com", 2)
+	vm := e.AddVM("web", alice, false)
+	c := callerOf(alice)
 
 	// An exe0 minted offline with alice's login key.
 	payload, _ := tokens.BuildPayload(0, 0, nil, false, []byte(`{"who":"ci"}`))
-	exe0, err := tokens.MintExe0(alice.signer, "v0@web.exe.xyz", payload)
+	exe0, err := tokens.MintExe0(alice.Signer, "v0@web.exe.xyz", payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _ := jsonKeys(t, e.mustRun(c, "exe0-to-exe1 --json --vm web "+exe0, ""))
+	m, _ := testkit.JSONObject(t, e.mustRun(c, "exe0-to-exe1 --json --vm web "+exe0, ""))
 	exe1 := m["token"].(string)
-	g, err := e.verifier.Verify(e.ctx, exe1, tokens.Target{Namespace: "v0@web.exe.xyz", VM: &vm})
-	if err != nil || string(g.Perms.Ctx) != `{"who":"ci"}` || g.Key.Fingerprint != alice.key.Fingerprint {
+	g, err := e.Verifier.Verify(e.ctx, exe1, tokens.Target{Namespace: "v0@web.exe.xyz", VM: &vm})
+	if err != nil || string(g.Perms.Ctx) != `{"who":"ci"}` || g.Key.Fingerprint != alice.Key.Fingerprint {
 		t.Fatalf("exe1 handle: %+v, %v", g, err)
 	}
 
@@ -834,15 +876,15 @@ func TestExe0ToExe1(t *testing.T) {
 		{c, "exe0-to-exe1 " + exe0, `invalid token (run "ssh-key check-api-key" for the reason)`}, // wrong namespace
 		{c, "exe0-to-exe1 " + exe1, "that is already an exe1 handle"},
 		{c, "exe0-to-exe1 hello", "not an exe0 token"},
-		{bob.caller(), "exe0-to-exe1 --vm web " + exe0, "you have no VM named web"},
-		{bob.caller(), "exe0-to-exe1 " + exe0, "not your key"},
+		{callerOf(bob), "exe0-to-exe1 --vm web " + exe0, "you have no VM named web"},
+		{callerOf(bob), "exe0-to-exe1 " + exe0, "not your key"},
 	} {
 		if _, err := e.run(tt.who, tt.line, ""); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: %v, want %q", tt.line, err, tt.want)
 		}
 	}
 	var creates int
-	evs, _ := e.store.Events(e.ctx, 0, 100)
+	evs, _ := e.Store.Events(e.ctx, 0, 100)
 	for _, ev := range evs {
 		if ev.Action == "exe1.create" {
 			creates++
@@ -857,21 +899,21 @@ func TestExe0ToExe1(t *testing.T) {
 // refuses the key's tokens, though it had them cached.
 func TestRemoveRevokesImmediately(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	c := alice.caller()
-	m, _ := jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --label ci", ""))
+	alice := e.AddUser("alice@example.com", 1)
+	c := callerOf(alice)
+	m, _ := testkit.JSONObject(t, e.mustRun(c, "ssh-key generate-api-key --json --label ci", ""))
 	token := m["token"].(string)
 	api := tokens.Target{Namespace: "v0@exe.dev"}
 	for range 3 { // warm the cache
-		if _, err := e.verifier.Verify(e.ctx, token, api); err != nil {
+		if _, err := e.Verifier.Verify(e.ctx, token, api); err != nil {
 			t.Fatal(err)
 		}
 	}
 	e.mustRun(c, "ssh-key remove ci", "")
-	if _, err := e.verifier.Verify(e.ctx, token, api); err == nil {
+	if _, err := e.Verifier.Verify(e.ctx, token, api); err == nil {
 		t.Fatal("token still verifies after its key was removed")
 	}
-	if _, err := e.store.Exe1(e.ctx, tokens.Exe1ID(token)); !errors.Is(err, store.ErrNotFound) {
+	if _, err := e.Store.Exe1(e.ctx, tokens.Exe1ID(token)); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("exe1 row survives its key: %v", err)
 	}
 }
@@ -879,11 +921,11 @@ func TestRemoveRevokesImmediately(t *testing.T) {
 // TestNothingOnStdoutOnFailure: a failing command writes nothing to stdout.
 func TestNothingOnStdoutOnFailure(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	for _, line := range []string{"ssh-key remove alice-laptop", "ssh-key add", "exe0-to-exe1 exe0.a.b", "nosuch", "ls --x"} {
 		args, _ := Split(line)
 		var out bytes.Buffer
-		if err := e.suite.Run(e.ctx, alice.caller(), args, IO{Stdin: strings.NewReader(""), Stdout: &out}, false); err == nil {
+		if err := e.suite.Run(e.ctx, callerOf(alice), args, IO{Stdin: strings.NewReader(""), Stdout: &out}, false); err == nil {
 			t.Errorf("%q succeeded", line)
 		}
 		if out.Len() != 0 {
@@ -897,15 +939,15 @@ func TestNothingOnStdoutOnFailure(t *testing.T) {
 // remove or rename its owner's other, less restricted keys.
 func TestRestrictedKeyCannotRemoveWiderKeys(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	e.addVM("web", alice, false)
-	e.addVM("db", alice, false)
-	deploy := e.addKey(alice, "deploy", 3, func(k *store.Key) {
+	alice := e.AddUser("alice@example.com", 1)
+	e.AddVM("web", alice, false)
+	e.AddVM("db", alice, false)
+	deploy := e.AddKey(alice, "deploy", 3, func(k *store.Key) {
 		k.VM = "web"
 		k.Cmds = []string{"ssh-key generate-api-key", "ssh-key remove", "ssh-key rename"}
 	})
-	other := e.addKey(alice, "other", 4, func(k *store.Key) { k.VM = "db" })
-	c := deploy.caller()
+	other := e.AddKey(alice, "other", 4, func(k *store.Key) { k.VM = "db" })
+	c := callerOf(deploy)
 
 	for _, tt := range []struct{ line, want string }{
 		{"ssh-key remove alice-laptop", `key "deploy" is restricted to VM web and that key is not, so it cannot act on key "alice-laptop"`},
@@ -916,16 +958,16 @@ func TestRestrictedKeyCannotRemoveWiderKeys(t *testing.T) {
 			t.Errorf("%q: %v, want %q", tt.line, err, tt.want)
 		}
 	}
-	for _, fp := range []string{alice.key.Fingerprint, other.key.Fingerprint} {
-		if _, err := e.store.Key(e.ctx, fp); err != nil {
+	for _, fp := range []string{alice.Key.Fingerprint, other.Key.Fingerprint} {
+		if _, err := e.Store.Key(e.ctx, fp); err != nil {
 			t.Errorf("key %s is gone: %v", fp, err)
 		}
 	}
 
 	// What it minted, and itself, it may remove.
-	m, _ := jsonKeys(t, e.mustRun(c, "ssh-key generate-api-key --json --label ci-1", ""))
+	m, _ := testkit.JSONObject(t, e.mustRun(c, "ssh-key generate-api-key --json --label ci-1", ""))
 	e.mustRun(c, "ssh-key remove ci-1", "")
-	if _, err := e.store.Key(e.ctx, m["fingerprint"].(string)); !errors.Is(err, store.ErrNotFound) {
+	if _, err := e.Store.Key(e.ctx, m["fingerprint"].(string)); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("minted key not removed: %v", err)
 	}
 	e.mustRun(c, "ssh-key remove deploy", "")
@@ -936,15 +978,15 @@ func TestRestrictedKeyCannotRemoveWiderKeys(t *testing.T) {
 // before it still runs.
 func TestCommandGateExpiryBoundary(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	exp := e.now().Add(time.Hour).Truncate(time.Second)
-	ci := e.addKey(alice, "ci", 2, func(k *store.Key) { k.ExpiresAt = exp })
-	e.setNow(exp.Add(-time.Second))
-	if _, err := e.run(ci.caller(), "whoami", ""); err != nil {
+	alice := e.AddUser("alice@example.com", 1)
+	exp := e.Now().Add(time.Hour).Truncate(time.Second)
+	ci := e.AddKey(alice, "ci", 2, func(k *store.Key) { k.ExpiresAt = exp })
+	e.clock.Set(exp.Add(-time.Second))
+	if _, err := e.run(callerOf(ci), "whoami", ""); err != nil {
 		t.Fatalf("a second before its expiry: %v", err)
 	}
-	e.setNow(exp)
-	if _, err := e.run(ci.caller(), "whoami", ""); err == nil || !strings.Contains(err.Error(), "expired at") {
+	e.clock.Set(exp)
+	if _, err := e.run(callerOf(ci), "whoami", ""); err == nil || !strings.Contains(err.Error(), "expired at") {
 		t.Errorf("at its expiry: %v, want expired", err)
 	}
 }

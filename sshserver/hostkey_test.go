@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/keys"
 )
 
@@ -34,7 +35,7 @@ func TestLoadOrCreateHostKey(t *testing.T) {
 	// Stock OpenSSH reads it.
 	if _, err := exec.LookPath("ssh-keygen"); err == nil {
 		out, err := exec.Command("ssh-keygen", "-y", "-f", path).Output()
-		if err != nil || !strings.HasPrefix(string(out), pubLine(first)) {
+		if err != nil || !strings.HasPrefix(string(out), testkit.PubLine(first)) {
 			t.Errorf("ssh-keygen -y: %q, %v", out, err)
 		}
 	}

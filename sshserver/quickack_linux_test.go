@@ -81,7 +81,7 @@ func TestQuickAckSetAfterRead(t *testing.T) {
 // does not make the test fail.
 func TestNagleClientNoDelayedACKStall(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	ts := e.startServer(t, nil)
 	const tries = 5
 	best := time.Hour
@@ -92,7 +92,7 @@ func TestNagleClientNoDelayedACKStall(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.(*net.TCPConn).SetNoDelay(false) // Nagle on, as OpenSSH during login
-		sc, chans, reqs, err := gossh.NewClientConn(c, ts.addr, ts.config(gossh.PublicKeys(alice.signer)))
+		sc, chans, reqs, err := gossh.NewClientConn(c, ts.addr, ts.config(gossh.PublicKeys(alice.Signer)))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,9 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +17,7 @@ import (
 	"github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/tokens"
@@ -39,8 +37,8 @@ func (e *testEnv) startServer(t *testing.T, edit func(*ServerConfig)) *testServe
 	if err != nil {
 		t.Fatal(err)
 	}
-	host := seededSigner(t, 250)
-	c := ServerConfig{Suite: e.suite, Store: e.store, HostKey: host, Log: e.logger(), Now: e.now}
+	host := testkit.SeededSigner(t, 250)
+	c := ServerConfig{Suite: e.suite, Store: e.Store, HostKey: host, Log: e.logger(), Now: e.Now}
 	if edit != nil {
 		edit(&c)
 	}
@@ -104,18 +102,18 @@ func execSSH(t testing.TB, c *gossh.Client, cmd, stdin string) (stdout, stderr s
 
 func TestServerCommands(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	e.addVM("web", alice, false)
+	alice := e.AddUser("alice@example.com", 1)
+	e.AddVM("web", alice, false)
 	ts := e.startServer(t, nil)
-	c := ts.dial(t, alice.signer)
+	c := ts.dial(t, alice.Signer)
 
 	ok := []struct{ cmd, want string }{
 		{"", "Commands:\n"}, // no command, no PTY: help
 		{"help", "Commands:\n"},
 		{"help ssh-key add", "Usage: ssh-key add"},
 		{"ssh-key list --help", "Usage: ssh-key list"},
-		{"whoami", "alice@example.com (" + alice.user.ID + ")\n"},
-		{"whoami --json", `{"user_id":"` + alice.user.ID + `","email":"alice@example.com","ssh_keys":[{"name":"alice-laptop"`},
+		{"whoami", "alice@example.com (" + alice.User.ID + ")\n"},
+		{"whoami --json", `{"user_id":"` + alice.User.ID + `","email":"alice@example.com","ssh_keys":[{"name":"alice-laptop"`},
 		{"ls", "web   https://web.exe.xyz  private"},
 		{"ls --json", `{"vms":[{"vm_name":"web","https_url":"https://web.exe.xyz","public":false}]}`},
 		{"ssh-key list --json", `{"ssh_keys":[{"name":"alice-laptop"`},
@@ -131,9 +129,9 @@ func TestServerCommands(t *testing.T) {
 		}
 	}
 	// stdin for ssh-key add, with the comment as its name.
-	k := seededSigner(t, 7)
-	out, errOut, code := execSSH(t, c, "ssh-key add --json", pubLine(k)+" ci@runner\n")
-	if code != 0 || out != `{"name":"ci@runner","fingerprint":"`+keys.Fingerprint(k.PublicKey())+`","public_key":"`+pubLine(k)+`","status":"added"}`+"\n" {
+	k := testkit.SeededSigner(t, 7)
+	out, errOut, code := execSSH(t, c, "ssh-key add --json", testkit.PubLine(k)+" ci@runner\n")
+	if code != 0 || out != `{"name":"ci@runner","fingerprint":"`+keys.Fingerprint(k.PublicKey())+`","public_key":"`+testkit.PubLine(k)+`","status":"added"}`+"\n" {
 		t.Errorf("ssh-key add from stdin: %d %q %q", code, out, errOut)
 	}
 
@@ -216,27 +214,27 @@ func offerThenAuthenticate(t *testing.T, addr string, cfg *gossh.ClientConfig, o
 // user's public key and then authenticates with its own is its own user.
 func TestAuthBypassOfferedKeyCVE202445337(t *testing.T) {
 	e := newTestEnv(t)
-	victim := e.addUser("victim@example.com", 1)
-	attacker := e.addUser("attacker@example.com", 2)
+	victim := e.AddUser("victim@example.com", 1)
+	attacker := e.AddUser("attacker@example.com", 2)
 	ts := e.startServer(t, nil)
 
-	c := offerThenAuthenticate(t, ts.addr, ts.config(), attacker.signer, victim.signer.PublicKey())
+	c := offerThenAuthenticate(t, ts.addr, ts.config(), attacker.Signer, victim.Signer.PublicKey())
 	out, errOut, code := execSSH(t, c, "whoami --json", "")
 	if code != 0 {
 		t.Fatalf("whoami: %d %q", code, errOut)
 	}
-	m, _ := jsonKeys(t, out)
+	m, _ := testkit.JSONObject(t, out)
 	if m["email"] != "attacker@example.com" {
 		t.Fatalf("CVE-2024-45337: offering the victim's key made whoami say %v", m["email"])
 	}
 	// The key it acts with is its own too.
 	out, _, _ = execSSH(t, c, "ssh-key list --json", "")
-	if strings.Contains(out, victim.key.Fingerprint) || !strings.Contains(out, `"current":true`) {
+	if strings.Contains(out, victim.Key.Fingerprint) || !strings.Contains(out, `"current":true`) {
 		t.Errorf("ssh-key list shows %s", out)
 	}
 	// And the plain order (victim offered first, own key after) too.
 	cfg := ts.config(gossh.PublicKeysCallback(func() ([]gossh.Signer, error) {
-		return []gossh.Signer{queryOnly{victim.signer.PublicKey()}, attacker.signer}, nil
+		return []gossh.Signer{queryOnly{victim.Signer.PublicKey()}, attacker.Signer}, nil
 	}))
 	if c, err := gossh.Dial("tcp", ts.addr, cfg); err == nil {
 		// (x/crypto's client gives up on a key it cannot sign with, so
@@ -257,12 +255,12 @@ func TestAuthBypassOfferedKeyCVE202445337(t *testing.T) {
 // last key gliderlabs records is now the authenticated one; exed does not
 // depend on that: its identity comes from VerifiedPublicKeyCallback.)
 func TestAuthBypassSequenceOffersVictimKey(t *testing.T) {
-	victim := seededSigner(t, 1)
-	attacker := seededSigner(t, 2)
+	victim := testkit.SeededSigner(t, 1)
+	attacker := testkit.SeededSigner(t, 2)
 	known := map[string]bool{keys.Fingerprint(victim.PublicKey()): true, keys.Fingerprint(attacker.PublicKey()): true}
 	var mu sync.Mutex
 	var asked []string
-	host := seededSigner(t, 250)
+	host := testkit.SeededSigner(t, 250)
 	srv := &ssh.Server{
 		HostSigners: []ssh.Signer{host},
 		PublicKeyHandler: func(_ ssh.Context, key ssh.PublicKey) bool {
@@ -291,7 +289,7 @@ func TestAuthBypassSequenceOffersVictimKey(t *testing.T) {
 
 func TestAuthRefusals(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	ts := e.startServer(t, nil)
 
 	// "none": x/crypto's client tries it first; with no other method
@@ -304,17 +302,17 @@ func TestAuthRefusals(t *testing.T) {
 		c.Close()
 		t.Error("password authentication accepted")
 	}
-	if c, err := gossh.Dial("tcp", ts.addr, ts.config(gossh.PublicKeys(seededSigner(t, 99)))); err == nil {
+	if c, err := gossh.Dial("tcp", ts.addr, ts.config(gossh.PublicKeys(testkit.SeededSigner(t, 99)))); err == nil {
 		c.Close()
 		t.Error("unknown key accepted")
 	}
 	// A generated (token) key cannot log in, even if its private half
 	// were known.
-	tokenKey := seededSigner(t, 40)
-	if err := e.store.AddTokenKey(e.ctx, store.Key{
-		UserID: alice.user.ID, Name: "tok", Fingerprint: keys.Fingerprint(tokenKey.PublicKey()),
-		PublicKey: pubLine(tokenKey), AddedAt: e.now(), Generated: true,
-	}, nil, store.Event{Time: e.now(), ActorID: alice.user.ID, Action: "token.generate"}); err != nil {
+	tokenKey := testkit.SeededSigner(t, 40)
+	if err := e.Store.AddTokenKey(e.ctx, store.Key{
+		UserID: alice.User.ID, Name: "tok", Fingerprint: keys.Fingerprint(tokenKey.PublicKey()),
+		PublicKey: testkit.PubLine(tokenKey), AddedAt: e.Now(), Generated: true,
+	}, nil, store.Event{Time: e.Now(), ActorID: alice.User.ID, Action: "token.generate"}); err != nil {
 		t.Fatal(err)
 	}
 	if c, err := gossh.Dial("tcp", ts.addr, ts.config(gossh.PublicKeys(tokenKey))); err == nil {
@@ -322,23 +320,23 @@ func TestAuthRefusals(t *testing.T) {
 		t.Error("generated key logged in")
 	}
 	// An expired key cannot log in.
-	old := e.addKey(alice, "old", 41, func(k *store.Key) { k.ExpiresAt = e.now().Add(-time.Second) })
-	if c, err := gossh.Dial("tcp", ts.addr, ts.config(gossh.PublicKeys(old.signer))); err == nil {
+	old := e.AddKey(alice, "old", 41, func(k *store.Key) { k.ExpiresAt = e.Now().Add(-time.Second) })
+	if c, err := gossh.Dial("tcp", ts.addr, ts.config(gossh.PublicKeys(old.Signer))); err == nil {
 		c.Close()
 		t.Error("expired key logged in")
 	}
 	// A removed key cannot log in again.
-	gone := e.addKey(alice, "gone", 42, nil)
-	ts.dial(t, gone.signer).Close()
-	if err := e.store.RemoveKey(e.ctx, alice.user.ID, gone.key.Fingerprint, store.Event{Time: e.now(), ActorID: alice.user.ID, Action: "key.remove"}); err != nil {
+	gone := e.AddKey(alice, "gone", 42, nil)
+	ts.dial(t, gone.Signer).Close()
+	if err := e.Store.RemoveKey(e.ctx, alice.User.ID, gone.Key.Fingerprint, store.Event{Time: e.Now(), ActorID: alice.User.ID, Action: "key.remove"}); err != nil {
 		t.Fatal(err)
 	}
-	if c, err := gossh.Dial("tcp", ts.addr, ts.config(gossh.PublicKeys(gone.signer))); err == nil {
+	if c, err := gossh.Dial("tcp", ts.addr, ts.config(gossh.PublicKeys(gone.Signer))); err == nil {
 		c.Close()
 		t.Error("removed key logged in")
 	}
 	// The registered key still works, whatever the user name.
-	cfg := ts.config(gossh.PublicKeys(alice.signer))
+	cfg := ts.config(gossh.PublicKeys(alice.Signer))
 	cfg.User = "root"
 	c, err := gossh.Dial("tcp", ts.addr, cfg)
 	if err != nil {
@@ -351,31 +349,26 @@ func TestAuthRefusals(t *testing.T) {
 // Verifier, and with stock ssh-keygen against the public key that
 // ssh-key list --json shows.
 func TestGeneratedTokenVerifies(t *testing.T) {
-	if _, err := exec.LookPath("ssh-keygen"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no ssh-keygen (CI must install openssh-client)")
-		}
-		t.Skip("no ssh-keygen")
-	}
+	testkit.RequireTools(t, "ssh-keygen")
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	vm := e.addVM("web", alice, false)
+	alice := e.AddUser("alice@example.com", 1)
+	vm := e.AddVM("web", alice, false)
 	ts := e.startServer(t, nil)
-	c := ts.dial(t, alice.signer)
+	c := ts.dial(t, alice.Signer)
 
 	out, errOut, code := execSSH(t, c, `ssh-key generate-api-key --json --exe0 --vm=web --label=deploy --ctx='{"role":"deploy"}'`, "")
 	if code != 0 {
 		t.Fatalf("generate: %q", errOut)
 	}
-	m, _ := jsonKeys(t, out)
+	m, _ := testkit.JSONObject(t, out)
 	token := m["token"].(string)
-	if _, err := e.verifier.Verify(e.ctx, token, tokens.Target{Namespace: "v0@web.exe.xyz", VM: &vm}); err != nil {
+	if _, err := e.Verifier.Verify(e.ctx, token, tokens.Target{Namespace: "v0@web.exe.xyz", VM: &vm}); err != nil {
 		t.Fatalf("Verifier: %v", err)
 	}
 
 	out, _, _ = execSSH(t, c, "ssh-key list --json", "")
 	var pub string
-	l, _ := jsonKeys(t, out)
+	l, _ := testkit.JSONObject(t, out)
 	for _, k := range l["ssh_keys"].([]any) {
 		if k := k.(map[string]any); k["name"] == "deploy" {
 			pub = k["public_key"].(string)
@@ -385,39 +378,23 @@ func TestGeneratedTokenVerifies(t *testing.T) {
 		}
 	}
 	parts := strings.Split(token, ".")
-	payload, err1 := base64.RawURLEncoding.DecodeString(parts[1])
-	blob, err2 := base64.RawURLEncoding.DecodeString(parts[2])
-	if pub == "" || len(parts) != 3 || err1 != nil || err2 != nil {
-		t.Fatalf("token %q / key %q: %v %v", token, pub, err1, err2)
+	if pub == "" || len(parts) != 3 {
+		t.Fatalf("token %q / key %q", token, pub)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatalf("token %q: %v", token, err)
 	}
 	if string(payload) != `{"ctx":{"role":"deploy"}}` {
 		t.Errorf("payload = %s", payload)
 	}
-	dir := t.TempDir()
-	signers := filepath.Join(dir, "allowed_signers")
-	sigFile := filepath.Join(dir, "token.sig")
-	if err := os.WriteFile(signers, []byte("deploy@exed "+pub+"\n"), 0o600); err != nil {
-		t.Fatal(err)
+	if err := testkit.SSHKeygenVerify(t, pub, token, "v0@web.exe.xyz", payload); err != nil {
+		t.Error(err)
 	}
-	if err := os.WriteFile(sigFile, keys.Armor(blob), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	verify := func(ns string, msg []byte) error {
-		cmd := exec.Command("ssh-keygen", "-Y", "verify", "-f", signers, "-I", "deploy@exed", "-n", ns, "-s", sigFile)
-		cmd.Stdin = bytes.NewReader(msg)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%v: %s", err, out)
-		}
-		return nil
-	}
-	if err := verify("v0@web.exe.xyz", payload); err != nil {
-		t.Errorf("ssh-keygen -Y verify: %v", err)
-	}
-	if err := verify("v0@exe.dev", payload); err == nil {
+	if err := testkit.SSHKeygenVerify(t, pub, token, "v0@exe.dev", payload); err == nil {
 		t.Error("ssh-keygen verified the token in the wrong namespace")
 	}
-	if err := verify("v0@web.exe.xyz", append(payload, ' ')); err == nil {
+	if err := testkit.SSHKeygenVerify(t, pub, token, "v0@web.exe.xyz", append(payload, ' ')); err == nil {
 		t.Error("ssh-keygen verified a changed payload")
 	}
 }
@@ -426,22 +403,22 @@ func TestGeneratedTokenVerifies(t *testing.T) {
 // signed is refused, though the Verifier had it cached.
 func TestRemoveRevokesOverSSH(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	ts := e.startServer(t, nil)
-	c := ts.dial(t, alice.signer)
+	c := ts.dial(t, alice.Signer)
 	out, _, _ := execSSH(t, c, "ssh-key generate-api-key --json --label=ci", "")
-	m, _ := jsonKeys(t, out)
+	m, _ := testkit.JSONObject(t, out)
 	token := m["token"].(string)
 	api := tokens.Target{Namespace: "v0@exe.dev", Command: "whoami"}
 	for range 2 {
-		if _, err := e.verifier.Verify(e.ctx, token, api); err != nil {
+		if _, err := e.Verifier.Verify(e.ctx, token, api); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if _, errOut, code := execSSH(t, c, "ssh-key remove ci", ""); code != 0 {
 		t.Fatalf("remove: %q", errOut)
 	}
-	if _, err := e.verifier.Verify(e.ctx, token, api); err == nil {
+	if _, err := e.Verifier.Verify(e.ctx, token, api); err == nil {
 		t.Fatal("token verifies after ssh-key remove returned")
 	}
 }
@@ -450,19 +427,19 @@ func TestRemoveRevokesOverSSH(t *testing.T) {
 // its refusals name the restriction and store nothing.
 func TestRestrictedKeyOverSSH(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	e.addVM("web", alice, false)
-	e.addVM("db", alice, false)
-	ci := e.addKey(alice, "ci", 3, func(k *store.Key) {
+	alice := e.AddUser("alice@example.com", 1)
+	e.AddVM("web", alice, false)
+	e.AddVM("db", alice, false)
+	ci := e.AddKey(alice, "ci", 3, func(k *store.Key) {
 		k.VM = "web"
 		k.Cmds = []string{"ssh-key generate-api-key"}
 	})
 	ts := e.startServer(t, nil)
-	c := ts.dial(t, ci.signer)
-	before, _ := e.store.Keys(e.ctx, alice.user.ID)
+	c := ts.dial(t, ci.Signer)
+	before, _ := e.Store.Keys(e.ctx, alice.User.ID)
 	for _, tt := range []struct{ cmd, want string }{
 		{"whoami", `key "ci" may only run ssh-key generate-api-key: "whoami" is not among them`},
-		{"ssh-key add " + pubLine(seededSigner(t, 8)), `"ssh-key add" is not among them`},
+		{"ssh-key add " + testkit.PubLine(testkit.SeededSigner(t, 8)), `"ssh-key add" is not among them`},
 		{"ssh-key generate-api-key --vm db", `key "ci" is restricted to VM web: --vm db is outside it`},
 		{"ssh-key generate-api-key --cmds whoami", `key "ci" is restricted to cmds ssh-key generate-api-key: "whoami" is outside them`},
 	} {
@@ -471,7 +448,7 @@ func TestRestrictedKeyOverSSH(t *testing.T) {
 			t.Errorf("%q: %d %q %q; want %q", tt.cmd, code, out, errOut, tt.want)
 		}
 	}
-	if after, _ := e.store.Keys(e.ctx, alice.user.ID); len(after) != len(before) {
+	if after, _ := e.Store.Keys(e.ctx, alice.User.ID); len(after) != len(before) {
 		t.Errorf("refusals stored keys: %d → %d", len(before), len(after))
 	}
 	if _, errOut, code := execSSH(t, c, "whoami --help", ""); code != 0 {
@@ -481,16 +458,16 @@ func TestRestrictedKeyOverSSH(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("mint within limits: %q", errOut)
 	}
-	if m, _ := jsonKeys(t, out); m["vm"] != "web" || m["namespace"] != "v0@web.exe.xyz" {
+	if m, _ := testkit.JSONObject(t, out); m["vm"] != "web" || m["namespace"] != "v0@web.exe.xyz" {
 		t.Errorf("restricted mint = %v", m)
 	}
 }
 
 func TestMaxSessions(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	ts := e.startServer(t, func(c *ServerConfig) { c.MaxSessions = 2 })
-	c := ts.dial(t, alice.signer)
+	c := ts.dial(t, alice.Signer)
 
 	// Two sessions held open by commands waiting for stdin.
 	var held []*gossh.Session
@@ -513,7 +490,7 @@ func TestMaxSessions(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "too many sessions") {
 		t.Errorf("third session: %v", err)
 	}
-	fmt.Fprintln(stdins[0], pubLine(seededSigner(t, 5)))
+	fmt.Fprintln(stdins[0], testkit.PubLine(testkit.SeededSigner(t, 5)))
 	stdins[0].Close()
 	if err := held[0].Wait(); err != nil {
 		t.Fatalf("held session: %v", err)
@@ -539,9 +516,9 @@ func TestMaxSessionsBackToBack(t *testing.T) {
 		rounds      = 40 // per worker; the race showed within a few
 	)
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	ts := e.startServer(t, func(c *ServerConfig) { c.MaxSessions = maxSessions })
-	c := ts.dial(t, alice.signer)
+	c := ts.dial(t, alice.Signer)
 	var wg sync.WaitGroup
 	for range maxSessions {
 		wg.Go(func() {
@@ -567,14 +544,14 @@ func TestMaxSessionsBackToBack(t *testing.T) {
 // another connection) runs no further sessions.
 func TestSessionAfterKeyRemoved(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	second := e.addKey(alice, "second", 3, nil)
+	alice := e.AddUser("alice@example.com", 1)
+	second := e.AddKey(alice, "second", 3, nil)
 	ts := e.startServer(t, nil)
-	c := ts.dial(t, second.signer)
+	c := ts.dial(t, second.Signer)
 	if out, errOut, code := execSSH(t, c, "whoami", ""); code != 0 || !strings.Contains(out, "alice@example.com") {
 		t.Fatalf("whoami before removal: %d %q %q", code, out, errOut)
 	}
-	if _, errOut, code := execSSH(t, ts.dial(t, alice.signer), "ssh-key remove second", ""); code != 0 {
+	if _, errOut, code := execSSH(t, ts.dial(t, alice.Signer), "ssh-key remove second", ""); code != 0 {
 		t.Fatalf("remove: %q", errOut)
 	}
 	out, errOut, code := execSSH(t, c, "whoami", "")
@@ -585,11 +562,11 @@ func TestSessionAfterKeyRemoved(t *testing.T) {
 
 func TestHandshakeTimeout(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	const timeout = time.Second
 	ts := e.startServer(t, func(c *ServerConfig) { c.HandshakeTimeout = timeout })
 	start := time.Now()
-	c := ts.dial(t, alice.signer)
+	c := ts.dial(t, alice.Signer)
 	conn, err := net.Dial("tcp", ts.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -611,9 +588,9 @@ func TestHandshakeTimeout(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	ts := e.startServer(t, func(c *ServerConfig) { c.IdleTimeout = 500 * time.Millisecond })
-	c := ts.dial(t, alice.signer)
+	c := ts.dial(t, alice.Signer)
 	s, err := c.NewSession()
 	if err != nil {
 		t.Fatal(err)
@@ -635,7 +612,7 @@ func TestIdleTimeout(t *testing.T) {
 // connections, and closes idle ones.
 func TestShutdown(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	// The handler tells LastUsed of its key once it has joined the
 	// sessions Shutdown waits for: the command has then started.
 	started := make(chan struct{}, 1)
@@ -647,8 +624,8 @@ func TestShutdown(t *testing.T) {
 			}
 		})
 	})
-	busy := ts.dial(t, alice.signer)
-	idle := ts.dial(t, alice.signer)
+	busy := ts.dial(t, alice.Signer)
+	idle := ts.dial(t, alice.Signer)
 
 	s, err := busy.NewSession()
 	if err != nil {
@@ -680,7 +657,7 @@ func TestShutdown(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("idle connection not closed by Shutdown")
 	}
-	waitFor(t, "the listener to close", func() bool {
+	testkit.WaitFor(t, "the listener to close", func() bool {
 		c, err := net.DialTimeout("tcp", ts.addr, time.Second)
 		if err != nil {
 			return true
@@ -693,7 +670,7 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("Shutdown returned %v while a command runs", err)
 	default:
 	}
-	fmt.Fprintln(stdin, pubLine(seededSigner(t, 6)))
+	fmt.Fprintln(stdin, testkit.PubLine(testkit.SeededSigner(t, 6)))
 	stdin.Close()
 	if err := s.Wait(); err != nil {
 		t.Fatalf("running command: %v", err)
@@ -708,9 +685,9 @@ func TestShutdown(t *testing.T) {
 
 func TestREPL(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	ts := e.startServer(t, nil)
-	c := ts.dial(t, alice.signer)
+	c := ts.dial(t, alice.Signer)
 	s, err := c.NewSession()
 	if err != nil {
 		t.Fatal(err)
@@ -720,7 +697,7 @@ func TestREPL(t *testing.T) {
 		t.Fatal(err)
 	}
 	stdin, _ := s.StdinPipe()
-	var out syncBuffer
+	var out testkit.SyncBuffer
 	s.Stdout = &out
 	if err := s.Shell(); err != nil {
 		t.Fatal(err)
@@ -728,15 +705,15 @@ func TestREPL(t *testing.T) {
 	has := func(want string, n int) func() bool {
 		return func() bool { return strings.Count(out.String(), want) >= n }
 	}
-	waitFor(t, "the greeting", has("signed in as alice@example.com", 1))
+	testkit.WaitFor(t, "the greeting", has("signed in as alice@example.com", 1))
 	fmt.Fprint(stdin, "whoami --json\r")
-	waitFor(t, "whoami's output", has(`"email":"alice@example.com"`, 1))
+	testkit.WaitFor(t, "whoami's output", has(`"email":"alice@example.com"`, 1))
 	fmt.Fprint(stdin, "\x1b[A\r") // up arrow: the session's history
-	waitFor(t, "whoami again, from history", has(`"email":"alice@example.com"`, 2))
+	testkit.WaitFor(t, "whoami again, from history", has(`"email":"alice@example.com"`, 2))
 	fmt.Fprint(stdin, "nosuch\r")
-	waitFor(t, "an error", has(`unknown command "nosuch"`, 1))
+	testkit.WaitFor(t, "an error", has(`unknown command "nosuch"`, 1))
 	fmt.Fprint(stdin, "echo $HOME\r")
-	waitFor(t, "a refusal", has("unsupported shell syntax: $ expansion", 1))
+	testkit.WaitFor(t, "a refusal", has("unsupported shell syntax: $ expansion", 1))
 	fmt.Fprint(stdin, "exit\r")
 	if err := s.Wait(); err != nil {
 		t.Errorf("exit: %v", err)
@@ -750,12 +727,12 @@ func TestREPL(t *testing.T) {
 	defer s2.Close()
 	s2.RequestPty("xterm", 40, 120, gossh.TerminalModes{})
 	stdin2, _ := s2.StdinPipe()
-	var out2 syncBuffer
+	var out2 testkit.SyncBuffer
 	s2.Stdout = &out2
 	if err := s2.Shell(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the prompt", func() bool { return strings.Contains(out2.String(), "exed> ") })
+	testkit.WaitFor(t, "the prompt", func() bool { return strings.Contains(out2.String(), "exed> ") })
 	stdin2.Write([]byte{4})
 	if err := s2.Wait(); err != nil {
 		t.Errorf("Ctrl-D: %v", err)
@@ -766,19 +743,19 @@ func TestREPL(t *testing.T) {
 // SSH, the log names commands but holds no token or part of one.
 func TestLogsHoldNoTokens(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	ts := e.startServer(t, nil)
-	c := ts.dial(t, alice.signer)
+	c := ts.dial(t, alice.Signer)
 	var secrets []string
 	out, _, _ := execSSH(t, c, "ssh-key generate-api-key --json --exe0 --label a", "")
-	m, _ := jsonKeys(t, out)
+	m, _ := testkit.JSONObject(t, out)
 	exe0 := m["token"].(string)
 	secrets = append(secrets, exe0, strings.Split(exe0, ".")[2][:40])
 	out, _, _ = execSSH(t, c, "exe0-to-exe1 --json "+exe0, "")
-	m, _ = jsonKeys(t, out)
+	m, _ = testkit.JSONObject(t, out)
 	secrets = append(secrets, m["token"].(string), strings.TrimPrefix(m["token"].(string), "exe1."))
 	out, _, _ = execSSH(t, c, "ssh-key generate-api-key --json --label b", "")
-	m, _ = jsonKeys(t, out)
+	m, _ = testkit.JSONObject(t, out)
 	secrets = append(secrets, m["token"].(string), strings.TrimPrefix(m["token"].(string), "exe1."))
 	execSSH(t, c, "ssh-key check-api-key "+exe0, "")
 	execSSH(t, c, "exe0-to-exe1 "+exe0+"x", "")
@@ -790,7 +767,7 @@ func TestLogsHoldNoTokens(t *testing.T) {
 			t.Errorf("log holds a token (or part): %.20s…", s)
 		}
 	}
-	for _, want := range []string{`command="ssh-key generate-api-key"`, `command=exe0-to-exe1`, `command="ssh-key check-api-key"`, "user=" + alice.user.ID, "fingerprint=" + alice.key.Fingerprint} {
+	for _, want := range []string{`command="ssh-key generate-api-key"`, `command=exe0-to-exe1`, `command="ssh-key check-api-key"`, "user=" + alice.User.ID, "fingerprint=" + alice.Key.Fingerprint} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %s:\n%s", want, logs)
 		}
@@ -799,16 +776,16 @@ func TestLogsHoldNoTokens(t *testing.T) {
 
 func TestLastUsedTouched(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	var touched []string
 	var mu sync.Mutex
 	ts := e.startServer(t, func(c *ServerConfig) {
 		c.LastUsed = touchFunc(func(fp string) { mu.Lock(); touched = append(touched, fp); mu.Unlock() })
 	})
-	execSSH(t, ts.dial(t, alice.signer), "whoami", "")
+	execSSH(t, ts.dial(t, alice.Signer), "whoami", "")
 	mu.Lock()
 	defer mu.Unlock()
-	if len(touched) != 1 || touched[0] != alice.key.Fingerprint {
+	if len(touched) != 1 || touched[0] != alice.Key.Fingerprint {
 		t.Errorf("touched %v", touched)
 	}
 }
@@ -821,9 +798,9 @@ func (f touchFunc) Touch(fp string) { f(fp) }
 // session each, as a script would.
 func BenchmarkGenerateAPIKeySSH(b *testing.B) {
 	e := newTestEnv(b)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	ts := e.startServerB(b)
-	c := ts.dial(b, alice.signer)
+	c := ts.dial(b, alice.Signer)
 	b.ResetTimer()
 	start := time.Now()
 	for i := range b.N {
@@ -841,9 +818,9 @@ func BenchmarkGenerateAPIKeySSH(b *testing.B) {
 // counts opens refused as over the bound (and retried).
 func BenchmarkGenerateAPIKeySSHMux(b *testing.B) {
 	e := newTestEnv(b)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	ts := e.startServerB(b)
-	c := ts.dial(b, alice.signer)
+	c := ts.dial(b, alice.Signer)
 	var next, refused atomic.Int64
 	var wg sync.WaitGroup
 	b.ResetTimer()
@@ -881,8 +858,8 @@ func (e *testEnv) startServerB(b *testing.B) *testServer {
 	if err != nil {
 		b.Fatal(err)
 	}
-	host := seededSigner(b, 250)
-	srv := NewServer(ServerConfig{Suite: e.suite, Store: e.store, HostKey: host, Now: e.now})
+	host := testkit.SeededSigner(b, 250)
+	srv := NewServer(ServerConfig{Suite: e.suite, Store: e.Store, HostKey: host, Now: e.Now})
 	go srv.Serve(ln)
 	b.Cleanup(func() { srv.Shutdown(context.Background()) })
 	return &testServer{e: e, srv: srv, addr: ln.Addr().String(), hostKey: host.PublicKey()}
@@ -892,23 +869,23 @@ func (e *testEnv) startServerB(b *testing.B) *testServer {
 // at the next command.
 func TestREPLKeyRemoved(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
-	second := e.addKey(alice, "second", 3, nil)
+	alice := e.AddUser("alice@example.com", 1)
+	second := e.AddKey(alice, "second", 3, nil)
 	ts := e.startServer(t, nil)
-	s, err := ts.dial(t, second.signer).NewSession()
+	s, err := ts.dial(t, second.Signer).NewSession()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	s.RequestPty("xterm", 40, 120, gossh.TerminalModes{})
 	stdin, _ := s.StdinPipe()
-	var out syncBuffer
+	var out testkit.SyncBuffer
 	s.Stdout = &out
 	if err := s.Shell(); err != nil {
 		t.Fatal(err)
 	}
 	fmt.Fprint(stdin, "ssh-key remove second\r")
-	waitFor(t, "the removal", func() bool { return strings.Contains(out.String(), "Removed key second") })
+	testkit.WaitFor(t, "the removal", func() bool { return strings.Contains(out.String(), "Removed key second") })
 	fmt.Fprint(stdin, "whoami\r")
 	var exit *gossh.ExitError
 	if err := s.Wait(); !errors.As(err, &exit) || exit.ExitStatus() != 1 {
@@ -924,14 +901,14 @@ func TestREPLKeyRemoved(t *testing.T) {
 // have it); a second before, it can.
 func TestLoginExpiryBoundary(t *testing.T) {
 	e := newTestEnv(t)
-	alice := e.addUser("alice@example.com", 1)
+	alice := e.AddUser("alice@example.com", 1)
 	ts := e.startServer(t, nil)
-	exp := e.now().Add(time.Hour).Truncate(time.Second)
-	ci := e.addKey(alice, "ci", 41, func(k *store.Key) { k.ExpiresAt = exp })
-	e.setNow(exp.Add(-time.Second))
-	ts.dial(t, ci.signer).Close()
-	e.setNow(exp)
-	if c, err := gossh.Dial("tcp", ts.addr, ts.config(gossh.PublicKeys(ci.signer))); err == nil {
+	exp := e.Now().Add(time.Hour).Truncate(time.Second)
+	ci := e.AddKey(alice, "ci", 41, func(k *store.Key) { k.ExpiresAt = exp })
+	e.clock.Set(exp.Add(-time.Second))
+	ts.dial(t, ci.Signer).Close()
+	e.clock.Set(exp)
+	if c, err := gossh.Dial("tcp", ts.addr, ts.config(gossh.PublicKeys(ci.Signer))); err == nil {
 		c.Close()
 		t.Error("a key logged in at the instant it expires")
 	}

@@ -15,7 +15,7 @@ const shutdownFlushTimeout = 5 * time.Second
 // LastUsedWriter records when keys were last used without a database
 // write per request: Touch notes a use in memory, and Run writes the
 // notes in batches via KeyStore.TouchKeys, at most once per key per
-// interval (SPEC §6: once a minute).
+// interval (a minute by default: last_used_at is only that precise).
 type LastUsedWriter struct {
 	s     KeyStore
 	every time.Duration

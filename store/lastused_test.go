@@ -7,8 +7,10 @@ import (
 	"maps"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/store/sqlstore"
 )
@@ -69,24 +71,6 @@ func (r *touchRecorder) writes() []map[string]time.Time {
 	return append([]map[string]time.Time(nil), r.batches...)
 }
 
-// fakeClock is the writer's injected clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func lastUsed(t *testing.T, s store.Store, fp string) time.Time {
 	t.Helper()
 	k, err := s.Key(context.Background(), fp)
@@ -96,75 +80,81 @@ func lastUsed(t *testing.T, s store.Store, fp string) time.Time {
 	return k.LastUsedAt
 }
 
+// TestLastUsedWriter runs in a synctest bubble, where time is fake: the
+// writer keeps its default clock (time.Now) and the test moves time on
+// with time.Sleep, which in a bubble returns at once with the clock
+// advanced (it waits for nothing).
 func TestLastUsedWriter(t *testing.T) {
-	ctx := context.Background()
-	s := openStore(t)
-	_, k1 := addUser(t, s, "ada@example.com")
-	_, k2 := addUser(t, s, "bob@example.com")
-	rec := &touchRecorder{Store: s}
-	clock := &fakeClock{t: t0}
-	w := store.NewLastUsedWriter(rec, time.Minute, clock.Now)
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		start := time.Now() // midnight UTC 2000-01-01 in the bubble: a whole second
+		s := openStore(t)
+		_, k1 := addUser(t, s, "ada@example.com")
+		_, k2 := addUser(t, s, "bob@example.com")
+		rec := &touchRecorder{Store: s}
+		w := store.NewLastUsedWriter(rec, time.Minute, nil)
 
-	// Many uses within a minute: one write, with the first use's time.
-	for range 100 {
+		// Many uses within a minute: one write, with the first use's time.
+		for range 100 {
+			w.Touch(k1.Fingerprint)
+			time.Sleep(100 * time.Millisecond)
+		}
+		w.Touch(k2.Fingerprint)
+		if n := w.Backlog(); n != 2 {
+			t.Fatalf("Backlog = %d, want 2", n)
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := w.Backlog(); n != 0 {
+			t.Fatalf("Backlog after Flush = %d, want 0", n)
+		}
+		if got := lastUsed(t, s, k1.Fingerprint); !got.Equal(start) {
+			t.Fatalf("k1 last used %v, want %v", got, start)
+		}
+		if got := lastUsed(t, s, k2.Fingerprint); !got.Equal(start.Add(10 * time.Second)) {
+			t.Fatalf("k2 last used %v, want %v", got, start.Add(10*time.Second))
+		}
+
+		// Still within k1's minute: nothing to write, and Flush writes nothing.
+		time.Sleep(40 * time.Second) // start+50s
 		w.Touch(k1.Fingerprint)
-		clock.Advance(100 * time.Millisecond)
-	}
-	w.Touch(k2.Fingerprint)
-	if n := w.Backlog(); n != 2 {
-		t.Fatalf("Backlog = %d, want 2", n)
-	}
-	if err := w.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if n := w.Backlog(); n != 0 {
-		t.Fatalf("Backlog after Flush = %d, want 0", n)
-	}
-	if got := lastUsed(t, s, k1.Fingerprint); !got.Equal(t0) {
-		t.Fatalf("k1 last used %v, want %v", got, t0)
-	}
-	if got := lastUsed(t, s, k2.Fingerprint); !got.Equal(t0.Add(10 * time.Second)) {
-		t.Fatalf("k2 last used %v, want %v", got, t0.Add(10*time.Second))
-	}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(rec.writes()); got != 1 {
+			t.Fatalf("%d writes within one interval, want 1", got)
+		}
 
-	// Still within k1's minute: nothing to write, and Flush writes nothing.
-	clock.Advance(40 * time.Second) // t0+50s
-	w.Touch(k1.Fingerprint)
-	if err := w.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := len(rec.writes()); got != 1 {
-		t.Fatalf("%d writes within one interval, want 1", got)
-	}
+		// A minute after the first note, the next use is written again.
+		time.Sleep(10 * time.Second) // start+60s
+		w.Touch(k1.Fingerprint)
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		want := start.Add(time.Minute)
+		if got := lastUsed(t, s, k1.Fingerprint); !got.Equal(want) {
+			t.Fatalf("k1 last used %v, want %v", got, want)
+		}
+		ws := rec.writes()
+		if len(ws) != 2 || len(ws[1]) != 1 {
+			t.Fatalf("writes = %v, want a second batch with k1 only", ws)
+		}
 
-	// A minute after the first note, the next use is written again.
-	clock.Advance(10 * time.Second) // t0+60s
-	w.Touch(k1.Fingerprint)
-	if err := w.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	want := t0.Add(time.Minute)
-	if got := lastUsed(t, s, k1.Fingerprint); !got.Equal(want) {
-		t.Fatalf("k1 last used %v, want %v", got, want)
-	}
-	ws := rec.writes()
-	if len(ws) != 2 || len(ws[1]) != 1 {
-		t.Fatalf("writes = %v, want a second batch with k1 only", ws)
-	}
-
-	// Notes past the interval are dropped, so memory does not grow with
-	// every key ever seen.
-	clock.Advance(2 * time.Minute)
-	w.Flush(ctx)
-	if noted := store.NotedKeys(w); noted != 0 {
-		t.Fatalf("%d stale notes kept", noted)
-	}
+		// Notes past the interval are dropped, so memory does not grow with
+		// every key ever seen.
+		time.Sleep(2 * time.Minute)
+		w.Flush(ctx)
+		if noted := store.NotedKeys(w); noted != 0 {
+			t.Fatalf("%d stale notes kept", noted)
+		}
+	})
 }
 
 func TestLastUsedTouchNoAlloc(t *testing.T) {
 	s := openStore(t)
 	_, k := addUser(t, s, "ada@example.com")
-	clock := &fakeClock{t: t0}
+	clock := testkit.NewClock(t0)
 	w := store.NewLastUsedWriter(s, time.Minute, clock.Now)
 	fp := k.Fingerprint
 	w.Touch(fp)
@@ -184,7 +174,7 @@ func TestLastUsedRetry(t *testing.T) {
 	s1.Close() // every write now fails
 
 	rec := &touchRecorder{Store: s1}
-	clock := &fakeClock{t: t0}
+	clock := testkit.NewClock(t0)
 	w := store.NewLastUsedWriter(rec, time.Minute, clock.Now)
 	w.Touch(k.Fingerprint)
 	if err := w.Flush(ctx); err == nil {
@@ -208,35 +198,41 @@ func TestLastUsedRetry(t *testing.T) {
 	}
 }
 
+// TestLastUsedRun drives Run's ticker in a synctest bubble: time is fake,
+// so the test sees the write at exactly one interval, not before, and
+// synctest.Wait (every goroutine of the bubble blocked: Run is back waiting
+// for its next tick) replaces polling.
 func TestLastUsedRun(t *testing.T) {
-	s := openStore(t)
-	_, k1 := addUser(t, s, "ada@example.com")
-	_, k2 := addUser(t, s, "bob@example.com")
-	clock := &fakeClock{t: t0}
-	// A short real interval drives Run's ticker; the notes' times come
-	// from the injected clock.
-	w := store.NewLastUsedWriter(s, 10*time.Millisecond, clock.Now)
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- w.Run(ctx) }()
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		s := openStore(t)
+		_, k1 := addUser(t, s, "ada@example.com")
+		_, k2 := addUser(t, s, "bob@example.com")
+		w := store.NewLastUsedWriter(s, time.Minute, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan error, 1)
+		go func() { ran <- w.Run(ctx) }()
 
-	w.Touch(k1.Fingerprint)
-	deadline := time.Now().Add(10 * time.Second)
-	for lastUsed(t, s, k1.Fingerprint).IsZero() {
-		if time.Now().After(deadline) {
-			t.Fatal("Run did not write the touched key")
+		w.Touch(k1.Fingerprint)
+		time.Sleep(time.Minute - time.Nanosecond)
+		synctest.Wait()
+		if got := lastUsed(t, s, k1.Fingerprint); !got.IsZero() {
+			t.Fatalf("k1 written at %v, before Run's first tick", got)
 		}
-		time.Sleep(5 * time.Millisecond) // polling, not synchronising
-	}
+		time.Sleep(time.Nanosecond) // Run's first tick
+		synctest.Wait()
+		if got := lastUsed(t, s, k1.Fingerprint); !got.Equal(start) {
+			t.Fatalf("after Run's first tick, k1 last used %v, want %v", got, start)
+		}
 
-	// Stopping flushes what is left.
-	clock.Advance(time.Minute)
-	w.Touch(k2.Fingerprint)
-	cancel()
-	if err := <-ran; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if got := lastUsed(t, s, k2.Fingerprint); !got.Equal(t0.Add(time.Minute)) {
-		t.Fatalf("k2 last used %v after Run stopped, want %v", got, t0.Add(time.Minute))
-	}
+		// Stopping flushes what is left.
+		w.Touch(k2.Fingerprint)
+		cancel()
+		if err := <-ran; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if got := lastUsed(t, s, k2.Fingerprint); !got.Equal(start.Add(time.Minute)) {
+			t.Fatalf("k2 last used %v after Run stopped, want %v", got, start.Add(time.Minute))
+		}
+	})
 }

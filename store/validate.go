@@ -65,9 +65,9 @@ func ValidateVMName(s string) error {
 	return nil
 }
 
-// ValidateUpstream accepts http://HOST[:PORT] or https://HOST[:PORT]
-// (SPEC §1), with an optional trailing "/": no user info, path, query or
-// fragment. Errors do not repeat the URL: it may hold a password.
+// ValidateUpstream accepts a VM's upstream, http://HOST[:PORT] or
+// https://HOST[:PORT], with an optional trailing "/": no user info, path,
+// query or fragment. Errors do not repeat the URL: it may hold a password.
 func ValidateUpstream(s string) error {
 	u, err := url.Parse(s)
 	if err != nil {

@@ -98,7 +98,7 @@ func FuzzValidateVMName(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		want := vmNameRE.MatchString(s) && !strings.HasSuffix(s, "-")
 		if got := ValidateVMName(s) == nil; got != want {
-			t.Fatalf("ValidateVMName(%q) accepts = %v, SPEC §1 says %v", s, got, want)
+			t.Fatalf("ValidateVMName(%q) accepts = %v, the rule says %v", s, got, want)
 		}
 	})
 }

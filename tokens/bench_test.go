@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/exed-dev/exed/internal/testkit"
 )
 
 // benchPayload is a typical generate-api-key P.
@@ -64,7 +66,7 @@ func bareEd25519(tb testing.TB, token string) (ed25519.PublicKey, []byte, []byte
 }
 
 func TestBareEd25519MatchesToken(t *testing.T) {
-	s := newSigner(t)
+	s := testkit.NewSigner(t)
 	bareEd25519(t, mint(t, s, apiNS, benchPayload))
 }
 
@@ -85,7 +87,7 @@ func BenchmarkVerifyExe0Ed25519(b *testing.B) {
 }
 
 func BenchmarkBareEd25519Verify(b *testing.B) {
-	s := newSigner(b)
+	s := testkit.NewSigner(b)
 	pub, signed, sig := bareEd25519(b, mint(b, s, apiNS, benchPayload))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -113,7 +115,7 @@ func BenchmarkVerifyCached(b *testing.B) {
 }
 
 func BenchmarkParseExe0(b *testing.B) {
-	s := newSigner(b)
+	s := testkit.NewSigner(b)
 	tok := mint(b, s, apiNS, benchPayload)
 	b.ReportAllocs()
 	for b.Loop() {

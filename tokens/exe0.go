@@ -1,7 +1,9 @@
 // Package tokens is exed's access-token logic: the exe0 format and its
-// strict permission rules (SPEC §2), exe1 handles (SPEC §3), the one rule
-// for command grants, and the Verifier that every token check goes through
-// (the proxy, /exec, exe0-to-exe1 and check-api-key).
+// strict permission rules (a token that breaks one is invalid, never
+// repaired), exe1 handles (short random names, kept in the registry, that
+// stand for one exe0 token), the one rule for command grants, and the
+// Verifier that every token check goes through (the proxy, /exec,
+// exe0-to-exe1 and check-api-key).
 //
 // An exe0 token is "exe0." + base64url(P) + "." + base64url(B): P is the
 // permissions JSON exactly as signed, B the binary SSHSIG blob over P, as
@@ -37,7 +39,7 @@ func LooksLikeToken(s string) bool {
 }
 
 // ErrMalformed is wrapped by every error that says a token breaks a rule
-// of its format (SPEC §2, §3), as opposed to failing verification.
+// of the exe0 or exe1 format, as opposed to failing verification.
 var ErrMalformed = errors.New("malformed token")
 
 func malformed(format string, args ...any) error {
@@ -56,7 +58,7 @@ type Exe0 struct {
 	Sig     *keys.Signature
 }
 
-// ParseExe0 applies every rule of SPEC §2, in order: size at most
+// ParseExe0 applies every rule of the exe0 format, in order: size at most
 // MaxTokenLen, prefix "exe0.", exactly two parts, strict unpadded base64url,
 // the rules for P (ParsePermissions), and a well-formed SSHSIG blob
 // (keys.ParseSignature). It does no cryptography.
@@ -125,8 +127,9 @@ func FormatExe0(payload, sigBlob []byte) string {
 
 // MintExe0 signs payload in namespace with hash sha512 (ssh-keygen's
 // default) and formats the token. For an ed25519 key the result is
-// byte-identical to the shell recipe of SPEC §2. A payload that breaks the
-// P rules is refused rather than signed into a token nobody would accept.
+// byte-identical to the documented ssh-keygen shell recipe. A payload
+// that breaks the P rules is refused rather than signed into a token
+// nobody would accept.
 func MintExe0(signer ssh.Signer, namespace string, payload []byte) (string, error) {
 	if _, err := ParsePermissions(payload); err != nil {
 		return "", fmt.Errorf("tokens: mint: %w", err)

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/keys"
 )
 
@@ -17,16 +18,6 @@ const (
 	apiNS = "v0@exe.dev"
 	vmNS  = "v0@web.exe.xyz"
 )
-
-// newSigner makes a fresh ed25519 key.
-func newSigner(t testing.TB) ssh.Signer {
-	t.Helper()
-	s, _, err := keys.GenerateEd25519()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 // mint signs p in ns with s, failing the test on error. It goes through
 // keys.Sign directly (not MintExe0) so tests can sign payloads MintExe0
@@ -81,11 +72,11 @@ func sizedToken(t *testing.T, s ssh.Signer, n int) string {
 	return ""
 }
 
-// TestParseExe0Negatives is one row per rule of SPEC §2. Each row asserts
-// that the token is refused, that the refusal names the broken rule, and
-// that the Verifier reports it as malformed at the format check.
+// TestParseExe0Negatives is one row per rule of the exe0 format. Each row
+// asserts that the token is refused, that the refusal names the broken
+// rule, and that the Verifier reports it as malformed at the format check.
 func TestParseExe0Negatives(t *testing.T) {
-	s := newSigner(t)
+	s := testkit.NewSigner(t)
 	good := mint(t, s, apiNS, `{"exp":4070908800}`)
 	gp, gs := parts(t, good)
 	withP := func(p string) string { return "exe0." + enc(p) + "." + gs }
@@ -259,7 +250,7 @@ func TestParseExe0Negatives(t *testing.T) {
 }
 
 func TestParseExe0SignatureErrors(t *testing.T) {
-	s := newSigner(t)
+	s := testkit.NewSigner(t)
 	gp, _ := parts(t, mint(t, s, apiNS, `{}`))
 	_, err := ParseExe0("exe0." + gp + "." + enc("SSHSIG garbage"))
 	if !errors.Is(err, ErrMalformed) || !errors.Is(err, keys.ErrMalformed) {
@@ -268,7 +259,7 @@ func TestParseExe0SignatureErrors(t *testing.T) {
 }
 
 func TestParseExe0Accepts(t *testing.T) {
-	s := newSigner(t)
+	s := testkit.NewSigner(t)
 	for _, p := range []string{
 		`{}`,
 		`{"exp":4070908800,"ctx":{"role":"deploy"}}`,

@@ -10,7 +10,8 @@ import (
 var maxExpiry = time.Unix(maxTime, 0).UTC()
 
 // expiryUnits are the units --exp accepts; a month is 30 days and a year
-// 365, as SPEC §4 defines them.
+// 365 (calendar months and leap years would make "1m" mean different
+// things on different days).
 var expiryUnits = map[byte]time.Duration{
 	'h': time.Hour,
 	'd': 24 * time.Hour,

@@ -7,13 +7,15 @@ import (
 	"io"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/exed-dev/exed/internal/testkit"
 )
 
 // FuzzParseExe0: never panics; whatever is accepted is within the size
 // limit, has exactly one encoding (re-encoding gives the input back), and
 // its permissions are those of its payload.
 func FuzzParseExe0(f *testing.F) {
-	s := newSigner(f)
+	s := testkit.NewSigner(f)
 	for _, p := range []string{`{}`, benchPayload, `{"nbf":946684800,"cmds":[],"ctx":null}`} {
 		f.Add(mint(f, s, apiNS, p))
 	}

@@ -3,54 +3,22 @@ package tokens
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
 )
 
-const sshKeygen = "/usr/bin/ssh-keygen"
-
-// recipe is SPEC §2's shell recipe, word for word but for the inputs,
-// which come from the environment: P, KEY, NS and OPTS (extra -O options).
-const recipe = `set -eu
-b64url() { tr -d '\n=' | tr '+/' '-_'; }
-SIG=$(printf '%s' "$P" | ssh-keygen -Y sign -f "$KEY" -n "$NS" $OPTS)
-TOKEN="exe0.$(printf '%s' "$P" | base64 | b64url).$(echo "$SIG" | sed '1d;$d' | b64url)"
-printf '%s' "$TOKEN"
-`
-
-func needSSHKeygen(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat(sshKeygen); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("stock ssh-keygen not available (CI must install openssh-client): %v", err)
-		}
-		t.Skipf("stock ssh-keygen not available: %v", err)
-	}
-}
-
-// keygen makes a key pair with stock ssh-keygen and returns the private
-// key's path and our signer for it.
+// keygen makes a key pair with stock ssh-keygen in dir and returns the
+// private key's path and our signer for it.
 func keygen(t *testing.T, dir, typ string, bits int) (string, ssh.Signer) {
 	t.Helper()
-	name := typ
-	args := []string{"-q", "-t", typ, "-N", "", "-C", ""}
-	if bits != 0 {
-		name += strconv.Itoa(bits)
-		args = append(args, "-b", strconv.Itoa(bits))
-	}
-	path := filepath.Join(dir, name)
-	args = append(args, "-f", path)
-	if out, err := exec.Command(sshKeygen, args...).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen %v: %v\n%s", args, err, out)
-	}
+	path := testkit.SSHKeygen(t, dir, typ, bits)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -62,27 +30,11 @@ func keygen(t *testing.T, dir, typ string, bits int) (string, ssh.Signer) {
 	return path, s
 }
 
-// recipeToken runs the SPEC §2 recipe through bash.
-func recipeToken(t *testing.T, keyPath, ns, p, opts string) string {
-	t.Helper()
-	cmd := exec.Command("bash", "-c", recipe)
-	cmd.Env = append(os.Environ(), "P="+p, "KEY="+keyPath, "NS="+ns, "OPTS="+opts, "PATH=/usr/bin:/bin")
-	out, err := cmd.Output()
-	if err != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		t.Fatalf("recipe: %v\n%s", err, stderr)
-	}
-	return string(out)
-}
-
-// TestInteropSSHKeygen: tokens made by stock ssh-keygen with the SPEC's
+// TestInteropSSHKeygen: tokens made by stock ssh-keygen with the documented
 // recipe parse and verify, for every key type and both hashes; ours for
 // ed25519 are byte-identical; and the usual refusals hold for them.
 func TestInteropSSHKeygen(t *testing.T) {
-	needSSHKeygen(t)
+	testkit.RequireTools(t, "ssh-keygen", "bash")
 	dir := t.TempDir()
 	f := newFixture(t, Config{CacheSize: -1})
 	ctx := context.Background()
@@ -101,13 +53,13 @@ func TestInteropSSHKeygen(t *testing.T) {
 	} {
 		path, signer := keygen(t, dir, kt.typ, kt.bits)
 		f.addKey(signer, filepath.Base(path), func(*store.Key) {})
-		for _, h := range []struct{ opts, hash string }{
-			{"", keys.HashSHA512},
-			{"-O hashalg=sha256", keys.HashSHA256},
+		for _, h := range []struct{ opt, hash string }{
+			{"", keys.HashSHA512}, // ssh-keygen's default
+			{"sha256", keys.HashSHA256},
 		} {
 			name := filepath.Base(path) + "/" + h.hash
 			t.Run(name, func(t *testing.T) {
-				tok := recipeToken(t, path, vmNS, p, h.opts)
+				tok := testkit.RecipeToken(t, path, vmNS, p, h.opt)
 				x, err := ParseExe0(tok)
 				if err != nil {
 					t.Fatalf("ParseExe0: %v", err)
@@ -133,7 +85,7 @@ func TestInteropSSHKeygen(t *testing.T) {
 			})
 		}
 		if kt.typ == "ed25519" {
-			tok := recipeToken(t, path, vmNS, p, "")
+			tok := testkit.RecipeToken(t, path, vmNS, p, "")
 			ours, err := MintExe0(signer, vmNS, []byte(p))
 			if err != nil {
 				t.Fatal(err)
@@ -146,12 +98,12 @@ func TestInteropSSHKeygen(t *testing.T) {
 
 	// A key ssh-keygen made but nobody registered.
 	path, _ := keygen(t, t.TempDir(), "ed25519", 0)
-	_, err := f.v.Verify(ctx, recipeToken(t, path, apiNS, `{}`, ""), Target{Namespace: apiNS})
+	_, err := f.v.Verify(ctx, testkit.RecipeToken(t, path, apiNS, `{}`, ""), Target{Namespace: apiNS})
 	wantReason(t, err, ReasonUnknownKey, CheckKey)
 }
 
 func TestMintExe0(t *testing.T) {
-	s := newSigner(t)
+	s := testkit.NewSigner(t)
 	tok, err := MintExe0(s, apiNS, []byte(`{"cmds":["ls"]}`))
 	if err != nil {
 		t.Fatal(err)

@@ -11,9 +11,10 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 )
 
-// Bounds of exp and nbf (SPEC §2). Anything outside is a mistake (seconds
-// confused with milliseconds, a date before the product existed) rather
-// than a real validity window, so it is refused instead of being honoured.
+// Bounds of exp and nbf: 2000-01-01 to 2100-01-01. Anything outside is a
+// mistake (seconds confused with milliseconds, a date before the product
+// existed) rather than a real validity window, so it is refused instead of
+// being honoured.
 const (
 	minTime = 946684800  // 2000-01-01T00:00:00Z
 	maxTime = 4102444800 // 2100-01-01T00:00:00Z
@@ -52,7 +53,7 @@ func CommandAllowed(cmds []string, path string) bool {
 	return path != "" && slices.Contains(cmds, path)
 }
 
-// ParsePermissions applies the P rules of SPEC §2: P starts with '{', has
+// ParsePermissions applies the rules for P: P starts with '{', has
 // no leading or trailing whitespace and no CR, LF or NUL; it is valid JSON
 // (UTF-8) with no duplicate names at any depth; its only names are exp, nbf,
 // cmds and ctx, matched exactly (null counts as absent); exp and nbf are

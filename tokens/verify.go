@@ -117,8 +117,8 @@ const (
 	// within one TTL) while bounding memory: an entry is about 1 KB.
 	DefaultCacheSize = 100_000
 	// DefaultCacheTTL bounds how long a key removed through another
-	// instance sharing the registry keeps working here: SPEC §6 allows
-	// one second.
+	// instance sharing the registry keeps working here: a removed key is
+	// refused everywhere within one second.
 	DefaultCacheTTL = time.Second
 )
 

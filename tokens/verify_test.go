@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
 )
@@ -104,27 +104,12 @@ func (r *memRegistry) calls() int {
 	return r.keyCalls
 }
 
-// clock is an injectable Now, safe for concurrent use.
-type clock struct{ ns atomic.Int64 }
-
-func newClock(t time.Time) *clock {
-	c := &clock{}
-	c.set(t)
-	return c
-}
-func (c *clock) Now() time.Time             { return time.Unix(0, c.ns.Load()) }
-func (c *clock) set(t time.Time)            { c.ns.Store(t.UnixNano()) }
-func (c *clock) add(d time.Duration)        { c.ns.Add(int64(d)) }
-func (c *clock) at(sec int64) *clock        { c.set(time.Unix(sec, 0)); return c }
-func (c *clock) unix() int64                { return c.Now().Unix() }
-func (c *clock) plus(d time.Duration) int64 { return c.Now().Add(d).Unix() }
-
 // t0 is the fixed "now" of these tests: 2026-01-01T00:00:00Z.
 var t0 = time.Unix(1767225600, 0)
 
 type fixture struct {
 	reg    *memRegistry
-	clock  *clock
+	clock  *testkit.Clock
 	v      *Verifier
 	user   store.User
 	other  store.User
@@ -138,7 +123,7 @@ func newFixture(t testing.TB, c Config) *fixture {
 	t.Helper()
 	f := &fixture{
 		reg:    newMemRegistry(),
-		clock:  newClock(t0),
+		clock:  testkit.NewClock(t0),
 		user:   store.User{ID: "usr1", Email: "a@example.com"},
 		other:  store.User{ID: "usr2", Email: "b@example.com"},
 		web:    &store.VM{Name: "web", OwnerID: "usr1"},
@@ -146,7 +131,7 @@ func newFixture(t testing.TB, c Config) *fixture {
 	}
 	f.reg.addUser(f.user)
 	f.reg.addUser(f.other)
-	f.signer = newSigner(t)
+	f.signer = testkit.NewSigner(t)
 	f.key = f.addKey(f.signer, "laptop", func(*store.Key) {})
 	c.Registry = f.reg
 	c.Now = f.clock.Now
@@ -198,12 +183,12 @@ func TestVerifyValid(t *testing.T) {
 func TestVerifyFailures(t *testing.T) {
 	f := newFixture(t, Config{CacheSize: -1})
 	ctx := context.Background()
-	now := f.clock.unix()
+	now := f.clock.Now().Unix()
 	api := Target{Namespace: apiNS}
 
-	stranger := newSigner(t)
+	stranger := testkit.NewSigner(t)
 	restricted := func(name string, edit func(*store.Key)) ssh.Signer {
-		s := newSigner(t)
+		s := testkit.NewSigner(t)
 		f.addKey(s, name, edit)
 		return s
 	}
@@ -212,7 +197,7 @@ func TestVerifyFailures(t *testing.T) {
 	vmKey := restricted("web-deploy", func(k *store.Key) { k.VM = "web" })
 	cmdKey := restricted("ci", func(k *store.Key) { k.Cmds = []string{"ls", "whoami"} })
 	noCmdsKey := restricted("ci-none", func(k *store.Key) { k.Cmds = []string{} })
-	orphan := newSigner(t)
+	orphan := testkit.NewSigner(t)
 	f.addKey(orphan, "orphan", func(k *store.Key) { k.UserID = "usr-gone" })
 
 	good := mint(t, f.signer, apiNS, `{}`)
@@ -304,7 +289,7 @@ func TestVerifyUnknownKeyBeforeCrypto(t *testing.T) {
 	// checked: a token from a stranger with a broken signature still says
 	// unknown_key.
 	f := newFixture(t, Config{CacheSize: -1})
-	tok := mint(t, newSigner(t), apiNS, `{}`)
+	tok := mint(t, testkit.NewSigner(t), apiNS, `{}`)
 	_, s64 := parts(t, tok)
 	broken := "exe0." + enc(`{"exp":4070908800}`) + "." + s64
 	_, err := f.v.Verify(context.Background(), broken, Target{Namespace: apiNS})
@@ -444,11 +429,11 @@ func TestVerifyCache(t *testing.T) {
 	// The key goes from the registry: the cached result lasts until the
 	// TTL, and not a nanosecond longer.
 	f.reg.removeKey(f.key.Fingerprint)
-	f.clock.add(10*time.Second - time.Nanosecond)
+	f.clock.Advance(10*time.Second - time.Nanosecond)
 	if _, err := f.v.Verify(ctx, tok, api); err != nil {
 		t.Fatalf("before the TTL: %v", err)
 	}
-	f.clock.add(time.Nanosecond)
+	f.clock.Advance(time.Nanosecond)
 	_, err = f.v.Verify(ctx, tok, api)
 	wantReason(t, err, ReasonUnknownKey, CheckKey)
 }
@@ -461,7 +446,7 @@ func TestVerifyCacheDefaultTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.reg.removeKey(f.key.Fingerprint)
-	f.clock.add(DefaultCacheTTL)
+	f.clock.Advance(DefaultCacheTTL)
 	_, err := f.v.Verify(ctx, tok, Target{Namespace: apiNS})
 	wantReason(t, err, ReasonUnknownKey, CheckKey)
 }
@@ -469,32 +454,32 @@ func TestVerifyCacheDefaultTTL(t *testing.T) {
 func TestVerifyCacheExpiry(t *testing.T) {
 	f := newFixture(t, Config{CacheTTL: time.Hour})
 	ctx := context.Background()
-	exp := f.clock.plus(5 * time.Second)
+	exp := f.clock.Now().Add(5 * time.Second).Unix()
 	tok := mint(t, f.signer, apiNS, fmt.Sprintf(`{"exp":%d}`, exp))
 	if _, err := f.v.Verify(ctx, tok, Target{Namespace: apiNS}); err != nil {
 		t.Fatal(err)
 	}
 	calls := f.reg.calls()
-	f.clock.at(exp).add(999 * time.Millisecond) // still exp in whole seconds
+	f.clock.Set(time.Unix(exp, 0).Add(999 * time.Millisecond)) // still exp in whole seconds
 	if _, err := f.v.Verify(ctx, tok, Target{Namespace: apiNS}); err != nil {
 		t.Fatalf("at exp: %v", err)
 	}
 	if f.reg.calls() != calls {
 		t.Fatal("not a cache hit")
 	}
-	f.clock.at(exp + 1)
+	f.clock.Set(time.Unix(exp+1, 0))
 	_, err := f.v.Verify(ctx, tok, Target{Namespace: apiNS})
 	wantReason(t, err, ReasonExpired, CheckValidity)
 
 	// And at the signing key's own expiry, even within the TTL.
-	s := newSigner(t)
-	f.clock.set(t0)
+	s := testkit.NewSigner(t)
+	f.clock.Set(t0)
 	f.addKey(s, "short", func(k *store.Key) { k.ExpiresAt = t0.Add(time.Minute) })
 	tok = mint(t, s, apiNS, `{}`)
 	if _, err := f.v.Verify(ctx, tok, Target{Namespace: apiNS}); err != nil {
 		t.Fatal(err)
 	}
-	f.clock.add(time.Minute)
+	f.clock.Advance(time.Minute)
 	_, err = f.v.Verify(ctx, tok, Target{Namespace: apiNS})
 	wantReason(t, err, ReasonRestricted, CheckRestrictions)
 }
@@ -600,7 +585,7 @@ func TestCacheEvictsExpiredFirst(t *testing.T) {
 	if _, err := f.v.Verify(ctx, a, Target{Namespace: apiNS}); err != nil {
 		t.Fatal(err)
 	}
-	f.clock.add(2 * time.Second) // a has expired
+	f.clock.Advance(2 * time.Second) // a has expired
 	b := mint(t, f.signer, apiNS, `{"ctx":"b"}`)
 	c := mint(t, f.signer, apiNS, `{"ctx":"c"}`)
 	for _, tok := range []string{b, c} {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/exed-dev/exed/internal/testkit"
 )
 
 type userList struct {
@@ -50,8 +52,8 @@ func mustRun(t *testing.T, env []string, args ...string) string {
 func TestAdminCommands(t *testing.T) {
 	dir := t.TempDir()
 	env := []string{"EXED_DATA=" + filepath.Join(dir, "data")}
-	alice := keygen(t, dir, "ed25519", 0)
-	bob := keygen(t, dir, "ecdsa", 256)
+	alice := testkit.SSHKeygen(t, dir, "ed25519", 0)
+	bob := testkit.SSHKeygen(t, dir, "ecdsa", 256)
 	bobPub, _ := os.ReadFile(bob + ".pub")
 
 	mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", alice+".pub")
@@ -84,7 +86,7 @@ func TestAdminCommands(t *testing.T) {
 		args []string
 		want string // in the error line
 	}{
-		{"email taken, other case", []string{"user", "add", "--email", "Alice@Example.COM", "--key-file", keygen(t, dir, "ecdsa", 384) + ".pub"}, "already exists"},
+		{"email taken, other case", []string{"user", "add", "--email", "Alice@Example.COM", "--key-file", testkit.SSHKeygen(t, dir, "ecdsa", 384) + ".pub"}, "already exists"},
 		{"key taken", []string{"user", "add", "--email", "carol@example.com", "--key-file", alice + ".pub"}, "already exists"},
 		{"bad email", []string{"user", "add", "--email", "not-an-email", "--key-file", alice + ".pub"}, "email"},
 		{"private key", []string{"user", "add", "--email", "carol@example.com", "--key", string(priv)}, "private key"},

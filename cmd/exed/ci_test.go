@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/proxy"
 	"github.com/exed-dev/exed/store"
@@ -76,12 +77,12 @@ type ciWorld struct {
 
 func newCIWorld(t *testing.T) *ciWorld {
 	t.Helper()
-	requireTools(t, "jq")
-	gitPath := requireTools(t, "git")
+	testkit.RequireTools(t, "jq")
+	gitPath := testkit.RequireTools(t, "git")
 	w := &ciWorld{dir: t.TempDir()}
 	data := filepath.Join(w.dir, "data")
 	env := []string{"EXED_DATA=" + data}
-	aliceKey := keygen(t, w.dir, "ed25519", 0)
+	aliceKey := testkit.SSHKeygen(t, w.dir, "ed25519", 0)
 	mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", aliceKey+".pub")
 
 	// The VM: git smart HTTP for /repo.git/, the echo upstream elsewhere.
@@ -124,7 +125,7 @@ func newCIWorld(t *testing.T) *ciWorld {
 	if !strings.Contains(ciDocText(t), `"`+ciDeployAdd+`"`) {
 		t.Fatalf("%s no longer registers the deploy key with %q", ciDoc, ciDeployAdd)
 	}
-	w.deployKey = keygen(t, t.TempDir(), "ed25519", 0)
+	w.deployKey = testkit.SSHKeygen(t, t.TempDir(), "ed25519", 0)
 	pub, _ := os.ReadFile(w.deployKey + ".pub")
 	w.alice.ok(t, string(pub), ciDeployAdd)
 
@@ -588,12 +589,12 @@ func TestCIDeployKeyRefusals(t *testing.T) {
 	w := newCIWorld(t)
 	deploy := w.srv.client(t, w.deployKey)
 	newPub := func() string {
-		k := keygen(t, t.TempDir(), "ed25519", 0)
+		k := testkit.SSHKeygen(t, t.TempDir(), "ed25519", 0)
 		b, _ := os.ReadFile(k + ".pub")
 		return strings.TrimSpace(string(b))
 	}
 	addKey := func(name, flags string) (*sshClient, string) {
-		k := keygen(t, t.TempDir(), "ed25519", 0)
+		k := testkit.SSHKeygen(t, t.TempDir(), "ed25519", 0)
 		pub, _ := os.ReadFile(k + ".pub")
 		w.alice.ok(t, string(pub), "ssh-key add --name "+name+" "+flags)
 		return w.srv.client(t, k), strings.TrimSpace(string(pub))
@@ -681,7 +682,7 @@ func TestCIDeployKeyRefusals(t *testing.T) {
 	}
 
 	// After its expiry: ssh cannot log in (255), and says why.
-	expiring := keygen(t, t.TempDir(), "ed25519", 0)
+	expiring := testkit.SSHKeygen(t, t.TempDir(), "ed25519", 0)
 	expiringPub, _ := os.ReadFile(expiring + ".pub")
 	pub, _, _, _, err := ssh.ParseAuthorizedKey(expiringPub)
 	if err != nil {
@@ -706,7 +707,7 @@ func TestCIDeployKeyRefusals(t *testing.T) {
 	expired.ok(t, "", "ssh-key generate-api-key --label=ci-before-expiry")
 	mark = w.lastEvent(t)
 	keysBefore = w.keys(t)
-	waitFor(t, "ci-expiring to expire", 10*time.Second, func() bool { return time.Now().After(until) })
+	testkit.WaitWithin(t, "ci-expiring to expire", 10*time.Second, func() bool { return time.Now().After(until) })
 	r := expired.ssh(t, "", "ssh-key generate-api-key --label=ci-after-expiry")
 	want := `exed: key "ci-expiring" expired at ` + until.UTC().Format(time.RFC3339)
 	if r.code != 255 || r.stdout != "" || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "Permission denied") {
@@ -746,7 +747,7 @@ func TestCIExitCodes(t *testing.T) {
 	other := filepath.Join(t.TempDir(), "known_hosts")
 	os.WriteFile(other, []byte(mustRun(t, nil, "host-key", "--data", t.TempDir(), "--host", host, "--port", port)), 0o600)
 	sshFails("host key not the pinned one", &sshClient{s: w.srv, key: w.deployKey, knownHosts: other}, "Host key verification failed")
-	sshFails("unknown key", w.srv.client(t, keygen(t, t.TempDir(), "ed25519", 0)), "Permission denied")
+	sshFails("unknown key", w.srv.client(t, testkit.SSHKeygen(t, t.TempDir(), "ed25519", 0)), "Permission denied")
 
 	// No server at that address.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

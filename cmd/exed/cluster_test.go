@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/proxy"
 )
 
@@ -29,8 +28,8 @@ import (
 const (
 	// clusterTTL is exed serve's default --cache-ttl, which the instances
 	// below run with: the bound, after a removal on another instance or
-	// after losing the database, past which a token is refused (SPEC §6:
-	// one second).
+	// after losing the database, past which a token is refused (one
+	// second).
 	clusterTTL = time.Second
 	// clusterMigrationsLock is store/open.go's advisory lock key for
 	// migrations ("exedmigr"). The test holds it while the instances start,
@@ -119,7 +118,7 @@ func TestClusterPostgres(t *testing.T) {
 
 	upstream := httptest.NewServer(proxy.Echo())
 	defer upstream.Close()
-	aliceKey := keygen(t, dir, "ed25519", 0)
+	aliceKey := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, a.env, "user", "add", "--email", "alice@example.com", "--key-file", aliceKey+".pub")
 	mustRun(t, b.env, "vm", "add", "--name", "web", "--owner", "alice@example.com", "--upstream", upstream.URL)
 
@@ -191,12 +190,12 @@ func TestClusterPostgres(t *testing.T) {
 				probers[i] = startProber(t, fmt.Sprintf("%c", 'A'+i), s, gen.Token)
 			}
 			// Several answers on each instance: the token is in every cache.
-			waitFor(t, "the token accepted on every instance", 10*time.Second, func() bool {
+			testkit.WaitWithin(t, "the token accepted on every instance", 10*time.Second, func() bool {
 				return allProbers(probers, func(as []probeAnswer) bool { return countStatus(as, 200) >= 3 })
 			})
 			aliceC.ok(t, "", "ssh-key", "remove", label)
 			removed := time.Now()
-			waitFor(t, "every instance refusing the removed key's token", 10*time.Second, func() bool {
+			testkit.WaitWithin(t, "every instance refusing the removed key's token", 10*time.Second, func() bool {
 				return allProbers(probers, func(as []probeAnswer) bool {
 					return as[len(as)-1].start.After(removed.Add(clusterTTL + 300*time.Millisecond))
 				})
@@ -224,13 +223,13 @@ func TestClusterPostgres(t *testing.T) {
 		pKeep := startProber(t, "B keep", b, keep.Token)
 		pDoomed := startProber(t, "B doomed", b, doomed.Token)
 		probers := []*prober{pKeep, pDoomed}
-		waitFor(t, "both tokens accepted on B", 10*time.Second, func() bool {
+		testkit.WaitWithin(t, "both tokens accepted on B", 10*time.Second, func() bool {
 			return allProbers(probers, func(as []probeAnswer) bool { return countStatus(as, 200) >= 3 })
 		})
 		relay.cut()
 		cut := time.Now()
 		aliceA.ok(t, "", "ssh-key", "remove", "outage-doomed")
-		waitFor(t, "B asked past the staleness bound", 10*time.Second, func() bool {
+		testkit.WaitWithin(t, "B asked past the staleness bound", 10*time.Second, func() bool {
 			return allProbers(probers, func(as []probeAnswer) bool {
 				return as[len(as)-1].start.After(cut.Add(clusterTTL + 500*time.Millisecond))
 			})
@@ -250,7 +249,7 @@ func TestClusterPostgres(t *testing.T) {
 		restored := time.Now()
 		pKeep = startProber(t, "B keep", b, keep.Token)
 		pDoomed = startProber(t, "B doomed", b, doomed.Token)
-		waitFor(t, "B accepting the kept token again", 10*time.Second, func() bool {
+		testkit.WaitWithin(t, "B accepting the kept token again", 10*time.Second, func() bool {
 			return countStatus(pKeep.answers(), 200) >= 3
 		})
 		r := measureRecovery(t, pKeep.halt(), restored)
@@ -282,7 +281,7 @@ func TestClusterPostgres(t *testing.T) {
 		aliceA.ok(t, "", "ssh-key", "remove", "term-doomed")
 		removed := time.Now()
 		pDoomed := startProber(t, "B doomed", b, doomed.Token)
-		waitFor(t, "B refusing the removed key's token and accepting the kept one", 10*time.Second, func() bool {
+		testkit.WaitWithin(t, "B refusing the removed key's token and accepting the kept one", 10*time.Second, func() bool {
 			as := pDoomed.answers()
 			return len(as) > 0 && as[len(as)-1].start.After(removed.Add(clusterTTL+300*time.Millisecond)) &&
 				countStatus(pKeep.answers(), 200) >= 3
@@ -345,46 +344,17 @@ func TestClusterPostgres(t *testing.T) {
 }
 
 // clusterDB creates a fresh database on EXED_TEST_POSTGRES_URL's server
-// and returns its URL; the database is dropped when the test ends.
+// (testkit.FreshPostgres) and returns its URL, with the port spelled out
+// for the relays; the database is dropped when the test ends.
 func clusterDB(t *testing.T) *url.URL {
 	t.Helper()
-	base := os.Getenv("EXED_TEST_POSTGRES_URL")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("EXED_TEST_POSTGRES_URL is not set; CI must run the cluster test")
-		}
-		t.Skip("EXED_TEST_POSTGRES_URL is not set: no PostgreSQL to run a cluster on")
-	}
-	u, err := url.Parse(base)
-	if err != nil || u.Host == "" {
-		t.Fatal("EXED_TEST_POSTGRES_URL: want postgres://USER@HOST:PORT/DB") // the URL itself may hold a password
+	u, err := url.Parse(testkit.FreshPostgres(t))
+	if err != nil {
+		t.Fatal(err)
 	}
 	if u.Port() == "" {
 		u.Host = net.JoinHostPort(u.Hostname(), "5432")
 	}
-	var b [6]byte
-	rand.Read(b[:])
-	name := "exed_cluster_" + hex.EncodeToString(b[:])
-	admin := func(sql string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		_, err = conn.Exec(ctx, sql)
-		return err
-	}
-	if err := admin("CREATE DATABASE " + name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := admin("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	u.Path = "/" + name
 	return u
 }
 

@@ -3,10 +3,11 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/exed-dev/exed/internal/testkit"
 )
 
 // The documentation's blocks are run as written (README.md's Quickstart,
@@ -107,16 +108,13 @@ func docBlocks(t *testing.T, name, heading, lang string) []string {
 // fresh ~/.ssh/id_ed25519: the seed's ssh-keygen recipe and `exed token
 // mint --perms` give the same token, and `exed token inspect` accepts it.
 func TestDocsMintOffline(t *testing.T) {
-	requireTools(t, "bash", "ssh-keygen", "base64", "sed", "tr")
+	testkit.RequireTools(t, "bash", "ssh-keygen", "base64", "sed", "tr")
 	blocks := docBlocks(t, "docs/tokens.md", "## Minting tokens offline", "sh")
 	home := t.TempDir()
 	if err := os.Mkdir(filepath.Join(home, ".ssh"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	key := filepath.Join(home, ".ssh", "id_ed25519")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "readme", "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v: %s", err, out)
-	}
+	key := testkit.SSHKeygen(t, filepath.Join(home, ".ssh"), "ed25519", 0) // ~/.ssh/id_ed25519
 	env := []string{"HOME=" + home, "PATH=" + filepath.Dir(exedBin) + string(os.PathListSeparator) + os.Getenv("PATH")}
 	cmds := append(commands(blocks...), `printf '%s\n' "$TOKEN"`, `printf '%s\n' "$P"`)
 	steps := runSteps(t, t.TempDir(), env, cmds)

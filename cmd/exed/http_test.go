@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/proxy"
 )
 
@@ -115,7 +116,7 @@ func TestProxyTLS(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := selfSigned(t, dir, "exe.dev")
 	data := filepath.Join(dir, "data")
-	k := keygen(t, dir, "ed25519", 0)
+	k := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, []string{"EXED_DATA=" + data}, "user", "add", "--email", "alice@example.com", "--key-file", k+".pub")
 	srv := startServer(t, data, "--tls-cert", cert, "--tls-key", key)
 	_, port := splitHostPort(t, srv.httpAddr)

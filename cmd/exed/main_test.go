@@ -68,22 +68,3 @@ func runCmd(t *testing.T, env []string, stdin string, name string, args ...strin
 	}
 	return r
 }
-
-// requireTools finds the stock programs a test drives and returns the last
-// one's path. A missing one skips the test on a developer's machine but
-// fails it under CI, which installs them (.ci/run).
-func requireTools(t *testing.T, names ...string) string {
-	t.Helper()
-	var path string
-	for _, n := range names {
-		p, err := exec.LookPath(n)
-		if err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed (CI must install it)", n)
-			}
-			t.Skipf("%s not installed", n)
-		}
-		path = p
-	}
-	return path
-}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -18,16 +17,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
+	"github.com/exed-dev/exed/internal/testkit"
+	"github.com/exed-dev/exed/internal/testkit/promtest"
 	"github.com/exed-dev/exed/proxy"
 )
 
@@ -62,7 +59,7 @@ func (s *server) exitCode(t *testing.T, within time.Duration) int {
 // waitLog polls the server's log until it contains want.
 func (s *server) waitLog(t *testing.T, want string) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%q in the log", want), 20*time.Second, func() bool {
+	testkit.WaitWithin(t, fmt.Sprintf("%q in the log", want), 20*time.Second, func() bool {
 		return strings.Contains(s.logs(), want)
 	})
 }
@@ -89,7 +86,7 @@ func getURL(t *testing.T, url string) (int, string) {
 func scrapeMetrics(t *testing.T, admin string) map[string]float64 {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, "http://"+admin+"/metrics", nil)
-	req.Header.Set("Accept", "text/plain; version=0.0.4")
+	req.Header.Set("Accept", promtest.Accept)
 	resp, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -98,34 +95,7 @@ func scrapeMetrics(t *testing.T, admin string) map[string]float64 {
 	if resp.StatusCode != 200 {
 		t.Fatalf("/metrics: %s", resp.Status)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
-	}
-	out := make(map[string]float64)
-	for name, f := range fams {
-		for _, m := range f.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, l.GetName()+"="+l.GetValue())
-			}
-			slices.Sort(labels)
-			key := func(n string) string { return n + "{" + strings.Join(labels, ",") + "}" }
-			switch {
-			case m.Counter != nil:
-				out[key(name)] = m.Counter.GetValue()
-			case m.Gauge != nil:
-				out[key(name)] = m.Gauge.GetValue()
-			case m.Untyped != nil:
-				out[key(name)] = m.Untyped.GetValue()
-			case m.Histogram != nil:
-				out[key(name+"_count")] = float64(m.Histogram.GetSampleCount())
-				out[key(name+"_sum")] = m.Histogram.GetSampleSum()
-			}
-		}
-	}
-	return out
+	return promtest.Series(t, resp.Body)
 }
 
 // front sends one request through the server's HTTP listener for host and
@@ -158,22 +128,6 @@ func headerOf(kv ...string) http.Header {
 	return h
 }
 
-// secretFragments is a credential and every part of it long enough to
-// identify it: the dot-separated parts of a token and 16-byte windows.
-func secretFragments(s string) []string {
-	frags := []string{s}
-	for _, p := range strings.Split(s, ".") {
-		if len(p) < 16 {
-			continue
-		}
-		frags = append(frags, p)
-		for i := 0; i+16 <= len(p); i += 8 {
-			frags = append(frags, p[i:i+16])
-		}
-	}
-	return frags
-}
-
 // TestMetricsAndAccessLogEndToEnd runs the real binary with the admin
 // listener set from the environment, makes requests of every outcome over
 // HTTP, /exec and SSH, and checks that the counters scraped from /metrics
@@ -187,8 +141,8 @@ func TestMetricsAndAccessLogEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	env := []string{"EXED_DATA=" + data}
-	aliceKey := keygen(t, dir, "ed25519", 0)
-	strangerKey := keygen(t, t.TempDir(), "ed25519", 0)
+	aliceKey := testkit.SSHKeygen(t, dir, "ed25519", 0)
+	strangerKey := testkit.SSHKeygen(t, t.TempDir(), "ed25519", 0)
 	mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", aliceKey+".pub")
 	mustRun(t, env, "vm", "add", "--name", "app", "--owner", "alice@example.com", "--upstream", upstream.URL)
 	mustRun(t, env, "vm", "add", "--name", "web", "--owner", "alice@example.com", "--upstream", upstream.URL)
@@ -326,7 +280,7 @@ func TestMetricsAndAccessLogEndToEnd(t *testing.T) {
 	alice.ok(t, "", "whoami")
 	alice.fails(t, "unknown command", "nosuch")
 	alice.ok(t, "", "ssh-key", "check-api-key", "--vm", "app", exe0)
-	waitFor(t, "SSH connections to close", 10*time.Second, func() bool {
+	testkit.WaitWithin(t, "SSH connections to close", 10*time.Second, func() bool {
 		return scrapeMetrics(t, admin)["exed_ssh_connections_open{}"] == 0
 	})
 	after = scrapeMetrics(t, admin)
@@ -379,7 +333,7 @@ func TestMetricsAndAccessLogEndToEnd(t *testing.T) {
 	accessLine("msg=exec route=exec status=200", "bytes=", "command=whoami", "carrier=authorization-bearer", "user_id=usr", "fingerprint=SHA256:")
 	accessLine(`msg="ssh command" route=ssh`, "command=whoami", "exit=0", "duration=", "bytes=", "user=usr", "fingerprint=SHA256:", "remote=127.0.0.1:")
 	for _, s := range secrets {
-		for _, frag := range secretFragments(s) {
+		for _, frag := range testkit.SecretFragments(s) {
 			if strings.Contains(logs, frag) {
 				t.Errorf("the log holds a credential fragment %.12q…", frag)
 			}
@@ -396,11 +350,11 @@ func TestJSONAccessLogs(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	env := []string{"EXED_DATA=" + data}
-	aliceKey := keygen(t, dir, "ed25519", 0)
+	aliceKey := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", aliceKey+".pub")
 	mustRun(t, env, "vm", "add", "--name", "app", "--owner", "alice@example.com", "--upstream", upstream.URL)
 
-	var logs logBuffer
+	var logs testkit.SyncBuffer
 	a := &app{stdin: strings.NewReader(""), stdout: io.Discard, stderr: &logs, getenv: func(string) string { return "" }}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -410,8 +364,8 @@ func TestJSONAccessLogs(t *testing.T) {
 			"--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, func() {})
 	}()
 	var serving struct{ SSH, HTTP string }
-	waitFor(t, "the serving line", 30*time.Second, func() bool {
-		for _, line := range logs.lines() {
+	testkit.WaitWithin(t, "the serving line", 30*time.Second, func() bool {
+		for _, line := range logs.Lines() {
 			if strings.Contains(line, `"exed serving"`) {
 				json.Unmarshal([]byte(line), &serving)
 				return true
@@ -436,7 +390,7 @@ func TestJSONAccessLogs(t *testing.T) {
 	}
 
 	found := map[string]map[string]any{}
-	for _, line := range logs.lines() {
+	for _, line := range logs.Lines() {
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("not a JSON line: %q", line)
@@ -463,38 +417,11 @@ func TestJSONAccessLogs(t *testing.T) {
 	if b, _ := found["proxy"]["bytes"].(float64); b <= 0 {
 		t.Errorf("proxy line bytes = %v", found["proxy"]["bytes"])
 	}
-	for _, frag := range secretFragments(tok) {
+	for _, frag := range testkit.SecretFragments(tok) {
 		if strings.Contains(logs.String(), frag) {
 			t.Error("the token is in the log")
 		}
 	}
-}
-
-// logBuffer is a log sink written by the server's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *logBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *logBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *logBuffer) lines() []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(s.String()))
-	for sc.Scan() {
-		out = append(out, sc.Text())
-	}
-	return out
 }
 
 // slowUpstream is a VM whose every request waits for release, then
@@ -537,7 +464,7 @@ func newOpsFixture(t *testing.T, upstream string, args ...string) *opsFixture {
 	t.Helper()
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	f := &opsFixture{env: []string{"EXED_DATA=" + data}, key: keygen(t, dir, "ed25519", 0)}
+	f := &opsFixture{env: []string{"EXED_DATA=" + data}, key: testkit.SSHKeygen(t, dir, "ed25519", 0)}
 	mustRun(t, f.env, "user", "add", "--email", "alice@example.com", "--key-file", f.key+".pub")
 	mustRun(t, f.env, "vm", "add", "--name", "app", "--owner", "alice@example.com", "--upstream", upstream)
 	f.srv = startServer(t, data, args...)
@@ -613,7 +540,7 @@ func TestGracefulShutdown(t *testing.T) {
 	up := newSlowUpstream(t, size)
 	f := newOpsFixture(t, up.URL, "--shutdown-timeout", "20s", "--admin-addr", "127.0.0.1:0")
 	admin := f.srv.adminAddr(t)
-	newKey := keygen(t, t.TempDir(), "ecdsa", 256)
+	newKey := testkit.SSHKeygen(t, t.TempDir(), "ecdsa", 256)
 	newPub, err := os.ReadFile(newKey + ".pub")
 	if err != nil {
 		t.Fatal(err)
@@ -625,13 +552,13 @@ func TestGracefulShutdown(t *testing.T) {
 	<-up.started
 	before := scrapeMetrics(t, admin)["exed_ssh_sessions_total{}"]
 	stdin, ssh, sshOut := f.alice.sshStdin(t, "ssh-key", "add", "--name", "late")
-	waitFor(t, "the SSH session to start", 20*time.Second, func() bool {
+	testkit.WaitWithin(t, "the SSH session to start", 20*time.Second, func() bool {
 		return scrapeMetrics(t, admin)["exed_ssh_sessions_total{}"] > before
 	})
 
 	f.srv.cmd.Process.Signal(syscall.SIGTERM)
 	f.srv.waitLog(t, "shutting down")
-	waitFor(t, "the listeners to close", 10*time.Second, func() bool {
+	testkit.WaitWithin(t, "the listeners to close", 10*time.Second, func() bool {
 		return refused(f.srv.httpAddr) && refused(f.srv.sshAddr)
 	})
 	if code, body := getURL(t, "http://"+admin+"/readyz"); code != 503 {
@@ -706,7 +633,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	pemB, _ := os.ReadFile(certB)
 	pemBKey, _ := os.ReadFile(keyB)
 	data := filepath.Join(dir, "data")
-	k := keygen(t, dir, "ed25519", 0)
+	k := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, []string{"EXED_DATA=" + data}, "user", "add", "--email", "alice@example.com", "--key-file", k+".pub")
 	srv := startServer(t, data, "--tls-cert", certA, "--tls-key", keyA)
 
@@ -756,7 +683,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	writeFile(certA, pemB)
 	writeFile(keyA, pemBKey)
 	srv.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the reload on SIGHUP", 10*time.Second, func() bool {
+	testkit.WaitWithin(t, "the reload on SIGHUP", 10*time.Second, func() bool {
 		return strings.Count(srv.logs(), "tls certificate loaded") > loads
 	})
 	if cn, _ := served(newClient()); cn != "new.exe.dev" {
@@ -770,7 +697,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	// Swap back without a signal: picked up from the files' change.
 	writeFile(certA, pemA)
 	writeFile(keyA, pemAKey)
-	waitFor(t, "the certificate change to be noticed", 15*time.Second, func() bool {
+	testkit.WaitWithin(t, "the certificate change to be noticed", 15*time.Second, func() bool {
 		cn, _ := served(newClient())
 		return cn == "exe.dev"
 	})
@@ -782,7 +709,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	refusals := strings.Count(srv.logs(), "keeping the previous one")
 	writeFile(certA, pemB)
 	srv.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the broken pair to be refused", 10*time.Second, func() bool {
+	testkit.WaitWithin(t, "the broken pair to be refused", 10*time.Second, func() bool {
 		return strings.Count(srv.logs(), "keeping the previous one") > refusals
 	})
 	if cn, _ := served(newClient()); cn != "exe.dev" {

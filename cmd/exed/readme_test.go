@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/exed-dev/exed/internal/testkit"
 )
 
 // The README's Quickstart blocks (and, in the same shell, docs/exec-api.md's)
@@ -121,7 +123,7 @@ func withPorts(s, sshPort, httpPort string) string {
 // and checks what the docs say they show; and that the demo prints the very
 // same commands as the Quickstart.
 func TestReadmeWalkthrough(t *testing.T) {
-	requireTools(t, "bash", "ssh", "curl", "jq")
+	testkit.RequireTools(t, "bash", "ssh", "curl", "jq")
 	quick := docBlocks(t, "README.md", "## Quickstart", "sh")
 	if got := strings.TrimSpace(quick[0]); got != "go run ./cmd/exed serve --demo" {
 		t.Fatalf("the Quickstart starts with %q, want the demo server", got)
@@ -252,7 +254,7 @@ func TestDemoAddsOnlyWhatIsMissing(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	env := []string{"EXED_DATA=" + data}
-	alice := keygen(t, dir, "ed25519", 0)
+	alice := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", alice+".pub")
 	keyFile := filepath.Join(data, demoKeyFile)
 

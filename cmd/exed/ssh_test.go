@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/exed-dev/exed/internal/testkit"
 )
 
 type keyJSON struct {
@@ -43,8 +45,8 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{dir: t.TempDir()}
 	data := filepath.Join(f.dir, "data")
 	env := []string{"EXED_DATA=" + data}
-	f.aliceKey = keygen(t, f.dir, "ed25519", 0)
-	f.bobKey = keygen(t, f.dir, "ecdsa", 256)
+	f.aliceKey = testkit.SSHKeygen(t, f.dir, "ed25519", 0)
+	f.bobKey = testkit.SSHKeygen(t, f.dir, "ecdsa", 256)
 	mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", f.aliceKey+".pub")
 	f.srv = startServer(t, data)
 	// Added while the server runs: seen at once.
@@ -123,7 +125,7 @@ func TestSSHCommands(t *testing.T) {
 	}
 
 	// ssh-key add from standard input, and as an argument.
-	k2 := keygen(t, f.dir, "ecdsa", 384)
+	k2 := testkit.SSHKeygen(t, f.dir, "ecdsa", 384)
 	pub2, _ := os.ReadFile(k2 + ".pub")
 	added := decode[struct {
 		Name, Fingerprint, Status string
@@ -131,7 +133,7 @@ func TestSSHCommands(t *testing.T) {
 	if added.Name != "laptop" || added.Status != "added" || added.Fingerprint != fingerprintOf(t, k2+".pub") {
 		t.Fatalf("add = %+v", added)
 	}
-	k3 := keygen(t, f.dir, "rsa", 3072)
+	k3 := testkit.SSHKeygen(t, f.dir, "rsa", 3072)
 	pub3, _ := os.ReadFile(k3 + ".pub")
 	f.alice.ok(t, "", "ssh-key", "add", "--name", "desk", strings.TrimSpace(string(pub3)))
 	f.alice.fails(t, "already", "ssh-key", "add", "--name", "desk2", strings.TrimSpace(string(pub3)))
@@ -175,7 +177,7 @@ func TestSSHCommands(t *testing.T) {
 	}
 	pubPath := filepath.Join(f.dir, "deploy.pub")
 	os.WriteFile(pubPath, []byte(deploy.PublicKey+"\n"), 0o600)
-	sshKeygenVerify(t, f.dir, pubPath, gen.Token, "v0@web.exe.xyz", string(insp.Permissions))
+	sshKeygenVerify(t, pubPath, gen.Token, "v0@web.exe.xyz", string(insp.Permissions))
 
 	// The default is an exe1 handle; check-api-key explains tokens.
 	exe1 := decode[generated](t, f.alice.ok(t, "", "ssh-key", "generate-api-key", "--label", "api", "--json"))
@@ -217,7 +219,7 @@ func TestSSHCommands(t *testing.T) {
 	f.bob.fails(t, "last login key", "ssh-key", "remove", fingerprintOf(t, f.bobKey+".pub"))
 
 	// An unknown key is refused by ssh itself (exit 255).
-	stranger := keygen(t, f.dir, "ed25519", 1)
+	stranger := testkit.SSHKeygen(t, f.dir, "ed25519", 0)
 	if r := f.srv.client(t, stranger).ssh(t, "", "whoami"); r.code != 255 {
 		t.Errorf("unknown key: exit %d, %s", r.code, r.stderr)
 	}

@@ -19,8 +19,9 @@ func (a *app) token(args []string) error {
 	})
 }
 
-// tokenMint signs a token offline, exactly as the SPEC §2 shell recipe does
-// with ssh-keygen: for ed25519 keys the output is byte-identical.
+// tokenMint signs a token offline, exactly as the documented shell recipe
+// does with ssh-keygen -Y sign: for ed25519 keys the output is
+// byte-identical.
 func (a *app) tokenMint(args []string) error {
 	fs := a.flagSet("token mint", "token mint --key PRIVATE_KEY [--vm N] [--exp D] [--nbf UNIX] [--cmds a,b] [--ctx JSON | --perms JSON]")
 	keyFile := fs.String("key", "", "OpenSSH private key file to sign with (unencrypted)")
@@ -91,7 +92,8 @@ func (a *app) tokenMint(args []string) error {
 	return nil
 }
 
-// inspection is what `exed token inspect` prints (SPEC §7).
+// inspection is what `exed token inspect` prints, as JSON: its field names
+// are public API.
 type inspection struct {
 	Namespace      string          `json:"namespace"`
 	Fingerprint    string          `json:"fingerprint"`

@@ -29,7 +29,8 @@ import (
 // generate-api-key and exe0-to-exe1 do, then reads every column of every
 // table with plain SQL (and, for SQLite, the database files themselves):
 // nothing in a copy of the database may be, contain or decode to a usable
-// token (SPEC §3).
+// token (an exe1 row keeps a hash of its handle, and the exe0 sealed
+// under the handle).
 func TestDatabaseCopyYieldsNoToken(t *testing.T) {
 	for _, db := range sqlstore.Backends() {
 		t.Run(db.Name, func(t *testing.T) {
