@@ -1,7 +1,7 @@
-// Package assertion is exed's signed identity assertions (SPEC §11): the
-// JWT that the proxy adds to every request it forwards with an identity,
-// as X-ExeDev-Jwt-Assertion, so that a VM can check who is calling with
-// any JOSE library instead of trusting the network path.
+// Package assertion is exed's signed identity assertions: the JWT that
+// the proxy adds to every request it forwards with an identity, as
+// X-ExeDev-Jwt-Assertion, so that a VM can check who is calling with any
+// JOSE library instead of trusting the network path.
 //
 // An Issuer signs the assertions (ES256) with the current key, reusing one
 // for the same identity and audience until half its lifetime has passed,

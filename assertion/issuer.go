@@ -24,7 +24,7 @@ import (
 const (
 	// DefaultTTL is an assertion's lifetime (--assertion-ttl).
 	DefaultTTL = 5 * time.Minute
-	// MaxTTL bounds it (SPEC §11): an assertion is a bearer credential
+	// MaxTTL bounds it: an assertion is a bearer credential
 	// for the VM it names, so it must not outlive a short replay window.
 	MaxTTL = 10 * time.Minute
 	// DefaultRefresh is how often Run reads the keys again: a key added by

@@ -18,30 +18,14 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/exed-dev/exed/assertion"
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/store/sqlstore"
 	"github.com/exed-dev/exed/tokens"
 )
 
-// clock is a time the test moves by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// newClock is a clock the test moves by hand.
+func newClock() *testkit.Clock { return testkit.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
 func openStore(t *testing.T) *sqlstore.Store {
 	t.Helper()
@@ -62,7 +46,7 @@ func newSecret(t *testing.T) *assertion.Secret {
 	return s
 }
 
-func newIssuer(t *testing.T, st store.AssertionKeyStore, secret *assertion.Secret, clk *clock) *assertion.Issuer {
+func newIssuer(t *testing.T, st store.AssertionKeyStore, secret *assertion.Secret, clk *testkit.Clock) *assertion.Issuer {
 	t.Helper()
 	is, err := assertion.NewIssuer(context.Background(), assertion.Config{
 		Store: st, Secret: secret, Domain: "exe.dev", VMDomain: "exe.xyz", Now: clk.Now,
@@ -228,7 +212,7 @@ func TestIssuerReuse(t *testing.T) {
 	clk := newClock()
 	is := newIssuer(t, openStore(t), newSecret(t), clk)
 	first, _ := is.Assert(&alice, webTLS)
-	clk.Add(149 * time.Second)
+	clk.Advance(149 * time.Second)
 	if again, _ := is.Assert(&alice, webTLS); again != first {
 		t.Fatal("not reused before half its lifetime")
 	}
@@ -261,7 +245,7 @@ func TestIssuerReuse(t *testing.T) {
 			t.Errorf("%s differs, yet the assertion is reused", name)
 		}
 	}
-	clk.Add(time.Second) // half the lifetime: signed again
+	clk.Advance(time.Second) // half the lifetime: signed again
 	renewed, _ := is.Assert(&alice, webTLS)
 	if renewed == first {
 		t.Fatal("reused past half its lifetime")
@@ -363,7 +347,7 @@ func TestRotationByTime(t *testing.T) {
 	}
 	old, _ := b.Assert(&alice, webTLS)
 
-	clk.Add(29 * 24 * time.Hour) // a day before the first key has signed 30 days
+	clk.Advance(29 * 24 * time.Hour) // a day before the first key has signed 30 days
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i, is := range []*assertion.Issuer{a, b} {
@@ -384,7 +368,7 @@ func TestRotationByTime(t *testing.T) {
 		}
 	}
 
-	clk.Add(24 * time.Hour)
+	clk.Advance(24 * time.Hour)
 	for _, is := range []*assertion.Issuer{a, b} {
 		if err := is.Refresh(ctx); err != nil {
 			t.Fatal(err)
@@ -402,7 +386,7 @@ func TestRotationByTime(t *testing.T) {
 	if _, err := verify(a.JWKS(), old, "https://web.exe.xyz", clk.Now().Add(-30*24*time.Hour)); err != nil {
 		t.Fatalf("the old key's assertion against the JWKS of day 30: %v", err)
 	}
-	clk.Add(7 * 24 * time.Hour)
+	clk.Advance(7 * 24 * time.Hour)
 	a.Refresh(ctx)
 	if strings.Contains(string(a.JWKS()), first) {
 		t.Fatalf("JWKS 7 days after the old key stopped signing still has it: %s", a.JWKS())

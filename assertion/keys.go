@@ -17,7 +17,8 @@ import (
 	"github.com/exed-dev/exed/store"
 )
 
-// The rotation schedule (SPEC §11).
+// The rotation schedule: published a day before it signs, signs 30 days,
+// published 7 days more.
 const (
 	// PublishAhead: a new key is in the JWKS this long before it signs,
 	// so that every verifier's cached copy (max-age one hour) has it by

@@ -31,7 +31,7 @@ func equalStates(a, b []State) bool {
 	return true
 }
 
-// TestSchedule walks the rotation schedule of SPEC §11 day by day: a key
+// TestSchedule walks the rotation schedule day by day: a key
 // is published 24 h before it signs, signs 30 days, and stays published
 // 7 days after.
 func TestSchedule(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"github.com/exed-dev/exed/tokens"
 )
 
-// Signed identity assertions (SPEC §11): the one place the proxy makes
+// Signed identity assertions: the one place the proxy makes
 // them, and the JWKS that verifies them.
 
 // headerAssertion is assertion.Header as http.CanonicalHeaderKey spells it

@@ -92,16 +92,16 @@ func TestAssertionForwarded(t *testing.T) {
 			if err != nil {
 				t.Fatalf("verify: %v", err)
 			}
-			if c.Subject != w.alice.user.ID || c.Email != "alice@example.com" || c.VM != "web" || c.Audience != aud ||
+			if c.Subject != w.alice.User.ID || c.Email != "alice@example.com" || c.VM != "web" || c.Audience != aud ||
 				c.AuthMethod != assertion.MethodToken || c.Access != "owner" ||
-				c.KeyFingerprint != w.alice.key.Fingerprint || c.TokenCtx != `{"role":"deploy","list":[1, 2]}` {
+				c.KeyFingerprint != w.alice.Key.Fingerprint || c.TokenCtx != `{"role":"deploy","list":[1, 2]}` {
 				t.Errorf("claims %+v", c)
 			}
 			if _, err := verifyAssertion(t, jwks, got[0], "http://pub.exe.xyz:"+frontPort(t, w.front)); err == nil {
 				t.Error("verified for another VM's origin")
 			}
 			// The other identity headers are as without assertions.
-			if e.header(headerUserID)[0] != w.alice.user.ID || len(e.exedevHeaders()) != 4 {
+			if e.header(headerUserID)[0] != w.alice.User.ID || len(e.exedevHeaders()) != 4 {
 				t.Errorf("identity headers %v", e.exedevHeaders())
 			}
 		})

@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// AssertionKey is one signing key of the signed identity assertions (SPEC
-// §11): an ECDSA P-256 key pair whose private half is kept only sealed
+// AssertionKey is one signing key of the signed identity assertions: an
+// ECDSA P-256 key pair whose private half is kept only sealed
 // (AEAD) under the server secret, which the store never sees. What the
 // key's times mean, and which key signs when, is package assertion's
 // business; the store keeps the rows and lets exactly one key have each

@@ -30,6 +30,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/exed-dev/exed/assertion"
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/proxy"
 	"github.com/exed-dev/exed/store/sqlstore"
 )
@@ -42,8 +43,8 @@ import (
 // python3-cryptography; the python3 first on PATH may be another.
 const python = "/usr/bin/python3"
 
-// requirePyJWT skips the test without PyJWT, or fails it under CI, which
-// installs it (.ci/run).
+// requirePyJWT makes PyJWT a need of the test (testkit.Unavailable
+// without it: CI installs it, .ci/run).
 func requirePyJWT(t *testing.T) {
 	t.Helper()
 	why := ""
@@ -52,13 +53,9 @@ func requirePyJWT(t *testing.T) {
 	} else if out, err := exec.Command(python, "-c", "import jwt, cryptography").CombinedOutput(); err != nil {
 		why = "PyJWT (python3-jwt, python3-cryptography) not installed: " + strings.TrimSpace(string(out))
 	}
-	if why == "" {
-		return
+	if why != "" {
+		testkit.Unavailable(t, "%s", why)
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI must install it)", why)
-	}
-	t.Skip(why)
 }
 
 // proxyEnv makes a program's HTTP client reach exed's API host through s:
@@ -387,7 +384,7 @@ func TestAssertionFlags(t *testing.T) {
 	defer upstream.Close()
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	key := keygen(t, dir, "ed25519", 0)
+	key := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	env := []string{"EXED_DATA=" + data}
 	mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", key+".pub")
 	mustRun(t, env, "vm", "add", "--name", "app", "--owner", "alice@example.com", "--upstream", upstream.URL)
@@ -456,7 +453,7 @@ func TestClusterAssertions(t *testing.T) {
 	for _, s := range srvs {
 		s.env = append(s.env, "EXED_DB="+dbURL, "EXED_SECRET_KEY_FILE="+secret)
 	}
-	key := keygen(t, dir, "ed25519", 0)
+	key := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, a.env, "user", "add", "--email", "alice@example.com", "--key-file", key+".pub")
 	mustRun(t, a.env, "vm", "add", "--name", "web", "--owner", "alice@example.com", "--upstream", upstream.URL)
 	tok := strings.TrimSpace(mustRun(t, nil, "token", "mint", "--key", key, "--vm", "web"))
@@ -484,7 +481,7 @@ func TestClusterAssertions(t *testing.T) {
 		t.Fatalf("rotate printed %q", out)
 	}
 	for _, s := range srvs {
-		waitFor(t, "signing with the new key", 10*time.Second, func() bool {
+		testkit.WaitWithin(t, "signing with the new key", 10*time.Second, func() bool {
 			return kidOf(forwardedAssertion(t, s, vmURL(s), tok)) == newKID
 		})
 	}
@@ -595,7 +592,7 @@ func TestDocsVerifying(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vm.Process.Kill(); vm.Wait() })
-	waitFor(t, "the Go example listening", 10*time.Second, func() bool {
+	testkit.WaitWithin(t, "the Go example listening", 10*time.Second, func() bool {
 		c, err := net.Dial("tcp", vmAddr)
 		if err == nil {
 			c.Close()

@@ -51,7 +51,7 @@ const (
 func TestClusterPostgres(t *testing.T) {
 	dbURL := clusterDB(t)
 	dir := t.TempDir()
-	hostKey := filepath.Join(dir, "cluster_host_key") // not there yet: the instances race to create it
+	hostKey := filepath.Join(dir, "cluster_host_key")  // not there yet: the instances race to create it
 	secret := filepath.Join(dir, "cluster_secret.key") // the same: one server secret for the assertion keys
 	relay := newDBRelay(t, dbURL.Host)
 	urlB := *dbURL

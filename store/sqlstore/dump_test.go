@@ -159,7 +159,7 @@ func TestDatabaseCopyYieldsNoToken(t *testing.T) {
 // every table with plain SQL (and, for SQLite, the database files): no
 // value, in any encoding, is or contains a private signing key, and no
 // 32 bytes of any value make a private key whose public half is one of
-// the published keys (SPEC §11). The secret they are sealed under is not
+// the published keys. The secret they are sealed under is not
 // in the database, and nothing opens them without it.
 func TestDatabaseCopyYieldsNoSigningKey(t *testing.T) {
 	for _, db := range sqlstore.Backends() {

@@ -1,4 +1,4 @@
--- Signing keys of the identity assertions (SPEC §11). The private key is
+-- Signing keys of the signed identity assertions. The private key is
 -- only ever stored sealed under the server secret, which is not in the
 -- database. One key per generation: of two instances rotating at once,
 -- exactly one insert succeeds.
