@@ -567,3 +567,19 @@ func BenchmarkAssertSign(b *testing.B) {
 		}
 	}
 }
+
+// TestRotateEmptyStore: `exed assertion rotate` before any server ran
+// adds the first key, and it signs at once (nothing has cached a JWKS
+// yet), with or without --now.
+func TestRotateEmptyStore(t *testing.T) {
+	clk := newClock()
+	st := openStore(t)
+	secret := newSecret(t)
+	k, err := assertion.Rotate(context.Background(), st, secret, clk.Now(), false, "admin")
+	if err != nil || k.Generation != 1 || !k.SignFrom.Equal(clk.Now()) {
+		t.Fatalf("first rotate: %+v, %v; want generation 1 signing now", k, err)
+	}
+	if is := newIssuer(t, st, secret, clk); is.SigningKeyID() != k.ID {
+		t.Fatalf("a server then signs with %s, want %s", is.SigningKeyID(), k.ID)
+	}
+}

@@ -266,8 +266,8 @@ const maxAddTries = 5
 // cached the JWKS fetch it again when they meet the new kid). The keys
 // before it stay published as the schedule says: what they signed keeps
 // verifying until they retire. It first checks that secret opens the key
-// signing now, so that a wrong secret adds nothing. actor is the audit
-// log's actor.
+// signing now, so that a wrong secret adds nothing. On an empty store it
+// adds the first key, which signs at once. actor is the audit log's actor.
 func Rotate(ctx context.Context, st store.AssertionKeyStore, secret *Secret, now time.Time, immediately bool, actor string) (store.AssertionKey, error) {
 	signFrom := now.Add(PublishAhead)
 	if immediately {
@@ -278,14 +278,14 @@ func Rotate(ctx context.Context, st store.AssertionKeyStore, secret *Secret, now
 		if err != nil {
 			return store.AssertionKey{}, fmt.Errorf("assertion: rotate: %w", err)
 		}
-		gen := int64(1)
+		gen, from := int64(1), now // the first key signs at once, as a server's would
 		if i := signerIndex(keys, now); i >= 0 {
 			if _, err := openKey(secret, keys[i]); err != nil {
 				return store.AssertionKey{}, err
 			}
-			gen = keys[len(keys)-1].Generation + 1
+			gen, from = keys[len(keys)-1].Generation+1, signFrom
 		}
-		k, err := newKey(secret, gen, now, signFrom)
+		k, err := newKey(secret, gen, now, from)
 		if err != nil {
 			return store.AssertionKey{}, err
 		}

@@ -110,7 +110,10 @@ func (a *app) assertionKeys(ctx context.Context, args []string) error {
 	fmt.Fprintln(tw, "KID\tGEN\tSTATE\tPUBLISHED\tSIGNS FROM\tSIGNS UNTIL\tRETIRES")
 	for _, st := range status {
 		until, retires := rfc3339(st.SignUntil), rfc3339(st.RetireAt)
-		if st.Planned {
+		switch {
+		case !st.SignUntil.After(st.SignFrom):
+			until = "never (overtaken)"
+		case st.Planned:
 			until, retires = until+" (planned)", retires+" (planned)"
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", st.ID, st.Generation, st.State,
