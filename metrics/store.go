@@ -128,6 +128,16 @@ func (s *timedStore) RemoveVM(ctx context.Context, name string, e store.Event) (
 	return s.Store.RemoveVM(ctx, name, e)
 }
 
+func (s *timedStore) AddAssertionKey(ctx context.Context, k store.AssertionKey, e store.Event) (err error) {
+	defer s.observe("add_assertion_key", time.Now(), &err)
+	return s.Store.AddAssertionKey(ctx, k, e)
+}
+
+func (s *timedStore) AssertionKeys(ctx context.Context) (_ []store.AssertionKey, err error) {
+	defer s.observe("assertion_keys", time.Now(), &err)
+	return s.Store.AssertionKeys(ctx)
+}
+
 func (s *timedStore) Events(ctx context.Context, after int64, limit int) (_ []store.Event, err error) {
 	defer s.observe("events", time.Now(), &err)
 	return s.Store.Events(ctx, after, limit)

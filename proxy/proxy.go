@@ -4,7 +4,8 @@
 //
 // A request's path through the package: host → route → carrier → verify →
 // rewrite headers → upstream, each step one function (canonicalHost, route,
-// findToken, Verifier.Verify, rewrite, the ReverseProxy).
+// findToken, Verifier.Verify, rewrite, the ReverseProxy), with the signed
+// identity assertion made in one place (assertion.go).
 package proxy
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/exed-dev/exed/assertion"
 	"github.com/exed-dev/exed/metrics"
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
@@ -57,6 +59,9 @@ type Config struct {
 	// the API host: set it when the front serves TLS. VM hosts answer
 	// with what their upstream sends.
 	HSTS bool
+	// Assertions signs X-ExeDev-Jwt-Assertion for every request forwarded
+	// with an identity and serves the JWKS; nil → neither (--assertion=false).
+	Assertions *assertion.Issuer
 
 	ExecTimeout time.Duration // 0 → DefaultExecTimeout
 	ExecRate    rate.Limit    // per signing key; 0 → DefaultExecRate

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
@@ -17,6 +19,7 @@ import (
 	"github.com/exed-dev/exed/certs/acmetest"
 	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/proxy"
+	"github.com/exed-dev/exed/store/sqlstore"
 )
 
 // Issue 21: exed serve --acme obtains and renews its own
@@ -210,6 +213,44 @@ func TestACMETLSALPN(t *testing.T) {
 	if code, body := getURL(t, "http://"+admin+"/readyz"); code != 200 || body != "ok\n" {
 		t.Errorf("/readyz = %d %q", code, body)
 	}
+
+	// The private keys in the registry are sealed under the server
+	// secret: the database holds certificates but no key in the clear.
+	noClearPrivateKeys(t, data)
+}
+
+// noClearPrivateKeys reads every ACME blob in the SQLite registry in data
+// and fails on one that holds a PEM private key, after checking there
+// are certificates (so that it reads the right store).
+func noClearPrivateKeys(t *testing.T, data string) {
+	t.Helper()
+	st, err := sqlstore.Open(context.Background(), "", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	infos, err := st.CertBlobInfos(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var certsSeen, keysSeen int
+	for _, in := range infos {
+		b, err := st.CertBlob(context.Background(), in.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case bytes.Contains(b.Value, []byte("PRIVATE KEY")):
+			t.Errorf("blob %s holds a private key in the clear", in.Key)
+		case bytes.Contains(b.Value, []byte("BEGIN CERTIFICATE")):
+			certsSeen++
+		case strings.HasSuffix(in.Key, ".key"):
+			keysSeen++
+		}
+	}
+	if certsSeen == 0 || keysSeen == 0 {
+		t.Errorf("%d certificates and %d sealed keys among %d blobs: the wrong store?", certsSeen, keysSeen, len(infos))
+	}
 }
 
 // TestACMEHTTP01: with --http-redirect-addr, a VM's certificate is
@@ -267,7 +308,10 @@ func TestACMESecondInstancePostgres(t *testing.T) {
 	defer upstream.Close()
 	dir := t.TempDir()
 	ca := acmetest.New(t)
-	a := acmeServer(t, ca, filepath.Join(dir, "dataA"), "--db", dsn)
+	// Instances sharing a registry share the server secret, which seals
+	// the ACME keys (and the assertion keys) in it.
+	secret := filepath.Join(dir, "secret.key")
+	a := acmeServer(t, ca, filepath.Join(dir, "dataA"), "--db", dsn, "--secret-key-file", secret)
 	ca.Start(acmetest.Options{TLSPort: portOf(t, a.httpAddr), HTTPPort: deadPort(t)})
 	roots := ca.RootPool()
 	root := writeRoot(t, ca)
@@ -283,7 +327,7 @@ func TestACMESecondInstancePostgres(t *testing.T) {
 		t.Errorf("%d orders after A's start and first visit, want 2", orders)
 	}
 
-	b := acmeServer(t, ca, filepath.Join(dir, "dataB"), "--db", dsn)
+	b := acmeServer(t, ca, filepath.Join(dir, "dataB"), "--db", dsn, "--secret-key-file", secret)
 	_, portB := splitHostPort(t, b.httpAddr)
 	if code, status, headers := b.curlTLS(t, root, "https://"+app+":"+portB+"/"); code != 0 || status != "200" {
 		t.Fatalf("curl https://%s via B: exit %d, status %q: %s", app, code, status, headers)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/exed-dev/exed/assertion"
 	"github.com/exed-dev/exed/certs"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/metrics"
@@ -50,6 +51,10 @@ type serveConfig struct {
 	logFormat         string
 	shutdownTimeout   time.Duration
 	cacheTTL          time.Duration
+	assertion         bool
+	assertionTTL      time.Duration
+	assertionRefresh  time.Duration
+	secretKeyFile     string
 }
 
 func (a *app) serveFlags() (*pflag.FlagSet, *serveConfig) {
@@ -75,6 +80,14 @@ func (a *app) serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests and sessions may take to finish on SIGTERM")
 	fs.DurationVar(&c.cacheTTL, "cache-ttl", time.Second, "how long a verified token is trusted without asking the registry again")
+	fs.BoolVar(&c.assertion, "assertion", true, "sign each request forwarded with an identity (X-ExeDev-Jwt-Assertion) and serve the JWKS")
+	fs.DurationVar(&c.assertionTTL, "assertion-ttl", assertion.DefaultTTL, "lifetime of an identity assertion (whole seconds, at most 10m)")
+	fs.StringVar(&c.secretKeyFile, "secret-key-file", "", "server secret sealing the assertion signing keys (default: DATA/"+secretKeyFile+", created on first start); instances sharing a database must share it")
+	// How often the signing keys are read again (rotation, keys added by
+	// other instances). Hidden: the tests shorten it; operators have no
+	// reason to.
+	fs.DurationVar(&c.assertionRefresh, "assertion-refresh", assertion.DefaultRefresh, "how often the assertion signing keys are read again")
+	fs.MarkHidden("assertion-refresh")
 	return fs, c
 }
 
@@ -111,6 +124,11 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	}
 	if err := checkTLSFlags(fs, c); err != nil {
 		return fmt.Errorf("serve: %w", err)
+	}
+	if c.assertion {
+		if err := assertion.CheckTTL(c.assertionTTL); err != nil {
+			return fmt.Errorf("serve: --assertion-ttl: %w", err)
+		}
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
 		return fmt.Errorf("serve: --log-format must be text or json, not %q", c.logFormat)
@@ -156,9 +174,18 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	}
 	st := m.Store(rawStore)
 
+	// The server secret seals what the store must hold but a copy of the
+	// database must not yield: assertion signing keys, ACME private keys.
+	var secret *assertion.Secret
+	if c.assertion || c.acme.on {
+		if secret, err = assertion.LoadOrCreateSecret(secretKeyPath(c.secretKeyFile, c.data)); err != nil {
+			lns.closeAll()
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
 	var acme *certs.Manager
 	if c.acme.on {
-		if acme, err = newACME(c, st, lns, log); err != nil {
+		if acme, err = newACME(c, st, lns, secret, log); err != nil {
 			lns.closeAll()
 			return fmt.Errorf("serve: %w", err)
 		}
@@ -183,10 +210,17 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	sshSrv := sshserver.NewServer(sshserver.ServerConfig{
 		Suite: suite, Store: st, HostKey: hostKey, Log: log, LastUsed: lastUsed, Metrics: m,
 	})
+	var issuer *assertion.Issuer
+	if c.assertion {
+		if issuer, err = startAssertions(ctx, runCtx, st, secret, c, log); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
 	front := proxy.New(proxy.Config{
 		Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
 		Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now, Metrics: m,
-		HSTS: tlsConfig != nil,
+		HSTS:       tlsConfig != nil,
+		Assertions: issuer,
 	})
 	defer followChanges(st, verifier, front, acme)()
 	httpSrv := &http.Server{
@@ -305,6 +339,20 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	return nil
 }
 
+// startAssertions opens the signing keys under the server secret, adding
+// the first when there is none, and keeps them fresh until runCtx is done.
+// A secret that does not open the keys in the store stops the start.
+func startAssertions(ctx, runCtx context.Context, st store.AssertionKeyStore, secret *assertion.Secret, c *serveConfig, log *slog.Logger) (*assertion.Issuer, error) {
+	issuer, err := assertion.NewIssuer(ctx, assertion.Config{
+		Store: st, Secret: secret, Domain: c.domain, VMDomain: c.vmDomain, TTL: c.assertionTTL, Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go issuer.Run(runCtx, c.assertionRefresh)
+	return issuer, nil
+}
+
 // followChanges subscribes this instance's caches to the store's change
 // feed: a key written through this instance (removed, above all) leaves the
 // Verifier's cache, and a VM the proxy's, before the write returns. Writes
@@ -352,17 +400,23 @@ func checkTLSFlags(fs *pflag.FlagSet, c *serveConfig) error {
 	return nil
 }
 
+// acmeSealInfo names the server secret's key for ACME private keys.
+const acmeSealInfo = "exed acme private keys v1"
+
 // newACME builds the certificate manager for --acme, on the registry and
 // the listeners already open.
-func newACME(c *serveConfig, st store.Store, lns *listeners, log *slog.Logger) (*certs.Manager, error) {
+func newACME(c *serveConfig, st store.Store, lns *listeners, secret *assertion.Secret, log *slog.Logger) (*certs.Manager, error) {
+	sealer, err := secret.Sealer(acmeSealInfo)
+	if err != nil {
+		return nil, fmt.Errorf("acme: %w", err)
+	}
 	cc := certs.Config{
 		Store: st, Registry: st,
 		Domain: c.domain, VMDomain: c.vmDomain,
 		Email: c.acme.email, Directory: c.acme.directory, Rate: c.acme.rate,
 		TLSAddr: lns.http.Addr().String(),
-		// Private keys are stored as they are until the server secret
-		// (--secret-key-file) exists to seal them: Config.Sealer.
-		Log: log,
+		Sealer:  sealer, // the account's and certificates' private keys
+		Log:     log,
 	}
 	if lns.redirect != nil {
 		cc.HTTPAddr = lns.redirect.Addr().String()
