@@ -24,6 +24,8 @@ var uniqueWhat = map[string]string{
 	"keys_user_name": "key name", "keys.user_id, keys.name": "key name",
 	"exe1_pkey": "exe1 handle", "exe1.id": "exe1 handle",
 	"vms_pkey": "VM name", "vms.name": "VM name",
+	"assertion_keys_pkey": "assertion key id", "assertion_keys.kid": "assertion key id",
+	"assertion_keys_generation": "assertion key generation", "assertion_keys.generation": "assertion key generation",
 }
 
 // dbErr is the one place driver errors become the package's sentinels:
