@@ -60,7 +60,9 @@ func startExed(ctx context.Context, bin, data, logPath string, extra ...string) 
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"serve", "--data", data, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...)
+	// exe.dev's names, which the harness's tokens are signed for (vmHost).
+	args := append([]string{"serve", "--data", data, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--domain", "exe.dev", "--vm-domain", "exe.xyz"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = childAttr()

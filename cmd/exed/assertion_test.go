@@ -393,8 +393,8 @@ func TestAssertionFlags(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "at most 10m0s") {
 		t.Errorf("--assertion-ttl 11m: exit %d, %s", r.code, r.stderr)
 	}
-	s := startServer(t, data, "--assertion=false")
-	tok := strings.TrimSpace(mustRun(t, nil, "token", "mint", "--key", key, "--vm", "app"))
+	s := startServer(t, data, append([]string{"--assertion=false"}, exeDevNames...)...)
+	tok := strings.TrimSpace(mustRun(t, nil, "token", "mint", "--key", key, "--vm-domain", "exe.xyz", "--vm", "app"))
 	if got := forwardedAssertion(t, s, "http://app.exe.xyz:"+port(t, s)+"/", tok, "X-ExeDev-Jwt-Assertion", "forged"); got != "" {
 		t.Errorf("--assertion=false: the VM got %q", got)
 	}
@@ -407,7 +407,7 @@ func TestAssertionFlags(t *testing.T) {
 	s.stop()
 
 	// On, with a short lifetime: exp is iat + 30 s.
-	s = startServer(t, data, "--assertion-ttl", "30s")
+	s = startServer(t, data, append([]string{"--assertion-ttl", "30s"}, exeDevNames...)...)
 	a := forwardedAssertion(t, s, "http://app.exe.xyz:"+port(t, s)+"/", tok)
 	c, err := goVerify(t, s, jwksURL(t, s), a, "http://app.exe.xyz:"+port(t, s), time.Time{})
 	if err != nil || c.Expiry-c.IssuedAt != 30 {
@@ -441,7 +441,7 @@ func TestClusterAssertions(t *testing.T) {
 		go func() {
 			defer func() { done <- i }()
 			data := filepath.Join(dir, fmt.Sprintf("data%c", 'A'+i))
-			srvs[i] = startServer(t, data, "--db", dbURL, "--secret-key-file", secret, "--assertion-refresh", refresh)
+			srvs[i] = startServer(t, data, append([]string{"--db", dbURL, "--secret-key-file", secret, "--assertion-refresh", refresh}, exeDevNames...)...)
 		}()
 	}
 	<-done
@@ -456,7 +456,7 @@ func TestClusterAssertions(t *testing.T) {
 	key := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, a.env, "user", "add", "--email", "alice@example.com", "--key-file", key+".pub")
 	mustRun(t, a.env, "vm", "add", "--name", "web", "--owner", "alice@example.com", "--upstream", upstream.URL)
-	tok := strings.TrimSpace(mustRun(t, nil, "token", "mint", "--key", key, "--vm", "web"))
+	tok := strings.TrimSpace(mustRun(t, nil, "token", "mint", "--key", key, "--vm-domain", "exe.xyz", "--vm", "web"))
 	vmURL := func(s *server) string { return "http://web.exe.xyz:" + port(t, s) + "/" }
 	aud := func(s *server) string { return "http://web.exe.xyz:" + port(t, s) }
 

@@ -89,7 +89,7 @@ func TestProxyWithCurl(t *testing.T) {
 	}
 
 	// Minted offline with alice's own login key: accepted too.
-	minted := strings.TrimSpace(mustRun(t, nil, "token", "mint", "--key", f.aliceKey, "--vm", "app"))
+	minted := strings.TrimSpace(mustRun(t, nil, "token", "mint", "--key", f.aliceKey, "--vm-domain", "exe.xyz", "--vm", "app"))
 	if code, body := f.srv.curl(t, url, "-H", "Authorization: Bearer "+minted); code != "200" {
 		t.Errorf("locally minted token: %s %s", code, body)
 	}

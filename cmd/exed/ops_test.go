@@ -172,7 +172,7 @@ func TestMetricsAndAccessLogEndToEnd(t *testing.T) {
 	}
 	mint := func(args ...string) string {
 		t.Helper()
-		return strings.TrimSpace(mustRun(t, env, append([]string{"token", "mint"}, args...)...))
+		return strings.TrimSpace(mustRun(t, env, append([]string{"token", "mint", "--domain", "exe.dev", "--vm-domain", "exe.xyz"}, args...)...))
 	}
 	exe1 := gen("--vm=app --label=ci")
 	exe0 := gen("--vm=app --label=ci0 --exe0")
@@ -361,8 +361,8 @@ func TestJSONAccessLogs(t *testing.T) {
 	defer cancel()
 	code := make(chan int, 1)
 	go func() {
-		code <- a.run(ctx, []string{"serve", "--data", data, "--log-format", "json",
-			"--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, func() {})
+		code <- a.run(ctx, append([]string{"serve", "--data", data, "--log-format", "json",
+			"--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, exeDevNames...), func() {})
 	}()
 	var serving struct{ SSH, HTTP string }
 	testkit.WaitWithin(t, "the serving line", 30*time.Second, func() bool {
