@@ -586,7 +586,7 @@ func TestDocsVerifying(t *testing.T) {
 	}
 	vm := exec.Command(bin)
 	vm.Env = append(os.Environ(), proxyEnv(s)...)
-	var vmLog bytes.Buffer
+	var vmLog testkit.SyncBuffer // the example writes while a failure reads it
 	vm.Stdout, vm.Stderr = &vmLog, &vmLog
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
