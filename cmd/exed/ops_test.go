@@ -181,7 +181,7 @@ func TestMetricsAndAccessLogEndToEnd(t *testing.T) {
 	offline := mint("--key", aliceKey, "--vm", "app")
 	unknown := mint("--key", strangerKey, "--vm", "app")
 	expired := mint("--key", aliceKey, "--vm", "app", "--perms", `{"exp":1000000000}`)
-	early := mint("--key", aliceKey, "--vm", "app", "--perms", `{"nbf":4000000000}`)
+	early := mint("--key", aliceKey, "--vm", "app", "--perms", `{"nbf":4102444800}`)
 	other := mint("--key", aliceKey, "--vm", "app", "--perms", `{"ctx":1}`)
 	forged := offline[:strings.LastIndex(offline, ".")] + other[strings.LastIndex(other, "."):]
 	const vmPassword = "vm-own-password-Zq8x7Kp2"
