@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/store/sqlstore"
@@ -204,59 +205,15 @@ func leak(v []byte, secrets []string) string {
 // "table row N column C".
 func dumpAll(t *testing.T, db *sql.DB, sqlite bool) map[string][]byte {
 	t.Helper()
-	q := `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'`
-	if sqlite {
-		q = `SELECT name FROM sqlite_master WHERE type = 'table'`
-	}
-	tables := queryStrings(t, db, q)
-	if len(tables) < 5 {
-		t.Fatalf("found tables %v: the query missed some", tables)
-	}
+	cells := testkit.DumpDB(t, db, sqlite)
+	tables := map[string]bool{}
 	out := map[string][]byte{}
-	for _, table := range tables {
-		rows, err := db.Query(`SELECT * FROM "` + table + `"`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cols, _ := rows.Columns()
-		for n := 0; rows.Next(); n++ {
-			vals := make([]sql.RawBytes, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatal(err)
-			}
-			for i, c := range cols {
-				out[fmt.Sprintf("%s row %d column %s", table, n, c)] = bytes.Clone(vals[i])
-			}
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		rows.Close()
+	for _, c := range cells {
+		tables[c.Table] = true
+		out[fmt.Sprintf("%s row %d column %s", c.Table, c.Row, c.Column)] = c.Value
 	}
-	return out
-}
-
-func queryStrings(t *testing.T, db *sql.DB, q string) []string {
-	t.Helper()
-	rows, err := db.Query(q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+	if len(tables) < 5 {
+		t.Fatalf("found rows in tables %v: the dump missed some", tables)
 	}
 	return out
 }
