@@ -251,7 +251,8 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 
 // followChanges subscribes this instance's caches to the store's change
 // feed: a key written through this instance (removed, above all) leaves the
-// Verifier's cache, and a VM the proxy's, before the write returns. Writes
+// Verifier's cache, and a VM (or its shares) the proxy's, before the write
+// returns. Writes
 // by other instances and by the admin commands are not announced here; the
 // caches' TTLs bound how long those take to be seen.
 func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler) (cancel func()) {
@@ -259,8 +260,8 @@ func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler) (c
 		switch ch.Kind {
 		case store.KeyChanged:
 			v.Forget(ch.ID)
-		case store.VMChanged:
-			front.ForgetVM(ch.ID)
+		case store.VMChanged, store.ShareChanged:
+			front.ForgetVM(ch.ID) // ShareChanged: who may reach it changed
 		}
 	})
 }
