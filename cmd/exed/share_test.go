@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -414,5 +415,57 @@ func (a *auditFollower) stop(t *testing.T) {
 	<-a.done
 	if err := a.cmd.Wait(); err != nil {
 		t.Errorf("exed audit --follow on SIGINT: %v", err)
+	}
+}
+
+// TestSharingDocWalkthrough runs docs/sharing.md's block against
+// `exed serve --demo`, after the Quickstart's first block (which defines
+// exe), and checks what the doc says it shows. The substitutions are the
+// README test's: the test's ports for 2222 and 8080, and the built exed
+// first on PATH.
+func TestSharingDocWalkthrough(t *testing.T) {
+	testkit.RequireTools(t, "bash", "ssh", "ssh-keygen", "curl", "jq")
+	quick := docBlocks(t, "README.md", "## Quickstart", "sh")
+	blocks := docBlocks(t, "docs/sharing.md", "## Against the demo", "sh")
+	if len(quick) < 2 || len(blocks) != 1 {
+		t.Fatalf("found %d Quickstart blocks and %d sharing blocks", len(quick), len(blocks))
+	}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	srv := startServer(t, "exed-data", "--demo")
+	_, sshPort := splitHostPort(t, srv.sshAddr)
+	_, httpPort := splitHostPort(t, srv.httpAddr)
+	env := []string{"NO_PROXY=*", "no_proxy=*", "PATH=" + filepath.Dir(exedBin) + string(os.PathListSeparator) + os.Getenv("PATH")}
+	steps := runSteps(t, dir, env, commands(withPorts(quick[1], sshPort, httpPort), withPorts(blocks[0], sshPort, httpPort)))
+
+	var sawBob, sawShow, saw401, sawLog bool
+	for _, s := range steps {
+		out := strings.TrimSpace(s.out)
+		switch {
+		case strings.HasPrefix(s.cmd, "curl") && strings.Contains(s.cmd, "BOB_TOKEN") && !strings.Contains(s.cmd, " -i "):
+			h := decode[echoed](t, out).Headers
+			if len(h["X-Exedev-Email"]) != 1 || h["X-Exedev-Email"][0] != "bob@example.com" {
+				t.Errorf("the demo VM got %v, want bob's identity", h)
+			}
+			sawBob = true
+		case strings.HasPrefix(s.cmd, "curl") && strings.Contains(s.cmd, "BOB_TOKEN"):
+			if first, _, _ := strings.Cut(out, "\n"); !strings.Contains(first, " 401") {
+				t.Errorf("bob's token after the share was removed: %q, want 401", first)
+			}
+			saw401 = true
+		case s.cmd == "exe share show demo":
+			if !regexp.MustCompile(`bob@example\.com\s+active`).MatchString(out) {
+				t.Errorf("share show does not list bob as active:\n%s", out)
+			}
+			sawShow = true
+		case s.cmd == "exe log":
+			if !strings.Contains(out, "share.remove") || !strings.Contains(out, "share.add") {
+				t.Errorf("log does not show the share and its removal:\n%s", out)
+			}
+			sawLog = true
+		}
+	}
+	if !sawBob || !sawShow || !saw401 || !sawLog {
+		t.Errorf("doc commands missing: bob's call %v, share show %v, 401 %v, log %v", sawBob, sawShow, saw401, sawLog)
 	}
 }

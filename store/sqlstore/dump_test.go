@@ -26,7 +26,8 @@ import (
 // table with plain SQL (and, for SQLite, the database files themselves):
 // nothing in a copy of the database may be, contain or decode to a usable
 // token (an exe1 row keeps a hash of its handle, and the exe0 sealed
-// under the handle).
+// under the handle; a share link row a hash of its token and a short
+// prefix of it).
 func TestDatabaseCopyYieldsNoToken(t *testing.T) {
 	for _, db := range sqlstore.Backends() {
 		t.Run(db.Name, func(t *testing.T) {
@@ -114,6 +115,21 @@ func TestDatabaseCopyYieldsNoToken(t *testing.T) {
 				t.Fatal(err)
 			}
 			secrets = append(secrets, exe0, handle)
+
+			// A share link, as share add-link stores it, used once.
+			if err := s.AddVM(ctx, store.VM{Name: "web", OwnerID: u.ID, Upstream: "http://127.0.0.1:1", CreatedAt: now},
+				store.Event{Time: now, ActorID: "admin", Action: "vm.add", Subject: "web"}); err != nil {
+				t.Fatal(err)
+			}
+			link := tokens.NewShareLink()
+			l := store.ShareLink{ID: tokens.ShareLinkID(link), Name: tokens.ShareLinkName(link), VM: "web", CreatedAt: now}
+			if err := s.AddShareLink(ctx, l, store.Event{Time: now, ActorID: u.ID, Action: "share.link.add", Subject: "web " + l.Name}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.UseShareLink(ctx, "web", tokens.ShareLinkID(link), u.ID, now, store.Event{Time: now, ActorID: u.ID, Action: "share.link.use", Subject: "web " + l.Name}); err != nil {
+				t.Fatal(err)
+			}
+			secrets = append(secrets, link)
 
 			// The check below must catch a leak in any of its forms.
 			for _, sec := range secrets {
