@@ -269,3 +269,20 @@ func (w *world) getNoFollow(host, path string, hdr map[string]string) (*http.Res
 	}
 	return resp, body
 }
+
+// TestAssertionForSharedUser: a shared user's request carries an
+// assertion naming them, with access "share".
+func TestAssertionForSharedUser(t *testing.T) {
+	w := newWorld(t, nil, withAssertions(t))
+	w.Share("web", w.alice, "bob@example.com")
+	_, jwks := w.get(testDomain, jwksPath, nil)
+	e := w.echo("web.exe.xyz", map[string]string{"X-Exedev-Authorization": bearerHdr(w.mint(w.bob.Signer, vmNamespace("web"), `{}`))})
+	got := e.header(headerAssertion)
+	if len(got) != 1 {
+		t.Fatalf("upstream got %d assertions", len(got))
+	}
+	c, err := verifyAssertion(t, jwks, got[0], "http://web.exe.xyz:"+frontPort(t, w.front))
+	if err != nil || c.Subject != w.bob.User.ID || c.Email != "bob@example.com" || c.Access != "share" {
+		t.Errorf("claims %+v, %v; want bob, access share", c, err)
+	}
+}

@@ -1,6 +1,7 @@
 // Package store is exed's registry as its users see it: the types (users,
-// their SSH keys, VMs and who they are shared with, exe1 handles, the
-// append-only audit log), one
+// their SSH keys, VMs and who they are shared with, exe1 handles,
+// assertion signing keys, the append-only audit log, the TLS certificates
+// exed obtained itself), one
 // interface per entity and the composite Store, the sentinel errors callers
 // branch on, the validation of what users type, the change feed that lets
 // caches hear about committed writes, and the LastUsedWriter.
@@ -8,7 +9,8 @@
 // It links no database driver: the one implementation, over SQL for
 // embedded SQLite and PostgreSQL, is package store/sqlstore. Consumers ask
 // for the narrow interface they use (UserStore, KeyStore, Exe1Store,
-// VMStore, ShareStore, EventStore, Changes, or a smaller one of their own).
+// VMStore, ShareStore, AssertionKeyStore, EventStore, CertStore, Changes,
+// or a smaller one of their own).
 //
 // The implementation enforces the rules (unique emails, one owner per key,
 // unique key names per user, unique VM names); violations come back as the
@@ -94,13 +96,13 @@ type Exe1 struct {
 type Event struct {
 	ID      int64 // assigned by the store, in commit order
 	Time    time.Time
-	ActorID string // user id, or "admin" for the admin commands
+	ActorID string // user id, "admin" for the admin commands, "system" for what a server does by itself (a scheduled key rotation)
 	// Credential is what the actor acted with: the fingerprint of the SSH
 	// key ("SHA256:…") that completed authentication or signed the /exec
 	// token, or the id of the browser session; "" for the admin commands.
 	Credential string
-	Via        string // where the change came in: ViaSSH, ViaExec, ViaWeb, ViaAdmin
-	Action     string // e.g. "user.add", "key.add", "token.generate", "share.add"; see docs/audit.md
+	Via        string // where the change came in: ViaSSH, ViaExec, ViaWeb, ViaAdmin; "" for "system"
+	Action     string // e.g. "user.add", "key.add", "token.generate", "share.add", "assertion_key.add"; see docs/audit.md
 	Subject    string // what it acted on: a fingerprint, a VM name, an email, "VM EMAIL"
 	RemoteAddr string // "" for local admin commands
 	// ActorEmail is filled in by the reads: the actor's email, "" when
@@ -184,7 +186,9 @@ type Store interface {
 	Exe1Store
 	VMStore
 	ShareStore
+	AssertionKeyStore
 	EventStore
+	CertStore
 	Changes
 
 	// Ping checks that the database answers.

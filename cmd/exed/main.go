@@ -41,6 +41,8 @@ Usage:
   exed vm add|list|rm|share   manage VMs and who they are shared with
   exed audit                  the audit log: every change, who made it, how (--follow streams it)
   exed token mint|inspect     sign a token offline, or decode one
+  exed assertion jwks|keys|rotate
+                              the signing keys of the identity assertions
   exed host-key               print the SSH host key as a known_hosts line
   exed healthcheck            exit 0 if exed serve answers (the container HEALTHCHECK)
   exed version                print the version
@@ -76,6 +78,8 @@ func (a *app) run(ctx context.Context, args []string, stop func()) int {
 		err = a.audit(ctx, rest)
 	case "token":
 		err = a.token(rest)
+	case "assertion":
+		err = a.assertion(ctx, rest)
 	case "host-key":
 		err = a.hostKey(rest)
 	case "healthcheck":

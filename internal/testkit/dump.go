@@ -17,10 +17,17 @@ type Cell struct {
 	Value         []byte
 }
 
+// Dump is what DumpDB read: the names of every table, empty ones
+// included, and every value.
+type Dump struct {
+	Tables []string
+	Cells  []Cell
+}
+
 // DumpDB reads every column of every row of every table of db (SQLite
 // when sqlite is set, else PostgreSQL's current schema), with plain SQL:
 // what a copy of the database would hold.
-func DumpDB(t testing.TB, db *sql.DB, sqlite bool) []Cell {
+func DumpDB(t testing.TB, db *sql.DB, sqlite bool) Dump {
 	t.Helper()
 	q := `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1`
 	if sqlite {
@@ -67,13 +74,14 @@ func DumpDB(t testing.TB, db *sql.DB, sqlite bool) []Cell {
 		}
 		rows.Close()
 	}
-	return cells
+	return Dump{Tables: tables, Cells: cells}
 }
 
-// DumpText renders cells as one line per row, "table: col=value …", the
-// lines sorted: two dumps of the same data compare equal whatever order
-// the database returned the rows in, and a diff shows what changed.
-func DumpText(cells []Cell) string {
+// DumpText renders d as one line per row, "table: col=value …", the lines
+// sorted: two dumps of the same data compare equal whatever order the
+// database returned the rows in, and a diff shows what changed.
+func DumpText(d Dump) string {
+	cells := d.Cells
 	var lines []string
 	var cur strings.Builder
 	flush := func() {

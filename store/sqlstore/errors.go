@@ -28,6 +28,8 @@ var uniqueWhat = map[string]string{
 	"pending_shares_vm_email": "share", "index 'pending_shares_vm_email'": "share",
 	"share_links_pkey": "share link", "share_links.id": "share link",
 	"share_links_vm_name": "share link name", "share_links.vm, share_links.name": "share link name",
+	"assertion_keys_pkey": "assertion key id", "assertion_keys.kid": "assertion key id",
+	"assertion_keys_generation": "assertion key generation", "assertion_keys.generation": "assertion key generation",
 }
 
 // dbErr is the one place driver errors become the package's sentinels:

@@ -37,10 +37,14 @@ func TestStore(t *testing.T) {
 		{"PendingShares", testPendingShares},
 		{"SetVMPublic", testSetVMPublic},
 		{"ShareLinks", testShareLinks},
+		{"AssertionKeys", testAssertionKeys},
 		{"Events", testEvents},
 		{"TouchKeys", testTouchKeys},
 		{"Restrictions", testRestrictions},
 		{"TimesUTC", testTimesUTC},
+		{"CertBlobs", testCertBlobs},
+		{"CertLocks", testCertLocks},
+		{"CertLockRace", testCertLockRace},
 	}
 	for _, b := range testBackends() {
 		t.Run(b.name, func(t *testing.T) {
@@ -501,6 +505,51 @@ func testExe1(t *testing.T, s store.Store) {
 	wantErr(t, "AddExe1(unknown key)", err, store.ErrNotFound)
 }
 
+func testAssertionKeys(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if ks, err := s.AssertionKeys(ctx); err != nil || len(ks) != 0 {
+		t.Fatalf("AssertionKeys on an empty store = %v, %v", ks, err)
+	}
+	key := func(gen int64) store.AssertionKey {
+		return store.AssertionKey{
+			ID: fmt.Sprintf("kid-%d", gen), Generation: gen,
+			PublicKey: []byte{4, byte(gen), 0xff}, Sealed: []byte{0, byte(gen), 0xfe},
+			CreatedAt: t0.Add(time.Duration(gen) * time.Hour), SignFrom: t0.Add(time.Duration(gen) * 25 * time.Hour),
+		}
+	}
+	// Added out of order, listed by generation.
+	for _, g := range []int64{2, 1, 3} {
+		if err := s.AddAssertionKey(ctx, key(g), ev("system", "assertion_key.add", key(g).ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.AssertionKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []store.AssertionKey{key(1), key(2), key(3)}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("AssertionKeys = %+v\nwant %+v", got, want)
+	}
+	// A generation is had by one key only: the second instance to rotate loses.
+	dup := key(4)
+	dup.Generation = 2
+	err = s.AddAssertionKey(ctx, dup, ev("system", "assertion_key.add", dup.ID))
+	wantErr(t, "AddAssertionKey(taken generation)", err, store.ErrExists)
+	if !strings.Contains(err.Error(), "generation") {
+		t.Errorf("taken generation: %v, want it named", err)
+	}
+	dup = key(4)
+	dup.ID = key(1).ID
+	err = s.AddAssertionKey(ctx, dup, ev("system", "assertion_key.add", dup.ID))
+	wantErr(t, "AddAssertionKey(same kid)", err, store.ErrExists)
+	if got, _ := s.AssertionKeys(ctx); len(got) != 3 {
+		t.Fatalf("%d keys after refused additions, want 3", len(got))
+	}
+	if n := eventCount(t, s); n != 3 {
+		t.Fatalf("%d events, want 3 (one per key added)", n)
+	}
+}
+
 func testVMs(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, _ := addUser(t, s, "ada@example.com")
@@ -794,7 +843,7 @@ func TestEventsAppendOnly(t *testing.T) {
 			db := rawDB(t, dsn, dir)
 			for _, q := range []string{
 				`UPDATE events SET actor_id = 'someone-else'`,
-				`UPDATE events SET via = 'web', credential = ''`, // the columns the second migration added
+				`UPDATE events SET via = 'web', credential = ''`, // the columns 0004_shares_audit added
 				`DELETE FROM events`,
 			} {
 				if _, err := db.Exec(q); err == nil || !strings.Contains(err.Error(), "append-only") {

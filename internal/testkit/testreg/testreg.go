@@ -95,7 +95,7 @@ func (r *Registry) AddUser(email string, seed byte) Account {
 		PublicKey:   keys.MarshalAuthorized(signer.PublicKey()),
 		AddedAt:     r.now(),
 	}
-	ev := store.Event{Time: r.now(), ActorID: "admin", Action: "user.add", Subject: email}
+	ev := store.Event{Time: r.now(), ActorID: "admin", Via: store.ViaAdmin, Action: "user.add", Subject: email}
 	if err := r.Store.AddUser(context.Background(), u, k, ev); err != nil {
 		r.t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func (r *Registry) AddVM(name string, owner Account, public bool) store.VM {
 		upstream = DefaultUpstream
 	}
 	vm := store.VM{Name: name, OwnerID: owner.User.ID, Upstream: upstream, Public: public, CreatedAt: r.now()}
-	ev := store.Event{Time: r.now(), ActorID: "admin", Action: "vm.add", Subject: name}
+	ev := store.Event{Time: r.now(), ActorID: "admin", Via: store.ViaAdmin, Action: "vm.add", Subject: name}
 	if err := r.Store.AddVM(context.Background(), vm, ev); err != nil {
 		r.t.Fatal(err)
 	}
