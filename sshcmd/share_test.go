@@ -183,7 +183,7 @@ func TestShareBadInput(t *testing.T) {
 		{a, "log --limit 0", "--limit: want 1 to 1000"},
 		{a, "log --limit 1001", "--limit: want 1 to 1000"},
 		{a, "log --since yesterday", `invalid --since "yesterday": use an RFC 3339 time`},
-		{a, "log extra", "unexpected argument (this command takes none)"},
+		{a, "log extra", `unexpected argument "extra" (this command takes none;`},
 	} {
 		out, err := e.run(tt.who, tt.line, "")
 		switch {
