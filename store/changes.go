@@ -3,17 +3,22 @@ package store
 // ChangeKind says what changed.
 type ChangeKind uint8
 
-// The kinds of change. Share and session changes (ShareChanged,
-// SessionChanged) are to be added here when those entities arrive; a
-// subscriber ignores kinds it does not know.
+// The kinds of change. Share changes (ShareChanged) are to be added here
+// when that entity arrives; a subscriber ignores kinds it does not know.
 const (
 	// KeyChanged: ID is a key's fingerprint. The key was added, removed
 	// (its exe1 handles with it), renamed or restricted.
 	KeyChanged ChangeKind = iota + 1
 	// UserChanged: ID is a user id. The user was added.
 	UserChanged
-	// VMChanged: ID is a VM's name. The VM was added, removed or changed.
+	// VMChanged: ID is a VM's name. The VM was added, removed or changed
+	// (a removal takes the browser sessions for it along: see
+	// SessionStore).
 	VMChanged
+	// SessionChanged: ID is the hex SHA-256 of a browser session's cookie
+	// (Session.Hash). The session ended: revoked, logged out, or deleted
+	// once expired.
+	SessionChanged
 )
 
 // String names k for logs and test failures.
@@ -25,6 +30,8 @@ func (k ChangeKind) String() string {
 		return "user"
 	case VMChanged:
 		return "vm"
+	case SessionChanged:
+		return "session"
 	}
 	return "unknown"
 }

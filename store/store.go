@@ -1,5 +1,6 @@
 // Package store is exed's registry as its users see it: the types (users,
-// their SSH keys, VMs, exe1 handles, the append-only audit log), one
+// their SSH keys, VMs, exe1 handles, browser sessions and their login
+// secrets, the append-only audit log), one
 // interface per entity and the composite Store, the sentinel errors callers
 // branch on, the validation of what users type, the change feed that lets
 // caches hear about committed writes, and the LastUsedWriter.
@@ -165,6 +166,7 @@ type Store interface {
 	KeyStore
 	Exe1Store
 	VMStore
+	SessionStore
 	EventStore
 	Changes
 

@@ -24,6 +24,10 @@ var uniqueWhat = map[string]string{
 	"keys_user_name": "key name", "keys.user_id, keys.name": "key name",
 	"exe1_pkey": "exe1 handle", "exe1.id": "exe1 handle",
 	"vms_pkey": "VM name", "vms.name": "VM name",
+	"sessions_pkey": "session id", "sessions.id": "session id",
+	"sessions_hash_key": "session cookie", "sessions.hash": "session cookie",
+	"login_links_pkey": "login link", "login_links.hash": "login link",
+	"magic_secrets_pkey": "magic secret", "magic_secrets.hash": "magic secret",
 }
 
 // dbErr is the one place driver errors become the package's sentinels:

@@ -4,7 +4,7 @@
 // every query is shared; what differs is in dialect.go.
 //
 // Each entity's queries are in its own file (user.go, key.go, exe1.go,
-// vm.go, event.go). The schema is the numbered migrations under
+// vm.go, session.go, event.go). The schema is the numbered migrations under
 // migrations/, applied by Open. Driver errors become store's sentinel
 // errors in one place (errors.go). SQLite's AddTokenKey calls are committed
 // in groups (groupcommit.go). Every committed write is announced to the
@@ -40,7 +40,7 @@ var _ store.Store = (*Store)(nil)
 // much as running it. database/sql prepares each again, lazily, on every
 // pooled connection that runs it. Their SQL is beside the entity each reads.
 type reads struct {
-	key, keyAndUser, userByID, vm, exe1 *sql.Stmt
+	key, keyAndUser, userByID, vm, exe1, sessionAndUser *sql.Stmt
 }
 
 // pointRead runs one of s.q with args. A ctx already done still fails it.
@@ -62,6 +62,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&s.q.userByID, userByIDQuery},
 		{&s.q.vm, vmQuery},
 		{&s.q.exe1, exe1Query},
+		{&s.q.sessionAndUser, sessionAndUserQuery},
 	} {
 		st, err := s.ro.PrepareContext(ctx, p.query)
 		if err != nil {
@@ -76,12 +77,22 @@ func (s *Store) prepare(ctx context.Context) error {
 // commits; then, and only then, it announces changes to the subscribers.
 // Errors come back mapped by dbErr and wrapped with op.
 func (s *Store) write(ctx context.Context, op string, e store.Event, changes []store.Change, fn func(tx *sql.Tx) error) error {
+	return s.writeChanges(ctx, op, &e, func(tx *sql.Tx) ([]store.Change, error) {
+		return changes, fn(tx)
+	})
+}
+
+// writeChanges is write for a write that learns what it changed as it
+// runs (rows deleted by a condition): fn returns the changes to announce.
+// fn may also complete *e (its ActorID) before it is appended.
+func (s *Store) writeChanges(ctx context.Context, op string, e *store.Event, fn func(tx *sql.Tx) ([]store.Change, error)) error {
 	tx, err := s.rw.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: %s: begin: %w", op, err)
 	}
 	defer tx.Rollback()
-	if err := fn(tx); err != nil {
+	changes, err := fn(tx)
+	if err != nil {
 		return fmt.Errorf("store: %s: %w", op, dbErr(err))
 	}
 	// Last, so that PostgreSQL's event lock is held only until the commit
@@ -91,7 +102,7 @@ func (s *Store) write(ctx context.Context, op string, e store.Event, changes []s
 			return fmt.Errorf("store: %s: lock events: %w", op, err)
 		}
 	}
-	if err := insertEvent(ctx, tx, e); err != nil {
+	if err := insertEvent(ctx, tx, *e); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -128,7 +139,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // connection pools. The subscribers are not told.
 func (s *Store) Close() error {
 	var err error
-	for _, st := range []*sql.Stmt{s.q.key, s.q.keyAndUser, s.q.userByID, s.q.vm, s.q.exe1} {
+	for _, st := range []*sql.Stmt{s.q.key, s.q.keyAndUser, s.q.userByID, s.q.vm, s.q.exe1, s.q.sessionAndUser} {
 		if st != nil { // nil: Open failed before preparing it
 			err = errors.Join(err, st.Close())
 		}
