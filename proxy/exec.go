@@ -27,7 +27,7 @@ const maxExecBody = 64 << 10
 // serveAPI serves the API host <Domain>.
 func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/exec" {
-		writeJSON(w, http.StatusNotFound, errorBody("not found"))
+		h.serveMain(w, r) // the login routes; 404 for anything else
 		return
 	}
 	start := time.Now()

@@ -1,5 +1,5 @@
 // Package sshcmd is exed's command table: the commands (help, whoami, ls,
-// ssh-key …, exe0-to-exe1), how a command line is split and parsed, and how
+// ssh-key …, exe0-to-exe1, browser, sessions), how a command line is split and parsed, and how
 // each command prints text or JSON.
 //
 // The command table exists once, here: SSH sessions (package sshserver) and
@@ -29,10 +29,12 @@ import (
 )
 
 // Registry is what the commands read and write: the caller's keys, exe1
-// handles, and VMs (read only). store.Store satisfies it.
+// handles, browser sessions and login links, and VMs (read only).
+// store.Store satisfies it.
 type Registry interface {
 	store.KeyStore
 	store.Exe1Store
+	store.SessionStore
 	VM(ctx context.Context, name string) (store.VM, error)
 	VMs(ctx context.Context, ownerID string) ([]store.VM, error)
 }
@@ -50,8 +52,12 @@ type Env struct {
 	// VMURL returns the URL users reach a VM at (ls's https_url, the curl
 	// line of generate-api-key); nil means "https://NAME.VMDomain".
 	VMURL func(vm string) string
-	Now   func() time.Time // nil means time.Now
-	Log   *slog.Logger     // nil means discard
+	// WebURL is the main host's URL as browsers reach it
+	// ("https://exe.dev:8443"), for the link `browser` prints; "" means
+	// "https://Domain".
+	WebURL string
+	Now    func() time.Time // nil means time.Now
+	Log    *slog.Logger     // nil means discard
 }
 
 // Caller is who runs a command: the key that completed SSH
@@ -124,6 +130,9 @@ func New(env Env) *Suite {
 		ns := tokens.Namespaces{Domain: env.Domain, VMDomain: env.VMDomain}
 		env.VMURL = func(vm string) string { return "https://" + ns.VMHost(vm) }
 	}
+	if env.WebURL == "" {
+		env.WebURL = "https://" + env.Domain
+	}
 	s := &Suite{env: env, ns: tokens.Namespaces{Domain: env.Domain, VMDomain: env.VMDomain}, byPath: make(map[string]*command)}
 	s.commands = []*command{
 		s.helpCommand(),
@@ -137,6 +146,9 @@ func New(env Env) *Suite {
 		s.generateAPIKeyCommand(),
 		s.checkAPIKeyCommand(),
 		s.exe0ToExe1Command(),
+		s.browserCommand(),
+		s.sessionsCommand(),
+		s.sessionsRevokeCommand(),
 	}
 	for _, c := range s.commands {
 		s.byPath[c.path] = c
@@ -158,12 +170,15 @@ func (s *Suite) lookup(args []string) (*command, []string, error) {
 	if !ok || strings.Contains(name, " ") {
 		return nil, nil, unknownCommand(name)
 	}
-	if c.group && len(args) > 1 && !strings.HasPrefix(args[1], "-") {
-		sub, ok := s.byPath[name+" "+args[1]]
-		if !ok {
+	if len(args) > 1 && !strings.HasPrefix(args[1], "-") {
+		// A group only has subcommands; a command may have some too
+		// ("sessions revoke"), and otherwise takes arguments.
+		if sub, ok := s.byPath[name+" "+args[1]]; ok && !strings.Contains(args[1], " ") {
+			return sub, args[2:], nil
+		}
+		if c.group {
 			return nil, nil, unknownCommand(name + " " + args[1])
 		}
-		return sub, args[2:], nil
 	}
 	return c, args[1:], nil
 }

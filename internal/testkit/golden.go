@@ -74,11 +74,14 @@ var masks = []struct {
 	{"fingerprint", regexp.MustCompile(`SHA256:[A-Za-z0-9+/]{43}`)},
 	{"ssh-ed25519", regexp.MustCompile(`ssh-ed25519 AAAA[A-Za-z0-9+/]+={0,2}`)},
 	{"usr", regexp.MustCompile(`\busr[a-z0-9]{16}\b`)},
+	{"ses", regexp.MustCompile(`\bses[a-z2-7]{16}\b`)},
+	{"secret", regexp.MustCompile(`\b[A-Z2-7]{26}\b`)}, // a login link's token, a magic secret
 	{"time", regexp.MustCompile(`\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)},
 }
 
 // Mask replaces the exe0 and exe1 tokens, SHA256 fingerprints, ssh-ed25519
-// public keys, user ids and RFC 3339 times in s by <KIND-N> placeholders.
+// public keys, user and session ids, login secrets and RFC 3339 times in s
+// by <KIND-N> placeholders.
 func Mask(s string) string {
 	for _, m := range masks {
 		seen := map[string]int{}
