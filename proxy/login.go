@@ -146,14 +146,14 @@ func (h *Handler) redeemSecret(w http.ResponseWriter, r *http.Request, o origin,
 		h.loginExpired(w, vm.vm.Name)
 		return
 	}
-	now := h.c.Now().UTC()
+	now := h.c.Now().UTC().Truncate(time.Second)
 	host := o.hostPort(vmHost)
 	value := tokens.NewCookieValue()
 	hash := tokens.SecretHash(value)
 	sh := tokens.SecretHash(secret)
 	sess, err := h.c.Sessions.RedeemMagicSecret(r.Context(), sh[:], host, now, store.Session{
 		ID: store.NewSessionID(), Hash: hash[:], Host: host, CookieName: o.vmCookie(),
-		CreatedAt: now.Truncate(time.Second), UserAgent: userAgent(r),
+		CreatedAt: now, ExpiresAt: now.Add(tokens.SessionTTL), UserAgent: userAgent(r),
 	}, h.event(r, "", "session.start", host))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -304,7 +304,7 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 		Hash: sh[:], UserID: e.s.UserID, Host: o.hostPort(vmHost), VM: name,
 		Fingerprint: e.s.Fingerprint, OnlyVM: e.s.OnlyVM,
 		CreatedAt: now.Truncate(time.Second), ExpiresAt: now.Add(tokens.MagicSecretTTL),
-		SessionExpiresAt: minTime(now.Add(tokens.SessionTTL), e.s.ExpiresAt),
+		SessionExpiresAt: vmSessionBound(e.s, now),
 	}
 	if err := h.c.Sessions.AddMagicSecret(r.Context(), m, h.event(r, e.s.UserID, "browser.authorize", m.Host)); err != nil {
 		h.c.Log.Warn("add magic secret", "err", err)
@@ -326,14 +326,14 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o := requestOrigin(r)
-	now := h.c.Now().UTC()
+	now := h.c.Now().UTC().Truncate(time.Second)
 	host := o.hostPort(h.domain)
 	value := tokens.NewCookieValue()
 	hash := tokens.SecretHash(value)
 	th := tokens.SecretHash(token)
 	link, sess, err := h.c.Sessions.RedeemLoginLink(r.Context(), th[:], now, store.Session{
 		ID: store.NewSessionID(), Hash: hash[:], Host: host, CookieName: tokens.MainCookie,
-		CreatedAt: now.Truncate(time.Second), UserAgent: userAgent(r),
+		CreatedAt: now, ExpiresAt: now.Add(tokens.SessionTTL), UserAgent: userAgent(r),
 	}, h.event(r, "", "session.start", host))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -442,9 +442,14 @@ func (o origin) defaultPort() string {
 	return "80"
 }
 
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
+// vmSessionBound is the latest a VM session started from main may end:
+// the main session's own end when the key that logged the browser in cut
+// it short (so the VM session ends with that key's expiry too), else a
+// full session lifetime from the redemption (which comes within
+// MagicSecretTTL of now).
+func vmSessionBound(main store.Session, now time.Time) time.Time {
+	if main.ExpiresAt.Before(main.CreatedAt.Add(tokens.SessionTTL)) {
+		return main.ExpiresAt
 	}
-	return a
+	return now.Add(tokens.SessionTTL + tokens.MagicSecretTTL)
 }

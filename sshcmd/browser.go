@@ -57,7 +57,9 @@ func (s *Suite) browser(ctx context.Context, r *request, vm, path string) error 
 		return fmt.Errorf("key %q %w", r.caller.Key.Name, err)
 	}
 	now := r.now.UTC()
-	sessionEnd := now.Add(tokens.SessionTTL)
+	// The latest the session may end: the key's expiry, or a full
+	// session lifetime from a redemption, which comes within the link's.
+	sessionEnd := now.Add(tokens.SessionTTL + tokens.LoginLinkTTL)
 	if !lim.ExpiresAt.IsZero() && lim.ExpiresAt.Before(sessionEnd) {
 		sessionEnd = lim.ExpiresAt
 	}

@@ -40,7 +40,7 @@ func (e *testEnv) redeem(tok string) (store.LoginLink, store.Session) {
 	cookie := tokens.SecretHash(tokens.NewCookieValue())
 	l, s, err := e.Store.RedeemLoginLink(e.ctx, h[:], e.clock.Now(), store.Session{
 		ID: store.NewSessionID(), Hash: cookie[:], Host: "exe.dev:443", CookieName: tokens.MainCookie,
-		CreatedAt: e.clock.Now(), UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Chromium/140",
+		CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(tokens.SessionTTL), UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Chromium/140",
 	}, store.Event{Time: e.clock.Now(), Action: "session.start"})
 	if err != nil {
 		e.t.Fatalf("redeem link: %v", err)

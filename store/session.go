@@ -31,8 +31,9 @@ type LoginLink struct {
 	Path        string // the path it goes on to ("" for /)
 	CreatedAt   time.Time
 	ExpiresAt   time.Time // the link's own expiry
-	// SessionExpiresAt is when the session the link starts will end: the
-	// session lifetime, cut short by the minting key's own expiry.
+	// SessionExpiresAt is the latest the session the link starts may end:
+	// the session lifetime from minting, cut short by the minting key's own
+	// expiry.
 	SessionExpiresAt time.Time
 }
 
@@ -48,7 +49,7 @@ type MagicSecret struct {
 	OnlyVM           string // carried from the main-host session
 	CreatedAt        time.Time
 	ExpiresAt        time.Time // the secret's own expiry
-	SessionExpiresAt time.Time // the VM session's end, never after the main session's
+	SessionExpiresAt time.Time // the latest the VM session may end: the main session's end
 }
 
 // Session is one browser's login on one host.
@@ -79,16 +80,19 @@ type SessionStore interface {
 	AddLoginLink(ctx context.Context, l LoginLink, e Event) error
 	// RedeemLoginLink consumes the link whose hash is given, if it has not
 	// expired at now, and starts s in its place, in one transaction. The
-	// store fills s's UserID, Fingerprint, OnlyVM and ExpiresAt from the
-	// link (and e's ActorID, if empty, with the user). ErrNotFound when the
+	// store fills s's UserID, Fingerprint and OnlyVM from the link, ends s
+	// at the link's SessionExpiresAt if that comes before s.ExpiresAt (or
+	// s.ExpiresAt is zero), and fills e's ActorID, if empty, with the
+	// user. ErrNotFound when the
 	// link is unknown, used or expired: then nothing is written.
 	RedeemLoginLink(ctx context.Context, hash []byte, now time.Time, s Session, e Event) (LoginLink, Session, error)
 	// AddMagicSecret stores a magic secret.
 	AddMagicSecret(ctx context.Context, m MagicSecret, e Event) error
 	// RedeemMagicSecret consumes the secret whose hash is given, if it is
 	// for host and has not expired at now, and starts s in its place, as
-	// RedeemLoginLink does (s's UserID, VM, Fingerprint, OnlyVM and
-	// ExpiresAt come from the secret). ErrNotFound when it is unknown,
+	// RedeemLoginLink does (s's UserID, VM, Fingerprint and OnlyVM come
+	// from the secret, and its SessionExpiresAt bounds s's). ErrNotFound
+	// when it is unknown,
 	// used, expired or for another host: then nothing is written, and a
 	// secret presented on the wrong host stays unused.
 	RedeemMagicSecret(ctx context.Context, hash []byte, host string, now time.Time, s Session, e Event) (Session, error)

@@ -147,16 +147,20 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	lastUsedDone := make(chan error, 1)
 	go func() { lastUsedDone <- lastUsed.Run(runCtx) }()
 
+	sessionLastUsed, stopSessions := runSessionUpkeep(st, log)
+	defer stopSessions()
 	suite := sshcmd.New(sshcmd.Env{
 		Store: st, Verifier: verifier, Domain: c.domain, VMDomain: c.vmDomain,
-		VMURL: vmURL, Now: time.Now, Log: log,
+		VMURL: vmURL, WebURL: webURL(c.domain, lns.http.Addr(), tlsConfig != nil), Now: time.Now, Log: log,
 	})
 	sshSrv := sshserver.NewServer(sshserver.ServerConfig{
 		Suite: suite, Store: st, HostKey: hostKey, Log: log, LastUsed: lastUsed, Metrics: m,
 	})
+	sshHost, sshPort := sshPublicAddr(c.domain, lns.ssh.Addr())
 	front := proxy.New(proxy.Config{
 		Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
 		Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now, Metrics: m,
+		Sessions: st, SessionLastUsed: sessionLastUsed, SSHHost: sshHost, SSHPort: sshPort,
 	})
 	defer followChanges(st, verifier, front)()
 	httpSrv := &http.Server{
@@ -236,6 +240,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	log.Info("shutting down", "timeout", c.shutdownTimeout)
 	shutdown(c.shutdownTimeout, log, httpSrv, sshSrv, echoSrv)
 	cancelRun() // the last-used writer flushes what it holds, then returns
+	stopSessions()
 	if ferr := <-lastUsedDone; ferr != nil {
 		log.Warn("flush last-used", "err", ferr)
 	}
@@ -251,11 +256,14 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 
 // followChanges subscribes this instance's caches to the store's change
 // feed: a key written through this instance (removed, above all) leaves the
-// Verifier's cache, and a VM the proxy's, before the write returns. Writes
+// Verifier's cache, a VM the proxy's, and an ended browser session (or
+// the sessions of a removed key or VM) the proxy's session cache, before
+// the write returns. Writes
 // by other instances and by the admin commands are not announced here; the
 // caches' TTLs bound how long those take to be seen.
 func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler) (cancel func()) {
 	return c.Subscribe(func(ch store.Change) {
+		front.ForgetSessions(ch)
 		switch ch.Kind {
 		case store.KeyChanged:
 			v.Forget(ch.ID)

@@ -46,7 +46,8 @@ func (s *Store) RedeemLoginLink(ctx context.Context, hash []byte, now time.Time,
 		}
 		l.OnlyVM, l.TargetVM = onlyVM.String, targetVM.String
 		l.CreatedAt, l.ExpiresAt, l.SessionExpiresAt = fromUnix(created), fromUnix(expires), fromUnix(sessExpires)
-		sess.UserID, sess.Fingerprint, sess.OnlyVM, sess.ExpiresAt = l.UserID, l.Fingerprint, l.OnlyVM, l.SessionExpiresAt
+		sess.UserID, sess.Fingerprint, sess.OnlyVM = l.UserID, l.Fingerprint, l.OnlyVM
+		sess.ExpiresAt = earlier(sess.ExpiresAt, l.SessionExpiresAt)
 		if e.ActorID == "" {
 			e.ActorID = l.UserID
 		}
@@ -83,7 +84,7 @@ func (s *Store) RedeemMagicSecret(ctx context.Context, hash []byte, host string,
 		if err != nil {
 			return nil, err // ErrNotFound: unknown, used, expired or for another host
 		}
-		sess.OnlyVM, sess.ExpiresAt = onlyVM.String, fromUnix(sessExpires)
+		sess.OnlyVM, sess.ExpiresAt = onlyVM.String, earlier(sess.ExpiresAt, fromUnix(sessExpires))
 		if e.ActorID == "" {
 			e.ActorID = sess.UserID
 		}
@@ -272,4 +273,13 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
 	}
 	s.changes.publish(changes...)
 	return len(changes), nil
+}
+
+// earlier is the earlier of a session's own expiry (zero: none asked for)
+// and the bound its link or secret carries.
+func earlier(asked, bound time.Time) time.Time {
+	if asked.IsZero() || bound.Before(asked) {
+		return bound
+	}
+	return asked
 }
