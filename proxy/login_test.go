@@ -486,7 +486,13 @@ func TestSessionEnds(t *testing.T) {
 	if ok(vmCookie) != http.StatusOK {
 		t.Fatal("no access with a fresh cookie")
 	}
-	if _, err := w.run(w.alice, "sessions revoke "+ss[1].ID); err != nil {
+	var vmID string
+	for _, s := range ss {
+		if s.VM == "web" {
+			vmID = s.ID
+		}
+	}
+	if _, err := w.run(w.alice, "sessions revoke "+vmID); err != nil {
 		t.Fatal(err)
 	}
 	if got := ok(vmCookie); got != http.StatusUnauthorized {
