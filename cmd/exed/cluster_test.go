@@ -305,6 +305,8 @@ func TestClusterPostgres(t *testing.T) {
 		}
 	})
 
+	t.Run("browser session", func(t *testing.T) { clusterBrowser(t, aliceA, b) })
+
 	// The same label on all three instances at once: the database lets
 	// exactly one have it.
 	t.Run("concurrent generate-api-key", func(t *testing.T) {
