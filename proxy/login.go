@@ -114,7 +114,7 @@ func (h *Handler) serveVMLogin(w http.ResponseWriter, r *http.Request, name stri
 			return
 		}
 		if r.Method != http.MethodPost {
-			h.render(w, http.StatusOK, "logout", pageData{Title: "Log out", Host: vmHost})
+			h.render(w, http.StatusOK, "logout", pageData{Title: "Log out", Host: vmHost, FormRedirect: o.url(h.domain)})
 			return
 		}
 		if !h.sameOrigin(w, r) {
@@ -289,7 +289,7 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 	case tokens.AccessOwner:
 	case tokens.AccessShare:
 		if r.Method != http.MethodPost {
-			h.render(w, http.StatusOK, "confirm", pageData{Title: "Continue?", Host: vmHost, Email: e.u.Email, Redirect: path, ReturnHost: returnHost})
+			h.render(w, http.StatusOK, "confirm", pageData{Title: "Continue?", Host: vmHost, Email: e.u.Email, Redirect: path, ReturnHost: returnHost, FormRedirect: o.url(vmHost)})
 			return
 		}
 	default:

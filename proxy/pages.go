@@ -45,12 +45,17 @@ type pageData struct {
 	Heading    string // the error page's
 	Message    string
 	Restricted bool // forbidden: by the login's key, not the account
+	// FormRedirect is the one other origin the page's form may end up on
+	// through a redirect (CSP form-action covers redirects): the main host
+	// after a VM host's logout, the VM host after the confirm page.
+	FormRedirect string
 }
 
 // pageCSP allows the pages what they use and nothing else: no script at
-// all, their one inline style, forms posting to their own origin, and no
-// framing (the confirm button must not be clickjacked).
-const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+// all, their one inline style, forms posting to their own origin (and
+// redirected on to FormRedirect), and no framing (the confirm button must
+// not be clickjacked).
+const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
 // render writes page name with status. Nothing a page shows is cached, and
 // no page sends a Referer on: login URLs carry one-time secrets.
@@ -66,7 +71,11 @@ func (h *Handler) render(w http.ResponseWriter, status int, name string, d pageD
 	hdr.Set("Content-Type", "text/html; charset=utf-8")
 	hdr.Set("Content-Length", strconv.Itoa(buf.Len()))
 	noStore(hdr)
-	hdr.Set("Content-Security-Policy", pageCSP)
+	csp := pageCSP
+	if d.FormRedirect != "" {
+		csp += " " + d.FormRedirect
+	}
+	hdr.Set("Content-Security-Policy", csp)
 	hdr.Set("X-Frame-Options", "DENY")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
