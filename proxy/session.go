@@ -234,7 +234,7 @@ func (h *Handler) sessionFor(r *http.Request, name, host string) *sessionEntry {
 				continue
 			}
 			tries++
-			e, err := h.sessions.get(r.Context(), tokens.SecretHash(v), now)
+			e, err := h.sessions.get(r.Context(), tokens.CookieHash(v), now)
 			if err != nil || e.s.Host != host || e.s.CookieName != name || e.s.Expired(now) {
 				continue
 			}

@@ -111,3 +111,11 @@ func base64URLValue(c byte) byte {
 func SecretHash(s string) [sha256.Size]byte {
 	return sha256.Sum256([]byte(s))
 }
+
+// CookieHash is SecretHash for a value ValidCookieValue accepted, without
+// allocating: it is computed on every request that carries a cookie.
+func CookieHash(v string) [sha256.Size]byte {
+	var buf [cookieChars]byte
+	n := copy(buf[:], v)
+	return sha256.Sum256(buf[:n])
+}

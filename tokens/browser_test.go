@@ -16,6 +16,9 @@ func TestBrowserSecretsShape(t *testing.T) {
 		if b, err := base64.RawURLEncoding.Strict().DecodeString(c); err != nil || len(b) != 32 {
 			t.Fatalf("cookie %q: %d bytes, %v", c, len(b), err)
 		}
+		if tokens := CookieHash(c); tokens != SecretHash(c) {
+			t.Fatalf("CookieHash(%q) differs from SecretHash", c)
+		}
 		if seen[s] || seen[c] {
 			t.Fatal("a repeated secret")
 		}
