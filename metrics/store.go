@@ -128,9 +128,54 @@ func (s *timedStore) RemoveVM(ctx context.Context, name string, e store.Event) (
 	return s.Store.RemoveVM(ctx, name, e)
 }
 
+func (s *timedStore) AddAssertionKey(ctx context.Context, k store.AssertionKey, e store.Event) (err error) {
+	defer s.observe("add_assertion_key", time.Now(), &err)
+	return s.Store.AddAssertionKey(ctx, k, e)
+}
+
+func (s *timedStore) AssertionKeys(ctx context.Context) (_ []store.AssertionKey, err error) {
+	defer s.observe("assertion_keys", time.Now(), &err)
+	return s.Store.AssertionKeys(ctx)
+}
+
 func (s *timedStore) Events(ctx context.Context, after int64, limit int) (_ []store.Event, err error) {
 	defer s.observe("events", time.Now(), &err)
 	return s.Store.Events(ctx, after, limit)
+}
+
+func (s *timedStore) PutCertBlob(ctx context.Context, b store.CertBlob) (err error) {
+	defer s.observe("put_cert_blob", time.Now(), &err)
+	return s.Store.PutCertBlob(ctx, b)
+}
+
+func (s *timedStore) CertBlob(ctx context.Context, key string) (_ store.CertBlob, err error) {
+	defer s.observe("cert_blob", time.Now(), &err)
+	return s.Store.CertBlob(ctx, key)
+}
+
+func (s *timedStore) CertBlobInfos(ctx context.Context, prefix string) (_ []store.CertBlobInfo, err error) {
+	defer s.observe("cert_blob_infos", time.Now(), &err)
+	return s.Store.CertBlobInfos(ctx, prefix)
+}
+
+func (s *timedStore) DeleteCertBlobs(ctx context.Context, key string) (err error) {
+	defer s.observe("delete_cert_blobs", time.Now(), &err)
+	return s.Store.DeleteCertBlobs(ctx, key)
+}
+
+func (s *timedStore) AcquireCertLock(ctx context.Context, name, holder string, now, expires time.Time) (_ bool, err error) {
+	defer s.observe("acquire_cert_lock", time.Now(), &err)
+	return s.Store.AcquireCertLock(ctx, name, holder, now, expires)
+}
+
+func (s *timedStore) RenewCertLock(ctx context.Context, name, holder string, expires time.Time) (err error) {
+	defer s.observe("renew_cert_lock", time.Now(), &err)
+	return s.Store.RenewCertLock(ctx, name, holder, expires)
+}
+
+func (s *timedStore) ReleaseCertLock(ctx context.Context, name, holder string) (err error) {
+	defer s.observe("release_cert_lock", time.Now(), &err)
+	return s.Store.ReleaseCertLock(ctx, name, holder)
 }
 
 // Subscribe passes through untimed: it is not a query, and the changes it

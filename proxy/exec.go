@@ -26,6 +26,10 @@ const maxExecBody = 64 << 10
 
 // serveAPI serves the API host <Domain>.
 func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == jwksPath {
+		h.serveJWKS(w, r)
+		return
+	}
 	if r.URL.Path != "/exec" {
 		h.serveMain(w, r) // the login routes; 404 for anything else
 		return

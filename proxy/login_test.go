@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exed-dev/exed/assertion"
 	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/internal/testkit/testreg"
 	"github.com/exed-dev/exed/store"
@@ -660,5 +661,26 @@ func TestSSHLine(t *testing.T) {
 		if got := w.h.sshLine("web", path); got != want {
 			t.Errorf("sshLine(%q) = %s, want %s", path, got, want)
 		}
+	}
+}
+
+// TestSessionAssertion: a request let in by a browser session carries a
+// signed assertion too, with auth_method cookie and no token claims.
+func TestSessionAssertion(t *testing.T) {
+	w := newWorld(t, nil, withAssertions(t))
+	_, jwks := w.get(testDomain, jwksPath, nil)
+	_, vmCookie := w.login(w.alice, "web", "/")
+	e := w.echo(w.vmHost("web"), cookieHdr(vmCookie))
+	got := e.header(headerAssertion)
+	if len(got) != 1 {
+		t.Fatalf("upstream got %d assertions", len(got))
+	}
+	c, err := verifyAssertion(t, jwks, got[0], "http://"+w.vmHost("web"))
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if c.Subject != w.alice.User.ID || c.Email != "alice@example.com" || c.VM != "web" || c.AuthMethod != assertion.MethodCookie ||
+		c.Access != "owner" || c.KeyFingerprint != "" || c.TokenCtx != "" {
+		t.Errorf("claims %+v", c)
 	}
 }

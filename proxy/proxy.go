@@ -5,7 +5,8 @@
 //
 // A request's path through the package: host → route → carrier → verify →
 // rewrite headers → upstream, each step one function (canonicalHost, route,
-// findToken, Verifier.Verify, rewrite, the ReverseProxy).
+// findToken, Verifier.Verify, rewrite, the ReverseProxy), with the signed
+// identity assertion made in one place (assertion.go).
 package proxy
 
 import (
@@ -19,6 +20,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/exed-dev/exed/assertion"
 	"github.com/exed-dev/exed/metrics"
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
@@ -54,6 +56,13 @@ type Config struct {
 	Log      *slog.Logger          // nil → discard
 	Now      func() time.Time      // nil → time.Now
 	Metrics  *metrics.Metrics      // VM requests by status class, /exec calls; nil → none
+	// HSTS sends Strict-Transport-Security (HSTSValue) on every answer from
+	// the API host: set it when the front serves TLS. VM hosts answer
+	// with what their upstream sends.
+	HSTS bool
+	// Assertions signs X-ExeDev-Jwt-Assertion for every request forwarded
+	// with an identity and serves the JWKS; nil → neither (--assertion=false).
+	Assertions *assertion.Issuer
 
 	ExecTimeout time.Duration // 0 → DefaultExecTimeout
 	ExecRate    rate.Limit    // per signing key; 0 → DefaultExecRate
@@ -71,6 +80,14 @@ type Config struct {
 	SSHHost string
 	SSHPort int
 }
+
+// HSTSValue is the Strict-Transport-Security header of the API host: a
+// year, and no includeSubDomains: <domain> is the operator's own name,
+// whose other subdomains (a mail host, a status page) exed knows nothing
+// of and must not force onto HTTPS; the VM hosts live under the separate
+// <vm-domain>. No preload either: that is the operator's decision to
+// submit, not a default.
+const HSTSValue = "max-age=31536000"
 
 // Handler is the HTTP front. It is an http.Handler; build it with New.
 type Handler struct {
@@ -142,6 +159,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if host == h.domain {
+		if h.c.HSTS {
+			w.Header().Set("Strict-Transport-Security", HSTSValue)
+		}
 		h.serveAPI(w, r)
 		return
 	}

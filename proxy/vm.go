@@ -51,6 +51,10 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		h.logVM(r, name, status, d, sw.bytes, &rq.access)
 	}()
 
+	if r.URL.Path == vmJWKSPath {
+		h.serveJWKS(sw, r)
+		return
+	}
 	if h.sessions != nil && isLoginPath(r.URL.Path) {
 		h.serveVMLogin(sw, r, name)
 		return
@@ -84,6 +88,7 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	rq.vm = vm
+	h.attachAssertion(r, rq)
 	// The Handler's one ReverseProxy finds rq in the context (see rewriteVM).
 	ctx := context.WithValue(r.Context(), vmRequestKey{}, rq)
 	h.rp.ServeHTTP(sw, r.WithContext(ctx))
@@ -96,6 +101,7 @@ type vmRequest struct {
 	w  statusWriter
 	vm *vmEntry // set once authorized
 	access
+	assertion [1]string // X-ExeDev-Jwt-Assertion's value, once authorized; "" for none
 }
 
 // vmRequestKey is the context key of a forwarded request's *vmRequest.
@@ -198,6 +204,7 @@ func rewriteVM(pr *httputil.ProxyRequest) {
 		setSessionIdentity(pr.Out.Header, rq.session)
 	}
 	stripExedCookies(pr.Out.Header)
+	setAssertion(pr.Out.Header, rq)
 }
 
 // setSessionIdentity sets the identity headers of a browser session's

@@ -1,6 +1,7 @@
 // Package store is exed's registry as its users see it: the types (users,
 // their SSH keys, VMs, exe1 handles, browser sessions and their login
-// secrets, the append-only audit log), one
+// secrets, assertion signing keys, the append-only audit log, the TLS
+// certificates exed obtained itself), one
 // interface per entity and the composite Store, the sentinel errors callers
 // branch on, the validation of what users type, the change feed that lets
 // caches hear about committed writes, and the LastUsedWriter.
@@ -8,7 +9,8 @@
 // It links no database driver: the one implementation, over SQL for
 // embedded SQLite and PostgreSQL, is package store/sqlstore. Consumers ask
 // for the narrow interface they use (UserStore, KeyStore, Exe1Store,
-// VMStore, EventStore, Changes, or a smaller one of their own).
+// VMStore, AssertionKeyStore, EventStore, CertStore, Changes, or a smaller
+// one of their own).
 //
 // The implementation enforces the rules (unique emails, one owner per key,
 // unique key names per user, unique VM names); violations come back as the
@@ -87,8 +89,8 @@ type Exe1 struct {
 type Event struct {
 	ID         int64 // assigned by the store
 	Time       time.Time
-	ActorID    string // user id, or "admin" for the admin commands
-	Action     string // e.g. "user.add", "key.add", "key.remove", "key.rename", "token.generate", "exe1.create", "vm.add", "vm.remove"
+	ActorID    string // user id, "admin" for the admin commands, "system" for what a server does by itself (a scheduled key rotation)
+	Action     string // e.g. "user.add", "key.add", "key.remove", "key.rename", "token.generate", "exe1.create", "vm.add", "vm.remove", "assertion_key.add"
 	Subject    string // what it acted on: a fingerprint, a VM name, an email
 	RemoteAddr string // "" for local admin commands
 }
@@ -167,7 +169,9 @@ type Store interface {
 	Exe1Store
 	VMStore
 	SessionStore
+	AssertionKeyStore
 	EventStore
+	CertStore
 	Changes
 
 	// Ping checks that the database answers.

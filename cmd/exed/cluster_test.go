@@ -44,13 +44,15 @@ const (
 )
 
 // TestClusterPostgres runs three `exed serve` processes (A, B, C) on one
-// throwaway PostgreSQL database with one shared host key, started at once
+// throwaway PostgreSQL database with one shared host key (and server
+// secret), started at once
 // so that their migrations race. B reaches the database through a relay
 // the test can cut. The subtests share the cluster; each makes its own keys.
 func TestClusterPostgres(t *testing.T) {
 	dbURL := clusterDB(t)
 	dir := t.TempDir()
-	hostKey := filepath.Join(dir, "cluster_host_key") // not there yet: the instances race to create it
+	hostKey := filepath.Join(dir, "cluster_host_key")  // not there yet: the instances race to create it
+	secret := filepath.Join(dir, "cluster_secret.key") // the same: one server secret for the assertion keys
 	relay := newDBRelay(t, dbURL.Host)
 	urlB := *dbURL
 	urlB.Host = relay.addr
@@ -75,7 +77,7 @@ func TestClusterPostgres(t *testing.T) {
 	for i := range srvs {
 		wg.Go(func() {
 			data := filepath.Join(dir, fmt.Sprintf("data%c", 'A'+i))
-			srvs[i] = startServer(t, data, "--db", dsns[i], "--host-key", hostKey)
+			srvs[i] = startServer(t, data, "--db", dsns[i], "--host-key", hostKey, "--secret-key-file", secret)
 		})
 	}
 	// Polled by hand rather than with waitFor: whatever happens, the lock
@@ -111,7 +113,7 @@ func TestClusterPostgres(t *testing.T) {
 	a, b, c := srvs[0], srvs[1], srvs[2]
 	for i, s := range srvs {
 		// The admin commands (and the client's known_hosts) see what serve sees.
-		s.env = append(s.env, "EXED_DB="+dsns[i], "EXED_HOST_KEY="+hostKey)
+		s.env = append(s.env, "EXED_DB="+dsns[i], "EXED_HOST_KEY="+hostKey, "EXED_SECRET_KEY_FILE="+secret)
 	}
 
 	upstream := httptest.NewServer(proxy.Echo())

@@ -40,6 +40,8 @@ Usage:
   exed user add|list          manage users
   exed vm add|list|rm         manage VMs
   exed token mint|inspect     sign a token offline, or decode one
+  exed assertion jwks|keys|rotate
+                              the signing keys of the identity assertions
   exed host-key               print the SSH host key as a known_hosts line
   exed healthcheck            exit 0 if exed serve answers (the container HEALTHCHECK)
   exed version                print the version
@@ -73,6 +75,8 @@ func (a *app) run(ctx context.Context, args []string, stop func()) int {
 		err = a.vm(ctx, rest)
 	case "token":
 		err = a.token(rest)
+	case "assertion":
+		err = a.assertion(ctx, rest)
 	case "host-key":
 		err = a.hostKey(rest)
 	case "healthcheck":

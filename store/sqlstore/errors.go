@@ -28,6 +28,8 @@ var uniqueWhat = map[string]string{
 	"sessions_hash_key": "session cookie", "sessions.hash": "session cookie",
 	"login_links_pkey": "login link", "login_links.hash": "login link",
 	"magic_secrets_pkey": "magic secret", "magic_secrets.hash": "magic secret",
+	"assertion_keys_pkey": "assertion key id", "assertion_keys.kid": "assertion key id",
+	"assertion_keys_generation": "assertion key generation", "assertion_keys.generation": "assertion key generation",
 }
 
 // dbErr is the one place driver errors become the package's sentinels:

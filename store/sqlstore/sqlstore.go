@@ -4,7 +4,7 @@
 // every query is shared; what differs is in dialect.go.
 //
 // Each entity's queries are in its own file (user.go, key.go, exe1.go,
-// vm.go, session.go, event.go). The schema is the numbered migrations under
+// vm.go, session.go, assertion.go, event.go, cert.go). The schema is the numbered migrations under
 // migrations/, applied by Open. Driver errors become store's sentinel
 // errors in one place (errors.go). SQLite's AddTokenKey calls are committed
 // in groups (groupcommit.go). Every committed write is announced to the

@@ -32,10 +32,14 @@ func TestStore(t *testing.T) {
 		{"AddTokenKeyAtomic", testAddTokenKeyAtomic},
 		{"Exe1", testExe1},
 		{"VMs", testVMs},
+		{"AssertionKeys", testAssertionKeys},
 		{"Events", testEvents},
 		{"TouchKeys", testTouchKeys},
 		{"Restrictions", testRestrictions},
 		{"TimesUTC", testTimesUTC},
+		{"CertBlobs", testCertBlobs},
+		{"CertLocks", testCertLocks},
+		{"CertLockRace", testCertLockRace},
 	}
 	for _, b := range testBackends() {
 		t.Run(b.name, func(t *testing.T) {
@@ -494,6 +498,51 @@ func testExe1(t *testing.T, s store.Store) {
 	orphan := store.Exe1{ID: []byte("o"), Fingerprint: randomFingerprint(), Sealed: []byte("x"), CreatedAt: t0}
 	err = s.AddExe1(ctx, orphan, ev(ada.ID, "exe1.create", orphan.Fingerprint))
 	wantErr(t, "AddExe1(unknown key)", err, store.ErrNotFound)
+}
+
+func testAssertionKeys(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if ks, err := s.AssertionKeys(ctx); err != nil || len(ks) != 0 {
+		t.Fatalf("AssertionKeys on an empty store = %v, %v", ks, err)
+	}
+	key := func(gen int64) store.AssertionKey {
+		return store.AssertionKey{
+			ID: fmt.Sprintf("kid-%d", gen), Generation: gen,
+			PublicKey: []byte{4, byte(gen), 0xff}, Sealed: []byte{0, byte(gen), 0xfe},
+			CreatedAt: t0.Add(time.Duration(gen) * time.Hour), SignFrom: t0.Add(time.Duration(gen) * 25 * time.Hour),
+		}
+	}
+	// Added out of order, listed by generation.
+	for _, g := range []int64{2, 1, 3} {
+		if err := s.AddAssertionKey(ctx, key(g), ev("system", "assertion_key.add", key(g).ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.AssertionKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []store.AssertionKey{key(1), key(2), key(3)}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("AssertionKeys = %+v\nwant %+v", got, want)
+	}
+	// A generation is had by one key only: the second instance to rotate loses.
+	dup := key(4)
+	dup.Generation = 2
+	err = s.AddAssertionKey(ctx, dup, ev("system", "assertion_key.add", dup.ID))
+	wantErr(t, "AddAssertionKey(taken generation)", err, store.ErrExists)
+	if !strings.Contains(err.Error(), "generation") {
+		t.Errorf("taken generation: %v, want it named", err)
+	}
+	dup = key(4)
+	dup.ID = key(1).ID
+	err = s.AddAssertionKey(ctx, dup, ev("system", "assertion_key.add", dup.ID))
+	wantErr(t, "AddAssertionKey(same kid)", err, store.ErrExists)
+	if got, _ := s.AssertionKeys(ctx); len(got) != 3 {
+		t.Fatalf("%d keys after refused additions, want 3", len(got))
+	}
+	if n := eventCount(t, s); n != 3 {
+		t.Fatalf("%d events, want 3 (one per key added)", n)
+	}
 }
 
 func testVMs(t *testing.T, s store.Store) {
