@@ -272,7 +272,7 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 	forbidden := pageData{Title: "Not allowed", Host: vmHost, Email: e.u.Email,
 		ShareLine: h.sshPrefix() + " share add " + name + " " + e.u.Email}
 	if e.s.OnlyVM != "" && e.s.OnlyVM != name {
-		forbidden.Restricted = true
+		forbidden.Restricted, forbidden.SSHLine = true, h.sshLine(name, path)
 		h.render(w, http.StatusForbidden, "forbidden", forbidden)
 		return
 	}

@@ -684,3 +684,36 @@ func TestSessionAssertion(t *testing.T) {
 		t.Errorf("claims %+v", c)
 	}
 }
+
+// TestRestrictedKeySession: a browser logged in by a key restricted to
+// one VM reaches that VM and no other, even one its user owns; and its
+// cookies last no longer than the key.
+func TestRestrictedKeySession(t *testing.T) {
+	w := newWorld(t, nil)
+	w.AddVM("api", w.alice, false)
+	exp := time.Now().Add(2 * time.Hour).Truncate(time.Second)
+	ci := w.AddKey(w.alice, "ci", 11, func(k *store.Key) { k.VM, k.ExpiresAt = "web", exp })
+	mainCookie, vmCookie := w.login(ci, "web", "/")
+	if resp, _ := w.get(w.vmHost("web"), "/", cookieHdr(vmCookie)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the restricted key's VM: %d", resp.StatusCode)
+	}
+	resp, body := w.get(w.mainHost(), "/auth?redirect=%2F&return_host="+url.QueryEscape(w.vmHost("api")), cookieHdr(mainCookie))
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "restricted to another VM") {
+		t.Errorf("another VM of the same user, through a web-only login: %d\n%s", resp.StatusCode, body)
+	}
+	ss, _ := w.Store.Sessions(context.Background(), w.alice.User.ID)
+	for _, s := range ss {
+		if !s.ExpiresAt.Equal(exp) || s.OnlyVM != "web" || s.Fingerprint != ci.Key.Fingerprint {
+			t.Errorf("session %s: expires %v, only %q, key %s; want the key's %v, web, %s", s.Host, s.ExpiresAt, s.OnlyVM, s.Fingerprint, exp, ci.Key.Fingerprint)
+		}
+	}
+	// The cookies say so too.
+	tok := w.linkToken(ci, "")
+	resp, _ = w.get(w.mainHost(), "/auth/verify?token="+tok, nil)
+	if c, _ := setCookie(t, resp, tokens.MainCookie); c.MaxAge > int(time.Until(exp)/time.Second)+1 || c.MaxAge < int(time.Until(exp)/time.Second)-5 {
+		t.Errorf("Max-Age %d, want the key's remaining %v", c.MaxAge, time.Until(exp))
+	}
+	if loc := resp.Header.Get("Location"); loc != "http://"+w.vmHost("web")+"/" {
+		t.Errorf("a web-only key's link without --vm goes to %q, want web", loc)
+	}
+}
