@@ -303,5 +303,9 @@ func Rotate(ctx context.Context, st store.AssertionKeyStore, secret *Secret, now
 
 // addEvent is the audit row of a key added.
 func addEvent(k store.AssertionKey, now time.Time, actor string) store.Event {
-	return store.Event{Time: now.UTC(), ActorID: actor, Action: "assertion_key.add", Subject: k.ID}
+	e := store.Event{Time: now.UTC(), ActorID: actor, Action: "assertion_key.add", Subject: k.ID}
+	if actor == store.AdminActor {
+		e.Via = store.ViaAdmin // exed assertion rotate; the schedule's ("system") comes through no door
+	}
+	return e
 }

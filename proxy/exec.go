@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/exed-dev/exed/sshcmd"
+	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/tokens"
 )
 
@@ -133,7 +134,7 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 	ctx, cancel := context.WithTimeout(r.Context(), h.c.ExecTimeout)
 	defer cancel()
 	var out bytes.Buffer
-	caller := sshcmd.Caller{User: res.grant.User, Key: res.grant.Key, RemoteAddr: r.RemoteAddr}
+	caller := sshcmd.Caller{User: res.grant.User, Key: res.grant.Key, RemoteAddr: r.RemoteAddr, Via: store.ViaExec}
 	stdio := sshcmd.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard}
 	if err := inv.Run(ctx, caller, stdio, true); err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -121,7 +121,7 @@ func (h *Handler) serveVMLogin(w http.ResponseWriter, r *http.Request, name stri
 			return
 		}
 		if e := h.sessionFor(r, o.vmCookie(), o.hostPort(vmHost)); e != nil {
-			ev := h.event(r, e.s.UserID, "session.logout", e.s.ID)
+			ev := h.event(r, e.s.UserID, e.s.ID, "session.logout", e.s.Host)
 			if err := h.c.Sessions.RevokeSession(r.Context(), e.s.UserID, e.s.ID, ev); err != nil && !errors.Is(err, store.ErrNotFound) {
 				h.c.Log.Warn("logout", "err", err)
 				h.errorPage(w, http.StatusServiceUnavailable, "Try again", "The session could not be ended just now.")
@@ -151,10 +151,11 @@ func (h *Handler) redeemSecret(w http.ResponseWriter, r *http.Request, o origin,
 	value := tokens.NewCookieValue()
 	hash := tokens.SecretHash(value)
 	sh := tokens.SecretHash(secret)
+	id := store.NewSessionID()
 	sess, err := h.c.Sessions.RedeemMagicSecret(r.Context(), sh[:], host, now, store.Session{
-		ID: store.NewSessionID(), Hash: hash[:], Host: host, CookieName: o.vmCookie(),
+		ID: id, Hash: hash[:], Host: host, CookieName: o.vmCookie(),
 		CreatedAt: now, ExpiresAt: now.Add(tokens.SessionTTL), UserAgent: userAgent(r),
-	}, h.event(r, "", "session.start", host))
+	}, h.event(r, "", id, "session.start", host))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		h.loginExpired(w, vm.vm.Name)
@@ -306,7 +307,7 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 		CreatedAt: now.Truncate(time.Second), ExpiresAt: now.Add(tokens.MagicSecretTTL),
 		SessionExpiresAt: vmSessionBound(e.s, now),
 	}
-	if err := h.c.Sessions.AddMagicSecret(r.Context(), m, h.event(r, e.s.UserID, "browser.authorize", m.Host)); err != nil {
+	if err := h.c.Sessions.AddMagicSecret(r.Context(), m, h.event(r, e.s.UserID, e.s.ID, "browser.authorize", m.Host)); err != nil {
 		h.c.Log.Warn("add magic secret", "err", err)
 		h.errorPage(w, http.StatusServiceUnavailable, "Try again", "The login could not be completed just now.")
 		return
@@ -331,10 +332,11 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 	value := tokens.NewCookieValue()
 	hash := tokens.SecretHash(value)
 	th := tokens.SecretHash(token)
+	id := store.NewSessionID()
 	link, sess, err := h.c.Sessions.RedeemLoginLink(r.Context(), th[:], now, store.Session{
-		ID: store.NewSessionID(), Hash: hash[:], Host: host, CookieName: tokens.MainCookie,
+		ID: id, Hash: hash[:], Host: host, CookieName: tokens.MainCookie,
 		CreatedAt: now, ExpiresAt: now.Add(tokens.SessionTTL), UserAgent: userAgent(r),
-	}, h.event(r, "", "session.start", host))
+	}, h.event(r, "", id, "session.start", host))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		h.loginExpired(w, "")
@@ -359,7 +361,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	o := requestOrigin(r)
 	if e := h.mainSession(r); e != nil {
-		if _, err := h.c.Sessions.RevokeSessions(r.Context(), e.s.UserID, h.event(r, e.s.UserID, "session.logout", "all")); err != nil {
+		if _, err := h.c.Sessions.RevokeSessions(r.Context(), e.s.UserID, h.event(r, e.s.UserID, e.s.ID, "session.logout", "all")); err != nil {
 			h.c.Log.Warn("logout", "err", err)
 			h.errorPage(w, http.StatusServiceUnavailable, "Try again", "The sessions could not be ended just now.")
 			return
@@ -413,10 +415,12 @@ func clearCookie(w http.ResponseWriter, name string, secure bool) {
 	})
 }
 
-// event is the audit row of a login step; actor "" is filled in by the
-// store with the user the secret or link belongs to.
-func (h *Handler) event(r *http.Request, actor, action, subject string) store.Event {
-	return store.Event{Time: h.c.Now().UTC(), ActorID: actor, Action: action, Subject: subject, RemoteAddr: r.RemoteAddr}
+// event is the audit row of a login step, by the session credential
+// (its id) over the web; actor "" is filled in by the store with the user
+// the secret or link belongs to.
+func (h *Handler) event(r *http.Request, actor, credential, action, subject string) store.Event {
+	return store.Event{Time: h.c.Now().UTC(), ActorID: actor, Credential: credential, Via: store.ViaWeb,
+		Action: action, Subject: subject, RemoteAddr: r.RemoteAddr}
 }
 
 // userAgent is the User-Agent kept with a session: bounded, valid UTF-8,

@@ -37,12 +37,14 @@ const (
 	DefaultExecBurst            = 60
 )
 
-// Registry is what the handler reads from the store itself: VMs by name,
-// through a short-lived cache (see Handler.ForgetVM). Tokens are checked by
-// the Verifier, and /exec commands run by the Suite, over their own views
-// of the store. store.Store satisfies it.
+// Registry is what the handler reads and writes in the store itself: VMs
+// by name, with their shares, through a short-lived cache (see
+// Handler.ForgetVM), and share links redeemed (see redeemShareLink).
+// Tokens are checked by the Verifier, and /exec commands run by the Suite,
+// over their own views of the store. store.Store satisfies it.
 type Registry interface {
 	VM(ctx context.Context, name string) (store.VM, error)
+	UseShareLink(ctx context.Context, vm string, id []byte, userID string, at time.Time, e store.Event) (store.ShareLink, error)
 }
 
 // Config holds the handler's dependencies, passed in explicitly.
@@ -144,8 +146,9 @@ func New(c Config) *Handler {
 
 // ForgetVM drops what the handler has cached about the VM called name, so
 // that the next request to it reads the registry again: call it when the VM
-// was added, removed or changed (store.VMChanged). Without it a change is
-// seen within the cache's one-second TTL.
+// was added, removed or changed (store.VMChanged), or who it is shared
+// with changed (store.ShareChanged). Without it a change is seen within the
+// cache's one-second TTL.
 func (h *Handler) ForgetVM(name string) { h.vms.forget(name) }
 
 // ServeHTTP routes on the canonical host: <Domain> → API, NAME.<VMDomain>

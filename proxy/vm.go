@@ -87,6 +87,14 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		http.Error(sw, rq.msg, rq.status)
 		return
 	}
+	if token, rest, ok := shareLinkIn(r.URL.RawQuery); ok {
+		var userID, credential string
+		if g := rq.grant; g != nil {
+			userID, credential = g.User.ID, g.Key.Fingerprint
+		}
+		h.redeemShareLink(sw, r, vm, userID, credential, token, rest, &rq.access)
+		return
+	}
 	rq.vm = vm
 	h.attachAssertion(r, rq)
 	// The Handler's one ReverseProxy finds rq in the context (see rewriteVM).

@@ -3,8 +3,7 @@ package store
 // ChangeKind says what changed.
 type ChangeKind uint8
 
-// The kinds of change. Share changes (ShareChanged) are to be added here
-// when that entity arrives; a subscriber ignores kinds it does not know.
+// The kinds of change; a subscriber ignores kinds it does not know.
 const (
 	// KeyChanged: ID is a key's fingerprint. The key was added, removed
 	// (its exe1 handles with it), renamed or restricted.
@@ -15,6 +14,11 @@ const (
 	// (a removal takes the browser sessions for it along: see
 	// SessionStore).
 	VMChanged
+	// ShareChanged: ID is a VM's name. Who the VM is shared with changed:
+	// a share added or removed, or made by a share link or by the account
+	// a pending share was waiting for. A cache holding the VM's
+	// VM.SharedWith drops it.
+	ShareChanged
 	// SessionChanged: ID is the hex SHA-256 of a browser session's cookie
 	// (Session.Hash). The session ended: revoked, logged out, or deleted
 	// once expired.
@@ -30,6 +34,8 @@ func (k ChangeKind) String() string {
 		return "user"
 	case VMChanged:
 		return "vm"
+	case ShareChanged:
+		return "share"
 	case SessionChanged:
 		return "session"
 	}
@@ -53,7 +59,8 @@ type Change struct {
 // transaction commits, and never for a write that failed or was rolled
 // back. Writes that change nothing a cache holds announce nothing
 // (TouchKeys, AddExe1: a handle is only ever looked up once it exists, and
-// a failed lookup is not cached).
+// a failed lookup is not cached; AddShareLink, RemoveShareLink: a link is
+// looked up only when used).
 type Changes interface {
 	// Subscribe calls fn with every Change announced from now on, until
 	// cancel is called; once cancel has returned, no new call of fn begins.

@@ -360,9 +360,9 @@ func startAssertions(ctx, runCtx context.Context, st store.AssertionKeyStore, se
 
 // followChanges subscribes this instance's caches to the store's change
 // feed: a key written through this instance (removed, above all) leaves the
-// Verifier's cache, a VM the proxy's, and an ended browser session (or
-// the sessions of a removed key or VM) the proxy's session cache, before
-// the write returns. Writes
+// Verifier's cache, a VM (or its shares) the proxy's, and an ended browser
+// session (or the sessions of a removed key or VM) the proxy's session
+// cache, before the write returns. Writes
 // by other instances and by the admin commands are not announced here; the
 // caches' TTLs bound how long those take to be seen.
 func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler, acme *certs.Manager) (cancel func()) {
@@ -376,6 +376,8 @@ func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler, ac
 			if acme != nil {
 				acme.Forget(ch.ID) // a removed VM's certificate is neither served nor renewed
 			}
+		case store.ShareChanged:
+			front.ForgetVM(ch.ID) // who may reach it changed
 		}
 	})
 }

@@ -23,11 +23,13 @@ func TestMask(t *testing.T) {
 		`"again":"exe1.ABCDEFGHIJKLMNOPQRSTUVWXYZ","other":"exe1.ZYXWVUTSRQPONMLKJIHGFEDCBA",` +
 		`"fingerprint":"SHA256:` + strings.Repeat("a", 43) + `","public_key":"` + pub + `",` +
 		`"user_id":"usralice00000000000","added_at":"2025-06-01T12:00:00Z","at":"2025-06-01T12:00:00.5+02:00",` +
+		`"url":"https://web.exe.xyz/?share=K7QX2M4PABCDEFGHIJKLMNOPQR","link":"K7QX2M4P…","short":"ABCDEFGHIJKLMNOPQRSTUVWXY",` +
 		`"name":"exe0-to-exe1","email":"user@example.com"}`
 	want := `{"token":"<exe0-1>","handle":"<exe1-1>",` +
 		`"again":"<exe1-1>","other":"<exe1-2>",` +
 		`"fingerprint":"<fingerprint-1>","public_key":"<ssh-ed25519-1>",` +
 		`"user_id":"<usr-1>","added_at":"<time-1>","at":"<time-2>",` +
+		`"url":"https://web.exe.xyz/?share=<share-link-1>","link":"<share-link-name-1>","short":"ABCDEFGHIJKLMNOPQRSTUVWXY",` +
 		`"name":"exe0-to-exe1","email":"user@example.com"}`
 	if got := Mask(in); got != want {
 		t.Errorf("Mask:\n got %s\nwant %s", got, want)
@@ -86,4 +88,17 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestMaskLoginToken: a login link's token is masked as one, leaving the
+// link around it, and the same token twice reads the same.
+func TestMaskLoginToken(t *testing.T) {
+	in := "https://exe.dev/auth/verify?token=ABCDEFGHIJKLMNOPQRSTUVWXYZ and ?token=ABCDEFGHIJKLMNOPQRSTUVWXYZ sessesaaaaaaaaaaaaaaaa"
+	want := "https://exe.dev/auth/verify?token=<login-token-1> and ?token=<login-token-1> sessesaaaaaaaaaaaaaaaa"
+	if got := Mask(in); got != want {
+		t.Errorf("Mask = %q, want %q", got, want)
+	}
+	if got := Mask("id sesabcdefghijklmnop."); got != "id <ses-1>." {
+		t.Errorf("session id: %q", got)
+	}
 }

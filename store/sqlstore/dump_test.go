@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/exed-dev/exed/assertion"
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/store/sqlstore"
@@ -30,7 +31,8 @@ import (
 // table with plain SQL (and, for SQLite, the database files themselves):
 // nothing in a copy of the database may be, contain or decode to a usable
 // token (an exe1 row keeps a hash of its handle, and the exe0 sealed
-// under the handle).
+// under the handle; a share link row a hash of its token and a short
+// prefix of it).
 func TestDatabaseCopyYieldsNoToken(t *testing.T) {
 	for _, db := range sqlstore.Backends() {
 		t.Run(db.Name, func(t *testing.T) {
@@ -118,6 +120,21 @@ func TestDatabaseCopyYieldsNoToken(t *testing.T) {
 				t.Fatal(err)
 			}
 			secrets = append(secrets, exe0, handle)
+
+			// A share link, as share add-link stores it, used once.
+			if err := s.AddVM(ctx, store.VM{Name: "web", OwnerID: u.ID, Upstream: "http://127.0.0.1:1", CreatedAt: now},
+				store.Event{Time: now, ActorID: "admin", Action: "vm.add", Subject: "web"}); err != nil {
+				t.Fatal(err)
+			}
+			link := tokens.NewShareLink()
+			l := store.ShareLink{ID: tokens.ShareLinkID(link), Name: tokens.ShareLinkName(link), VM: "web", CreatedAt: now}
+			if err := s.AddShareLink(ctx, l, store.Event{Time: now, ActorID: u.ID, Action: "share.link.add", Subject: "web " + l.Name}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.UseShareLink(ctx, "web", tokens.ShareLinkID(link), u.ID, now, store.Event{Time: now, ActorID: u.ID, Action: "share.link.use", Subject: "web " + l.Name}); err != nil {
+				t.Fatal(err)
+			}
+			secrets = append(secrets, link)
 
 			// The check below must catch a leak in any of its forms.
 			for _, sec := range secrets {
@@ -352,59 +369,13 @@ func leak(v []byte, secrets []string) string {
 // "table row N column C".
 func dumpAll(t *testing.T, db *sql.DB, sqlite bool) map[string][]byte {
 	t.Helper()
-	q := `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'`
-	if sqlite {
-		q = `SELECT name FROM sqlite_master WHERE type = 'table'`
-	}
-	tables := queryStrings(t, db, q)
-	if len(tables) < 5 {
-		t.Fatalf("found tables %v: the query missed some", tables)
+	d := testkit.DumpDB(t, db, sqlite)
+	if len(d.Tables) < 5 {
+		t.Fatalf("found tables %v: the query missed some", d.Tables)
 	}
 	out := map[string][]byte{}
-	for _, table := range tables {
-		rows, err := db.Query(`SELECT * FROM "` + table + `"`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cols, _ := rows.Columns()
-		for n := 0; rows.Next(); n++ {
-			vals := make([]sql.RawBytes, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatal(err)
-			}
-			for i, c := range cols {
-				out[fmt.Sprintf("%s row %d column %s", table, n, c)] = bytes.Clone(vals[i])
-			}
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		rows.Close()
-	}
-	return out
-}
-
-func queryStrings(t *testing.T, db *sql.DB, q string) []string {
-	t.Helper()
-	rows, err := db.Query(q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+	for _, c := range d.Cells {
+		out[fmt.Sprintf("%s row %d column %s", c.Table, c.Row, c.Column)] = c.Value
 	}
 	return out
 }

@@ -28,6 +28,10 @@ var uniqueWhat = map[string]string{
 	"sessions_hash_key": "session cookie", "sessions.hash": "session cookie",
 	"login_links_pkey": "login link", "login_links.hash": "login link",
 	"magic_secrets_pkey": "magic secret", "magic_secrets.hash": "magic secret",
+	"shares_pkey": "share", "shares.vm, shares.user_id": "share",
+	"pending_shares_vm_email": "share", "index 'pending_shares_vm_email'": "share",
+	"share_links_pkey": "share link", "share_links.id": "share link",
+	"share_links_vm_name": "share link name", "share_links.vm, share_links.name": "share link name",
 	"assertion_keys_pkey": "assertion key id", "assertion_keys.kid": "assertion key id",
 	"assertion_keys_generation": "assertion key generation", "assertion_keys.generation": "assertion key generation",
 }

@@ -33,7 +33,7 @@ func (s *Store) AddLoginLink(ctx context.Context, l store.LoginLink, e store.Eve
 // RedeemLoginLink implements store.SessionStore.
 func (s *Store) RedeemLoginLink(ctx context.Context, hash []byte, now time.Time, sess store.Session, e store.Event) (store.LoginLink, store.Session, error) {
 	var l store.LoginLink
-	err := s.writeChanges(ctx, "redeem login link", &e, func(tx *sql.Tx) ([]store.Change, error) {
+	err := s.writeFilling(ctx, "redeem login link", &e, func(tx *sql.Tx) ([]store.Change, error) {
 		var onlyVM, targetVM sql.NullString
 		var created, expires, sessExpires int64
 		err := tx.QueryRowContext(ctx, `
@@ -74,7 +74,7 @@ func (s *Store) AddMagicSecret(ctx context.Context, m store.MagicSecret, e store
 
 // RedeemMagicSecret implements store.SessionStore.
 func (s *Store) RedeemMagicSecret(ctx context.Context, hash []byte, host string, now time.Time, sess store.Session, e store.Event) (store.Session, error) {
-	err := s.writeChanges(ctx, "redeem magic secret", &e, func(tx *sql.Tx) ([]store.Change, error) {
+	err := s.writeFilling(ctx, "redeem magic secret", &e, func(tx *sql.Tx) ([]store.Change, error) {
 		var onlyVM sql.NullString
 		var sessExpires int64
 		err := tx.QueryRowContext(ctx, `
@@ -172,7 +172,7 @@ func (s *Store) Sessions(ctx context.Context, userID string) ([]store.Session, e
 
 // RevokeSession implements store.SessionStore; it announces SessionChanged.
 func (s *Store) RevokeSession(ctx context.Context, userID, id string, e store.Event) error {
-	return s.writeChanges(ctx, "revoke session "+id, &e, func(tx *sql.Tx) ([]store.Change, error) {
+	return s.writeChanges(ctx, "revoke session "+id, e, func(tx *sql.Tx) ([]store.Change, error) {
 		changes, err := deleteSessions(ctx, tx, `DELETE FROM sessions WHERE id = $1 AND user_id = $2 RETURNING hash`, id, userID)
 		if err == nil && len(changes) == 0 {
 			err = store.ErrNotFound
@@ -185,7 +185,7 @@ func (s *Store) RevokeSession(ctx context.Context, userID, id string, e store.Ev
 // SessionChanged for each session.
 func (s *Store) RevokeSessions(ctx context.Context, userID string, e store.Event) (int, error) {
 	var n int
-	err := s.writeChanges(ctx, "revoke sessions of "+userID, &e, func(tx *sql.Tx) ([]store.Change, error) {
+	err := s.writeChanges(ctx, "revoke sessions of "+userID, e, func(tx *sql.Tx) ([]store.Change, error) {
 		changes, err := deleteSessions(ctx, tx, `DELETE FROM sessions WHERE user_id = $1 RETURNING hash`, userID)
 		n = len(changes)
 		return changes, err
