@@ -286,7 +286,19 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 		h.errorPage(w, http.StatusServiceUnavailable, "Try again", "The site could not be looked up just now.")
 		return
 	}
-	switch tokens.Reach(&vm.vm, e.s.UserID) {
+	access := tokens.Reach(&vm.vm, e.s.UserID)
+	if access == tokens.NoAccess {
+		// A share link on its way through the login: it makes the share,
+		// once the visitor has confirmed, and the browser goes on without it.
+		var ok bool
+		if path, ok = h.useShareLink(w, r, e, vm, path); !ok {
+			return
+		}
+		if path != "" {
+			access = tokens.AccessShare
+		}
+	}
+	switch access {
 	case tokens.AccessOwner:
 	case tokens.AccessShare:
 		if r.Method != http.MethodPost {
@@ -313,6 +325,39 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	redirect(w, o.url(vmHost)+pathVMAuth+"?secret="+secret+"&redirect="+url.QueryEscape(path), http.StatusSeeOther)
+}
+
+// useShareLink handles a share link in the path a visitor who may not
+// reach vm is going to. Without one it returns "" (and ok): no access. With
+// one, on GET it returns the path unchanged, to show the confirm page; on
+// the confirm page's POST it redeems the link for the session's user (a
+// share of their own from now on) and returns the path without the link.
+// ok is false when it has answered (403, 503).
+func (h *Handler) useShareLink(w http.ResponseWriter, r *http.Request, e *sessionEntry, vm *vmEntry, path string) (string, bool) {
+	p, query, _ := strings.Cut(path, "?")
+	token, rest, found := shareLinkIn(query)
+	switch {
+	case !found:
+		return "", true
+	case r.Method != http.MethodPost:
+		return path, true
+	}
+	now := h.c.Now().UTC()
+	name := tokens.ShareLinkName(token)
+	ev := h.event(r, e.s.UserID, e.s.ID, "share.link.use", vm.vm.Name+" "+name)
+	switch _, err := h.c.Store.UseShareLink(r.Context(), vm.vm.Name, tokens.ShareLinkID(token), e.s.UserID, now, ev); {
+	case errors.Is(err, store.ErrNotFound):
+		h.errorPage(w, http.StatusForbidden, "This share link is not valid", "It was removed, or mistyped: ask the site's owner for a new one.")
+		return "", false
+	case err != nil:
+		h.c.Log.Warn("use share link", "err", err)
+		h.errorPage(w, http.StatusServiceUnavailable, "Try again", "The share link could not be used just now.")
+		return "", false
+	}
+	if rest != "" {
+		p += "?" + rest
+	}
+	return p, true
 }
 
 // serveVerify is /auth/verify: the link `browser` printed starts the main

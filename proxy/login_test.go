@@ -717,3 +717,129 @@ func TestRestrictedKeySession(t *testing.T) {
 		t.Errorf("a web-only key's link without --vm goes to %q, want web", loc)
 	}
 }
+
+// TestSharedUserLogin: a user the VM is shared with is asked to confirm
+// (200, a POST button) before the VM sees their email; the POST is
+// cross-origin protected; and when the share goes, the session no longer
+// lets them in.
+func TestSharedUserLogin(t *testing.T) {
+	w := newWorld(t, nil)
+	t.Cleanup(w.Store.Subscribe(func(c store.Change) {
+		if c.Kind == store.ShareChanged || c.Kind == store.VMChanged {
+			w.h.ForgetVM(c.ID)
+		}
+	}))
+	w.Share("web", w.alice, "bob@example.com")
+	resp, _ := w.get(w.mainHost(), "/auth/verify?token="+w.linkToken(w.bob, ""), nil)
+	mc, _ := setCookie(t, resp, tokens.MainCookie)
+	main := cookieHdr(mc.Name + "=" + mc.Value)
+	q := "redirect=%2Fadmin&return_host=" + url.QueryEscape(w.vmHost("web"))
+
+	resp, body := w.get(w.mainHost(), "/auth?"+q, main)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "bob@example.com") || !strings.Contains(string(body), `<form method="post" action="/auth">`) {
+		t.Fatalf("/auth for a shared user: %d\n%s", resp.StatusCode, body)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "form-action 'self' http://"+w.vmHost("web")) {
+		t.Errorf("confirm page CSP %q: its form must be able to end on the VM host", csp)
+	}
+	post := func(hdr map[string]string) *http.Response {
+		req := w.request(http.MethodPost, w.mainHost(), "/auth", strings.NewReader(q), merge(main, hdr))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, _ := w.do(req)
+		return resp
+	}
+	if resp := post(map[string]string{"Origin": "https://evil.example"}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("cross-site POST /auth: %d, want 403", resp.StatusCode)
+	}
+	resp = post(map[string]string{"Origin": "http://" + w.mainHost()})
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusSeeOther || loc.Host != w.vmHost("web") || loc.Path != pathVMAuth {
+		t.Fatalf("POST /auth: %d %q", resp.StatusCode, loc)
+	}
+	resp, _ = w.get(w.vmHost("web"), loc.RequestURI(), nil)
+	vc, _ := setCookie(t, resp, w.vmCookie())
+	vmCookie := cookieHdr(vc.Name + "=" + vc.Value)
+	e := w.echo(w.vmHost("web"), vmCookie)
+	wantIdentity(t, e, w.bob, "")
+
+	if err := w.Store.RemoveShare(context.Background(), "web", "bob@example.com", store.Event{Time: time.Now(), ActorID: w.alice.User.ID, Action: "share.remove", Subject: "web bob@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := w.get(w.vmHost("web"), "/", vmCookie); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("bob's session after the share was removed: %d, want 401", resp.StatusCode)
+	}
+	if resp, body := w.get(w.mainHost(), "/auth?"+q, main); resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "share add web bob@example.com") {
+		t.Errorf("/auth after the share was removed: %d", resp.StatusCode)
+	}
+}
+
+// TestShareLinkLogin: a logged-in visitor who opens a share link is sent
+// through the login, confirms, and gets a share of their own; the VM never
+// sees the link, and the browser ends on the URL without it.
+func TestShareLinkLogin(t *testing.T) {
+	w := newWorld(t, nil)
+	t.Cleanup(w.Store.Subscribe(func(c store.Change) {
+		if c.Kind == store.ShareChanged || c.Kind == store.VMChanged {
+			w.h.ForgetVM(c.ID)
+		}
+	}))
+	out, err := w.run(w.alice, "share add-link web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var link struct{ URL string }
+	if err := json.Unmarshal([]byte(out), &link); err != nil {
+		t.Fatal(err)
+	}
+	lu, _ := url.Parse(link.URL)
+	share := lu.Query().Get("share")
+	resp, _ := w.get(w.mainHost(), "/auth/verify?token="+w.linkToken(w.bob, ""), nil)
+	mc, _ := setCookie(t, resp, tokens.MainCookie)
+	main := cookieHdr(mc.Name + "=" + mc.Value)
+
+	// bob opens the link: no access yet, so to log in, the link along.
+	resp, _ = w.get(w.vmHost("web"), "/docs?x=1&share="+share, htmlNav)
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	resp, _ = w.get(w.vmHost("web"), loc.RequestURI(), htmlNav)
+	loc, _ = url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusTemporaryRedirect || loc.Path != "/auth" {
+		t.Fatalf("login route: %d %q", resp.StatusCode, loc)
+	}
+	resp, body := w.get(w.mainHost(), loc.RequestURI(), merge(htmlNav, main))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `action="/auth"`) {
+		t.Fatalf("/auth with a share link: %d, want the confirm page\n%s", resp.StatusCode, body)
+	}
+	req := w.request(http.MethodPost, w.mainHost(), "/auth", strings.NewReader(loc.RawQuery), merge(main, map[string]string{"Sec-Fetch-Site": "same-origin"}))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, _ = w.do(req)
+	loc, _ = url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusSeeOther || loc.Query().Get("redirect") != "/docs?x=1" {
+		t.Fatalf("POST /auth: %d %q, want 303 on to /docs?x=1", resp.StatusCode, loc)
+	}
+	resp, _ = w.get(w.vmHost("web"), loc.RequestURI(), nil)
+	vc, _ := setCookie(t, resp, w.vmCookie())
+	if resp.Header.Get("Location") != "/docs?x=1" {
+		t.Fatalf("/__exe.dev/auth: Location %q", resp.Header.Get("Location"))
+	}
+	e := w.echo(w.vmHost("web"), cookieHdr(vc.Name+"="+vc.Value))
+	wantIdentity(t, e, w.bob, "")
+	vm, err := w.Store.VM(context.Background(), "web")
+	if err != nil || tokens.Reach(&vm, w.bob.User.ID) != tokens.AccessShare {
+		t.Fatalf("bob's access after the link: %v, %v", tokens.Reach(&vm, w.bob.User.ID), err)
+	}
+	if strings.Contains(w.logs.String(), share) {
+		t.Error("the share link's token is in the log")
+	}
+	// Another VM's link does not share this one: 403 at the POST.
+	resp, _ = w.get(w.mainHost(), "/auth/verify?token="+w.linkToken(w.alice, ""), nil)
+	ac, _ := setCookie(t, resp, tokens.MainCookie)
+	form := "return_host=" + url.QueryEscape(w.vmHost("bobvm")) + "&redirect=" + url.QueryEscape("/?share="+share)
+	req = w.request(http.MethodPost, w.mainHost(), "/auth", strings.NewReader(form), merge(cookieHdr(ac.Name+"="+ac.Value), map[string]string{"Sec-Fetch-Site": "same-origin"}))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if resp, _ := w.do(req); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("web's link used for bobvm: %d, want 403", resp.StatusCode)
+	}
+	if vm, _ := w.Store.VM(context.Background(), "bobvm"); tokens.Reach(&vm, w.alice.User.ID) != tokens.NoAccess {
+		t.Error("another VM's link shared bobvm")
+	}
+}

@@ -91,6 +91,8 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		var userID, credential string
 		if g := rq.grant; g != nil {
 			userID, credential = g.User.ID, g.Key.Fingerprint
+		} else if e := rq.session; e != nil {
+			userID, credential = e.s.UserID, e.s.ID
 		}
 		h.redeemShareLink(sw, r, vm, userID, credential, token, rest, &rq.access)
 		return
