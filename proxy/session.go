@@ -300,35 +300,24 @@ func mentionsExedCookie(v string) bool {
 }
 
 // stripExedCookies removes exed's cookies from the Cookie header a VM
-// receives; the VM's own cookies pass unchanged.
+// receives; the VM's own cookies pass unchanged. A header holding exed's
+// cookies only (a browser on a VM that sets none) goes without allocating.
 func stripExedCookies(hdr http.Header) {
 	vals := hdr["Cookie"]
-	if len(vals) == 0 {
-		return
-	}
-	changed := false
+	mentioned := false
 	for _, v := range vals {
 		if mentionsExedCookie(v) {
-			changed = true
+			mentioned = true
 			break
 		}
 	}
-	if !changed {
+	if !mentioned {
 		return
 	}
-	var kept []string
+	kept := vals[:0:0]
 	for _, v := range vals {
-		var pairs []string
-		for _, pair := range strings.Split(v, ";") {
-			p := strings.TrimSpace(pair)
-			name, _, _ := strings.Cut(p, "=")
-			if p == "" || isExedCookie(strings.TrimSpace(name)) {
-				continue
-			}
-			pairs = append(pairs, p)
-		}
-		if len(pairs) > 0 {
-			kept = append(kept, strings.Join(pairs, "; "))
+		if v = withoutExedCookies(v); v != "" {
+			kept = append(kept, v)
 		}
 	}
 	if len(kept) == 0 {
@@ -336,6 +325,31 @@ func stripExedCookies(hdr http.Header) {
 		return
 	}
 	hdr["Cookie"] = kept
+}
+
+// withoutExedCookies is one Cookie header value less exed's pairs ("" if
+// nothing is left); it allocates only when something is kept beside them.
+func withoutExedCookies(v string) string {
+	var b strings.Builder
+	dropped := false
+	for rest := v; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, ";")
+		p := strings.TrimSpace(pair)
+		name, _, _ := strings.Cut(p, "=")
+		if p == "" || isExedCookie(strings.TrimSpace(name)) {
+			dropped = true
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(p)
+	}
+	if !dropped {
+		return v
+	}
+	return b.String()
 }
 
 // filterSetCookies is what a VM's response may set in a browser: none of
