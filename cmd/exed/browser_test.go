@@ -147,7 +147,8 @@ func shots(t *testing.T) string {
 // TestBrowserLogin drives a real browser through the whole login: a
 // private VM page → the login page (401) → the `browser` link, minted with
 // stock ssh → the VM's page, with the user's identity headers and the
-// path asked for → the cookie's attributes → logout → the login page again.
+// path asked for → the cookie's attributes → logout → the login page again;
+// and a user the VM is shared with confirms before the VM sees their email.
 func TestBrowserLogin(t *testing.T) {
 	testkit.RequireTools(t, "ssh", "ssh-keygen")
 	dir := t.TempDir()
@@ -162,6 +163,12 @@ func TestBrowserLogin(t *testing.T) {
 	key := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, s.env, "user", "add", "--email", "alice@example.com", "--key-file", key+".pub")
 	mustRun(t, s.env, "vm", "add", "--name", "web", "--owner", "alice@example.com", "--upstream", upstream.URL)
+	// Shared with bob before the server has looked the VM up: the admin
+	// commands are another process, whose writes the server sees within
+	// its caches' TTL.
+	bobKey := testkit.SSHKeygen(t, dir, "ed25519", 0)
+	mustRun(t, s.env, "user", "add", "--email", "bob@example.com", "--key-file", bobKey+".pub")
+	mustRun(t, s.env, "vm", "share", "add", "web", "bob@example.com")
 	alice := s.client(t, key)
 	_, port := splitHostPort(t, s.httpAddr)
 	_, sshPort := splitHostPort(t, s.sshAddr)
@@ -311,5 +318,21 @@ func TestBrowserLogin(t *testing.T) {
 		t.Errorf("the link a second time: %d, want 401", resp.Status)
 	}
 	shot("7-link-used")
+
+	// 6. A user the VM is shared with confirms before the VM sees their
+	// email.
+	bob := s.client(t, bobKey)
+	bobLink := linkOf(t, bob.ok(t, "", "browser --vm web --json"))
+	if resp := step("bob's link", chromedp.Navigate(bobLink.String())); resp.Status != 200 || !strings.HasPrefix(location(), mainOrigin+"/auth?") ||
+		!strings.Contains(text(), "It will see your email address, bob@example.com") {
+		t.Fatalf("bob's link: %d at %s:\n%s", resp.Status, location(), text())
+	}
+	shot("8-confirm")
+	if resp := step("continue", chromedp.Click(chromedp.CSS("button"))); resp.Status != 200 || location() != vmOrigin+"/" {
+		t.Fatalf("after continue: %d at %s", resp.Status, location())
+	}
+	if !strings.Contains(text(), `"bob@example.com"`) {
+		t.Fatalf("the VM page for bob: %s", text())
+	}
 	t.Logf("screenshots in %s", shotDir)
 }
