@@ -238,3 +238,53 @@ func (s *timedStore) Ping(ctx context.Context) (err error) {
 	defer s.observe("ping", time.Now(), &err)
 	return s.Store.Ping(ctx)
 }
+
+func (s *timedStore) AddLoginLink(ctx context.Context, l store.LoginLink, e store.Event) (err error) {
+	defer s.observe("add_login_link", time.Now(), &err)
+	return s.Store.AddLoginLink(ctx, l, e)
+}
+
+func (s *timedStore) RedeemLoginLink(ctx context.Context, hash []byte, now time.Time, sess store.Session, e store.Event) (_ store.LoginLink, _ store.Session, err error) {
+	defer s.observe("redeem_login_link", time.Now(), &err)
+	return s.Store.RedeemLoginLink(ctx, hash, now, sess, e)
+}
+
+func (s *timedStore) AddMagicSecret(ctx context.Context, m store.MagicSecret, e store.Event) (err error) {
+	defer s.observe("add_magic_secret", time.Now(), &err)
+	return s.Store.AddMagicSecret(ctx, m, e)
+}
+
+func (s *timedStore) RedeemMagicSecret(ctx context.Context, hash []byte, host string, now time.Time, sess store.Session, e store.Event) (_ store.Session, err error) {
+	defer s.observe("redeem_magic_secret", time.Now(), &err)
+	return s.Store.RedeemMagicSecret(ctx, hash, host, now, sess, e)
+}
+
+func (s *timedStore) SessionAndUser(ctx context.Context, hash []byte) (_ store.Session, _ store.User, err error) {
+	defer s.observe("session_and_user", time.Now(), &err)
+	return s.Store.SessionAndUser(ctx, hash)
+}
+
+func (s *timedStore) Sessions(ctx context.Context, userID string) (_ []store.Session, err error) {
+	defer s.observe("sessions", time.Now(), &err)
+	return s.Store.Sessions(ctx, userID)
+}
+
+func (s *timedStore) RevokeSession(ctx context.Context, userID, id string, e store.Event) (err error) {
+	defer s.observe("revoke_session", time.Now(), &err)
+	return s.Store.RevokeSession(ctx, userID, id, e)
+}
+
+func (s *timedStore) RevokeSessions(ctx context.Context, userID string, e store.Event) (_ int, err error) {
+	defer s.observe("revoke_sessions", time.Now(), &err)
+	return s.Store.RevokeSessions(ctx, userID, e)
+}
+
+func (s *timedStore) TouchSessions(ctx context.Context, used map[string]time.Time) (err error) {
+	defer s.observe("touch_sessions", time.Now(), &err)
+	return s.Store.TouchSessions(ctx, used)
+}
+
+func (s *timedStore) PurgeExpired(ctx context.Context, now time.Time) (_ int, err error) {
+	defer s.observe("purge_expired", time.Now(), &err)
+	return s.Store.PurgeExpired(ctx, now)
+}

@@ -71,8 +71,8 @@ func requestAudience(r *http.Request, vm string) assertion.Audience {
 // identityAssertion returns the X-ExeDev-Jwt-Assertion value for id
 // calling through aud, or "" when assertions are off (or the assertion
 // cannot be made: then the request goes on without one, and the log says
-// why). Every identity the proxy forwards (a token today; a browser
-// session, forward auth) gets its assertion here.
+// why). Every identity the proxy forwards (a token, a browser session;
+// forward auth later) gets its assertion here.
 func (h *Handler) identityAssertion(id *assertion.Identity, aud assertion.Audience) string {
 	if h.c.Assertions == nil {
 		return ""
@@ -88,11 +88,28 @@ func (h *Handler) identityAssertion(id *assertion.Identity, aud assertion.Audien
 // attachAssertion sets rq's assertion for a request to vm by the identity
 // authorize found; anonymous requests get none.
 func (h *Handler) attachAssertion(r *http.Request, rq *vmRequest) {
-	if rq.grant == nil || h.c.Assertions == nil {
+	if h.c.Assertions == nil {
 		return
 	}
-	id := tokenIdentity(rq.grant, rq.vm)
+	var id assertion.Identity
+	switch {
+	case rq.grant != nil:
+		id = tokenIdentity(rq.grant, rq.vm)
+	case rq.session != nil:
+		id = sessionIdentity(rq.session, rq.vm)
+	default:
+		return
+	}
 	rq.assertion[0] = h.identityAssertion(&id, requestAudience(r, rq.vm.vm.Name))
+}
+
+// sessionIdentity is who a browser session says is calling vm: no key
+// fingerprint, no token ctx (no token came along).
+func sessionIdentity(e *sessionEntry, vm *vmEntry) assertion.Identity {
+	return assertion.Identity{
+		UserID: e.u.ID, Email: e.u.Email, Method: assertion.MethodCookie,
+		Access: tokens.Reach(&vm.vm, e.u.ID),
+	}
 }
 
 // setAssertion puts rq's assertion on the upstream request (after

@@ -14,6 +14,7 @@ const (
 	carrierExedev = "x-exedev-authorization"
 	carrierBearer = "authorization-bearer"
 	carrierBasic  = "authorization-basic"
+	carrierCookie = "session-cookie" // no token: the VM host's browser session
 )
 
 const headerExedevAuth = "X-Exedev-Authorization"

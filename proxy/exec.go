@@ -32,7 +32,7 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Path != "/exec" {
-		writeJSON(w, http.StatusNotFound, errorBody("not found"))
+		h.serveMain(w, r) // the login routes; 404 for anything else
 		return
 	}
 	start := time.Now()

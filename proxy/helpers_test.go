@@ -27,6 +27,8 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 const (
 	testDomain   = "exe.dev"
 	testVMDomain = "exe.xyz"
+	testSSHHost  = "ssh.exe.dev" // what the login pages tell users to ssh to
+	testSSHPort  = 2222
 )
 
 // world is a real registry, Verifier, Suite and Handler with two users:
@@ -78,13 +80,20 @@ func newWorld(t testing.TB, upstream http.Handler, opts ...worldOption) *world {
 		Domain:   testDomain,
 		VMDomain: testVMDomain,
 		Log:      log,
+		Sessions: w.Store,
+		SSHHost:  testSSHHost,
+		SSHPort:  testSSHPort,
 	}
 	for _, o := range opts {
 		o(&c)
 	}
 	w.h = New(c)
+	// As exed serve wires it: an ended session leaves the cache at once.
+	t.Cleanup(w.Store.Subscribe(w.h.ForgetSessions))
 	w.front = httptest.NewServer(w.h)
 	t.Cleanup(w.front.Close)
+	// Redirects are what the login tests look at: never followed.
+	w.front.Client().CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return w
 }
 

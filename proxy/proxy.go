@@ -1,6 +1,7 @@
 // Package proxy is exed's HTTP front: the auth proxy in front of each VM's
 // web server (NAME.<vm-domain>) and the /exec API on <domain> that runs the
-// SSH command suite from a POST body.
+// SSH command suite from a POST body, and the routes by which a browser
+// logs in to reach a private VM (login.go).
 //
 // A request's path through the package: host → route → carrier → verify →
 // rewrite headers → upstream, each step one function (canonicalHost, route,
@@ -70,6 +71,16 @@ type Config struct {
 	ExecBurst   int           // 0 → DefaultExecBurst
 
 	Transport http.RoundTripper // to the VMs' upstreams; nil → NewTransport()
+
+	// Browser sessions (see login.go). Sessions nil turns them off: every
+	// browser then gets the 401 challenge, as every other client does.
+	Sessions        store.SessionStore
+	SessionLastUsed *store.LastUsedWriter // Touch on each use of a session; may be nil
+	// SSHHost and SSHPort are the SSH address users reach this server at,
+	// for the `ssh … browser` line the login pages show ("" → Domain; 0 or
+	// 22 → no -p).
+	SSHHost string
+	SSHPort int
 }
 
 // HSTSValue is the Strict-Transport-Security header of the API host: a
@@ -89,6 +100,9 @@ type Handler struct {
 	vms      *vmCache
 	limits   *limiters
 	rp       *httputil.ReverseProxy // to every VM; per-request data rides in the context
+	sessions *sessionCache          // nil: no browser sessions
+	cop      *http.CrossOriginProtection
+	pages    pages
 }
 
 // New returns the HTTP front for c.
@@ -113,7 +127,7 @@ func New(c Config) *Handler {
 	}
 	errLog := slog.NewLogLogger(c.Log.Handler(), slog.LevelWarn) // ReverseProxy's own errors
 	ns := tokens.Namespaces{Domain: canonicalHost(c.Domain), VMDomain: canonicalHost(c.VMDomain)}
-	return &Handler{
+	h := &Handler{
 		c:        c,
 		ns:       ns,
 		domain:   ns.Domain,
@@ -121,7 +135,13 @@ func New(c Config) *Handler {
 		vms:      newVMCache(c.Store, c.Now, ns),
 		limits:   newLimiters(c.ExecRate, c.ExecBurst),
 		rp:       newReverseProxy(c.Transport, &bufferPool{}, errLog),
+		cop:      http.NewCrossOriginProtection(),
+		pages:    parsePages(),
 	}
+	if c.Sessions != nil {
+		h.sessions = newSessionCache(c.Sessions, c.Now)
+	}
+	return h
 }
 
 // ForgetVM drops what the handler has cached about the VM called name, so

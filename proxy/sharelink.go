@@ -46,9 +46,9 @@ func shareLinkIn(rawQuery string) (token, rest string, ok bool) {
 // to share with, the browser is sent, with no Referer, to the same URL
 // without the token. A link that is no longer valid is refused (403).
 //
-// It is the hook the browser-session flow calls with a session's user,
-// once the visitor is logged in; today a token's user (who reaches vm
-// already) is the only identity the proxy knows.
+// A visitor who may reach vm already (a token's user, or a browser
+// session's) comes here; one who may not yet is sent to log in, and the
+// main host's /auth redeems the link once they confirm (useShareLink).
 func (h *Handler) redeemShareLink(w http.ResponseWriter, r *http.Request, vm *vmEntry, userID, credential, token, rest string, a *access) {
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	w.Header().Set("Cache-Control", "no-store")

@@ -55,6 +55,10 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		h.serveJWKS(sw, r)
 		return
 	}
+	if h.sessions != nil && isLoginPath(r.URL.Path) {
+		h.serveVMLogin(sw, r, name)
+		return
+	}
 	if status, msg := checkRequest(r); status != 0 {
 		if status == http.StatusMethodNotAllowed {
 			sw.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
@@ -74,6 +78,10 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	if h.authorize(r, vm, &rq.access); rq.status != 0 {
+		if rq.login && h.sessions != nil && isBrowserNavigation(r) {
+			h.redirectToLogin(sw, r, name)
+			return
+		}
 		if rq.status == http.StatusUnauthorized {
 			sw.Header().Set("WWW-Authenticate", authRealm)
 		}
@@ -84,6 +92,8 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		var userID, credential string
 		if g := rq.grant; g != nil {
 			userID, credential = g.User.ID, g.Key.Fingerprint
+		} else if e := rq.session; e != nil {
+			userID, credential = e.s.UserID, e.s.ID
 		}
 		h.redeemShareLink(sw, r, vm, userID, credential, token, rest, &rq.access)
 		return
@@ -127,16 +137,19 @@ func checkRequest(r *http.Request) (status int, msg string) {
 
 // access is what authorize decided for one request to a VM.
 type access struct {
-	grant   *tokens.Grant // nil: anonymous (a public VM, no token)
+	grant   *tokens.Grant // nil: no token (anonymous, or a session)
+	session *sessionEntry // the browser session that let the user in, if no token did
+	login   bool          // refused for want of any credential: a browser may log in
 	carrier string        // where the token came from, for the log
 	status  int           // non-zero: refused with this status and msg
 	msg     string
 	reason  error // why it was refused (or the upstream failed), for the log only
 }
 
-// authorize finds the request's token and verifies it for vm. A private VM
-// needs a valid token; a public one is reached anonymously without one,
-// but never with an invalid one.
+// authorize finds the request's token and verifies it for vm; without a
+// token, the VM host's session cookie is the fourth source of identity. A
+// private VM needs a valid token or session; a public one is reached
+// anonymously without either, but never with an invalid token.
 func (h *Handler) authorize(r *http.Request, vm *vmEntry, a *access) {
 	refuse := func(status int, msg string, reason error) {
 		a.status, a.msg, a.reason = status, msg, reason
@@ -150,9 +163,15 @@ func (h *Handler) authorize(r *http.Request, vm *vmEntry, a *access) {
 	case err != nil:
 		refuse(http.StatusUnauthorized, "invalid token", err)
 		return
-	case token == "" && tokens.Reach(&vm.vm, "") == tokens.AccessPublic:
-		return // anonymous
 	case token == "":
+		if a.session = h.vmSession(r, vm); a.session != nil {
+			a.carrier = carrierCookie
+			return
+		}
+		if tokens.Reach(&vm.vm, "") == tokens.AccessPublic {
+			return // anonymous
+		}
+		a.login = true
 		refuse(http.StatusUnauthorized, "authentication required", nil)
 		return
 	}
@@ -177,12 +196,13 @@ func (h *Handler) authorize(r *http.Request, vm *vmEntry, a *access) {
 // downloads); a flush after every write of the others only costs.
 func newReverseProxy(transport http.RoundTripper, bufs httputil.BufferPool, errLog *log.Logger) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Rewrite:       rewriteVM,
-		Transport:     transport,
-		FlushInterval: 0,
-		BufferPool:    bufs,
-		ErrorLog:      errLog,
-		ErrorHandler:  upstreamError,
+		Rewrite:        rewriteVM,
+		Transport:      transport,
+		FlushInterval:  0,
+		BufferPool:     bufs,
+		ErrorLog:       errLog,
+		ErrorHandler:   upstreamError,
+		ModifyResponse: modifyResponse,
 	}
 }
 
@@ -191,7 +211,19 @@ func newReverseProxy(transport http.RoundTripper, bufs httputil.BufferPool, errL
 func rewriteVM(pr *httputil.ProxyRequest) {
 	rq := pr.In.Context().Value(vmRequestKey{}).(*vmRequest)
 	rewrite(pr, rq.vm, rq.grant)
+	if rq.session != nil {
+		setSessionIdentity(pr.Out.Header, rq.session)
+	}
+	stripExedCookies(pr.Out.Header)
 	setAssertion(pr.Out.Header, rq)
+}
+
+// setSessionIdentity sets the identity headers of a browser session's
+// user: no X-ExeDev-Token-Ctx (no token came along).
+func setSessionIdentity(hdr http.Header, e *sessionEntry) {
+	vals := &[2]string{e.u.ID, e.u.Email}
+	hdr[headerUserID] = vals[0:1:1]
+	hdr[headerEmail] = vals[1:2:2]
 }
 
 // upstreamError answers 502 when the VM cannot be reached, noting why for
@@ -329,6 +361,8 @@ func (h *Handler) logVM(r *http.Request, vm string, status int, d time.Duration,
 	}
 	if g := a.grant; g != nil {
 		attrs = append(attrs, slog.String("user_id", g.User.ID), slog.String("fingerprint", g.Key.Fingerprint))
+	} else if e := a.session; e != nil {
+		attrs = append(attrs, slog.String("user_id", e.s.UserID), slog.String("session", e.s.ID))
 	}
 	if a.reason != nil {
 		attrs = appendReason(attrs, a.reason)

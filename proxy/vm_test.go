@@ -409,12 +409,19 @@ func TestReservedPath(t *testing.T) {
 	w := newWorld(t, nil)
 	tok := w.vmToken("web", `{}`)
 	auth := map[string]string{"X-Exedev-Authorization": bearerHdr(tok)}
-	for _, p := range []string{"/__exe.dev/", "/__exe.dev/login", "/__exe.dev", "/__EXE.DEV/x", "/a/../__exe.dev/x", "//__exe.dev/x", "/%5F_exe.dev/x", "/__exe%2Edev/x"} {
+	for _, p := range []string{"/__exe.dev/", "/__exe.dev/other", "/__exe.dev/login/x", "/__exe.dev/LOGIN", "/__exe.dev", "/__EXE.DEV/x", "/a/../__exe.dev/x", "//__exe.dev/x", "/%5F_exe.dev/x", "/__exe%2Edev/x"} {
 		for _, host := range []string{"web.exe.xyz", "pub.exe.xyz"} {
 			resp, _ := w.get(host, p, auth)
 			if resp.StatusCode != http.StatusNotFound {
 				t.Errorf("%s%s: status %d, want 404", host, p, resp.StatusCode)
 			}
+		}
+	}
+	// The login routes are exed's own (login_test.go): never forwarded either.
+	for _, p := range []string{"/__exe.dev/login", "/__exe.dev/auth", "/__exe.dev/logout"} {
+		resp, _ := w.do(w.request(http.MethodGet, "web.exe.xyz", p, nil, auth))
+		if resp.StatusCode == http.StatusOK && p != "/__exe.dev/logout" || resp.StatusCode == http.StatusNotFound {
+			t.Errorf("%s: status %d, want exed's login route", p, resp.StatusCode)
 		}
 	}
 	if n := w.hits.Load(); n != 0 {

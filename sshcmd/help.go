@@ -74,7 +74,7 @@ func (s *Suite) help(w *bytes.Buffer, args []string, asJSON bool) error {
 // commandObject renders c, with its subcommands when it is a group.
 func (s *Suite) commandObject(c *command) commandJSON {
 	j := commandJSON{Name: c.path, Description: c.summary}
-	if c.group {
+	if !strings.Contains(c.path, " ") { // a group, or a command with subcommands
 		for _, sub := range s.commands {
 			if strings.HasPrefix(sub.path, c.path+" ") {
 				j.Subcommands = append(j.Subcommands, commandJSON{Name: sub.path, Description: sub.summary})
@@ -100,13 +100,17 @@ func (s *Suite) usage(w io.Writer, c *command, fs *pflag.FlagSet, asJSON bool) e
 	if c.details != "" {
 		fmt.Fprintf(w, "\n%s\n", c.details)
 	}
-	if c.group {
+	var subs []*command
+	for _, sub := range s.commands {
+		if strings.HasPrefix(sub.path, c.path+" ") {
+			subs = append(subs, sub)
+		}
+	}
+	if len(subs) > 0 {
 		fmt.Fprintln(w, "\nSubcommands:")
 		tw := table(w)
-		for _, sub := range s.commands {
-			if strings.HasPrefix(sub.path, c.path+" ") {
-				fmt.Fprintf(tw, "  %s\t%s\n", sub.path, sub.summary)
-			}
+		for _, sub := range subs {
+			fmt.Fprintf(tw, "  %s\t%s\n", sub.path, sub.summary)
 		}
 		tw.Flush()
 	}

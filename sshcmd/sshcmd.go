@@ -1,6 +1,6 @@
 // Package sshcmd is exed's command table: the commands (help, whoami, ls,
-// ssh-key …, exe0-to-exe1, share …, log), how a command line is split and
-// parsed, and how each command prints text or JSON.
+// ssh-key …, exe0-to-exe1, share …, log, browser, sessions), how a command
+// line is split and parsed, and how each command prints text or JSON.
 //
 // The command table exists once, here: SSH sessions (package sshserver) and
 // the HTTP /exec API both dispatch through it. Each command declares its
@@ -30,12 +30,14 @@ import (
 )
 
 // Registry is what the commands read and write: the caller's keys, exe1
-// handles, VMs (read, and shared), and the audit log (read).
+// handles, VMs (read, and shared), the audit log (read), and browser
+// sessions and login links.
 // store.Store satisfies it.
 type Registry interface {
 	store.KeyStore
 	store.Exe1Store
 	store.ShareStore
+	store.SessionStore
 	VM(ctx context.Context, name string) (store.VM, error)
 	VMs(ctx context.Context, ownerID string) ([]store.VM, error)
 	QueryEvents(ctx context.Context, q store.EventQuery) ([]store.Event, error)
@@ -54,8 +56,8 @@ type Env struct {
 	// VMURL returns the URL users reach a VM at (ls's https_url, the curl
 	// line of generate-api-key); nil means "https://NAME.VMDomain".
 	VMURL func(vm string) string
-	// APIURL is the URL users reach the API host at (the curl line of an
-	// API token); "" means "https://Domain".
+	// APIURL is the main host's URL as users reach it (the curl line of an
+	// API token, the link `browser` prints); "" means "https://Domain".
 	APIURL string
 	Now    func() time.Time // nil means time.Now
 	Log    *slog.Logger     // nil means discard
@@ -159,6 +161,9 @@ func New(env Env) *Suite {
 		s.shareAddLinkCommand(),
 		s.shareRemoveLinkCommand(),
 		s.logCommand(),
+		s.browserCommand(),
+		s.sessionsCommand(),
+		s.sessionsRevokeCommand(),
 	}
 	for _, c := range s.commands {
 		s.byPath[c.path] = c
@@ -180,12 +185,15 @@ func (s *Suite) lookup(args []string) (*command, []string, error) {
 	if !ok || strings.Contains(name, " ") {
 		return nil, nil, unknownCommand(name)
 	}
-	if c.group && len(args) > 1 && !strings.HasPrefix(args[1], "-") {
-		sub, ok := s.byPath[name+" "+args[1]]
-		if !ok {
+	if len(args) > 1 && !strings.HasPrefix(args[1], "-") {
+		// A group only has subcommands; a command may have some too
+		// ("sessions revoke"), and otherwise takes arguments.
+		if sub, ok := s.byPath[name+" "+args[1]]; ok && !strings.Contains(args[1], " ") {
+			return sub, args[2:], nil
+		}
+		if c.group {
 			return nil, nil, unknownCommand(name + " " + args[1])
 		}
-		return sub, args[2:], nil
 	}
 	return c, args[1:], nil
 }

@@ -255,11 +255,16 @@ func TestHelpJSON(t *testing.T) {
 			if !slices.Equal(subs, want) {
 				t.Errorf("%v subcommands = %v, want %v", c["name"], subs, want)
 			}
+		} else if c["name"] == "sessions" {
+			subs := c["subcommands"].([]any)
+			if len(subs) != 1 || subs[0].(map[string]any)["name"] != "sessions revoke" {
+				t.Errorf("sessions subcommands = %v, want [sessions revoke]", subs)
+			}
 		} else if !slices.Equal(keys, []string{"description", "name"}) {
 			t.Errorf("%v entry has fields %v", c["name"], keys)
 		}
 	}
-	if want := []string{"help", "whoami", "ls", "ssh-key", "exe0-to-exe1", "share", "log"}; !slices.Equal(names, want) {
+	if want := []string{"help", "whoami", "ls", "ssh-key", "exe0-to-exe1", "share", "log", "browser", "sessions"}; !slices.Equal(names, want) {
 		t.Errorf("commands = %v, want %v", names, want)
 	}
 }

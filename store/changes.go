@@ -3,22 +3,26 @@ package store
 // ChangeKind says what changed.
 type ChangeKind uint8
 
-// The kinds of change. Session changes (SessionChanged) are to be added
-// here when that entity arrives; a subscriber ignores kinds it does not
-// know.
+// The kinds of change; a subscriber ignores kinds it does not know.
 const (
 	// KeyChanged: ID is a key's fingerprint. The key was added, removed
 	// (its exe1 handles with it), renamed or restricted.
 	KeyChanged ChangeKind = iota + 1
 	// UserChanged: ID is a user id. The user was added.
 	UserChanged
-	// VMChanged: ID is a VM's name. The VM was added, removed or changed.
+	// VMChanged: ID is a VM's name. The VM was added, removed or changed
+	// (a removal takes the browser sessions for it along: see
+	// SessionStore).
 	VMChanged
 	// ShareChanged: ID is a VM's name. Who the VM is shared with changed:
 	// a share added or removed, or made by a share link or by the account
 	// a pending share was waiting for. A cache holding the VM's
 	// VM.SharedWith drops it.
 	ShareChanged
+	// SessionChanged: ID is the hex SHA-256 of a browser session's cookie
+	// (Session.Hash). The session ended: revoked, logged out, or deleted
+	// once expired.
+	SessionChanged
 )
 
 // String names k for logs and test failures.
@@ -32,6 +36,8 @@ func (k ChangeKind) String() string {
 		return "vm"
 	case ShareChanged:
 		return "share"
+	case SessionChanged:
+		return "session"
 	}
 	return "unknown"
 }

@@ -18,3 +18,12 @@ func NewUserID() string {
 	rand.Read(b) // never fails (crypto/rand)
 	return "usr" + lowerBase32.EncodeToString(b)
 }
+
+// NewSessionID returns a fresh public id for a browser session: "ses" and
+// 16 random lowercase base32 characters. It names the session in
+// `sessions` and `sessions revoke`; the cookie itself is never stored.
+func NewSessionID() string {
+	b := make([]byte, userIDRandBytes)
+	rand.Read(b) // never fails (crypto/rand)
+	return "ses" + lowerBase32.EncodeToString(b)
+}

@@ -17,7 +17,7 @@ const shutdownFlushTimeout = 5 * time.Second
 // notes in batches via KeyStore.TouchKeys, at most once per key per
 // interval (a minute by default: last_used_at is only that precise).
 type LastUsedWriter struct {
-	s     KeyStore
+	write func(ctx context.Context, used map[string]time.Time) error
 	every time.Duration
 	now   func() time.Time
 
@@ -30,6 +30,13 @@ type LastUsedWriter struct {
 // most once per every (a minute when every <= 0), reading the time from
 // now (time.Now when nil).
 func NewLastUsedWriter(s KeyStore, every time.Duration, now func() time.Time) *LastUsedWriter {
+	return NewLastUsedFunc(s.TouchKeys, every, now)
+}
+
+// NewLastUsedFunc is NewLastUsedWriter for anything else whose last use is
+// recorded the same way: write stores a batch (SessionStore.TouchSessions
+// for browser sessions, keyed by string(Session.Hash)).
+func NewLastUsedFunc(write func(ctx context.Context, used map[string]time.Time) error, every time.Duration, now func() time.Time) *LastUsedWriter {
 	if every <= 0 {
 		every = time.Minute
 	}
@@ -37,7 +44,7 @@ func NewLastUsedWriter(s KeyStore, every time.Duration, now func() time.Time) *L
 		now = time.Now
 	}
 	return &LastUsedWriter{
-		s:       s,
+		write:   write,
 		every:   every,
 		now:     now,
 		noted:   make(map[string]time.Time),
@@ -81,7 +88,7 @@ func (w *LastUsedWriter) Flush(ctx context.Context) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	err := w.s.TouchKeys(ctx, batch)
+	err := w.write(ctx, batch)
 	if err == nil {
 		return nil
 	}

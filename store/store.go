@@ -1,7 +1,7 @@
 // Package store is exed's registry as its users see it: the types (users,
-// their SSH keys, VMs and who they are shared with, exe1 handles,
-// assertion signing keys, the append-only audit log, the TLS certificates
-// exed obtained itself), one
+// their SSH keys, VMs and who they are shared with, exe1 handles, browser
+// sessions and their login secrets, assertion signing keys, the
+// append-only audit log, the TLS certificates exed obtained itself), one
 // interface per entity and the composite Store, the sentinel errors callers
 // branch on, the validation of what users type, the change feed that lets
 // caches hear about committed writes, and the LastUsedWriter.
@@ -186,6 +186,7 @@ type Store interface {
 	Exe1Store
 	VMStore
 	ShareStore
+	SessionStore
 	AssertionKeyStore
 	EventStore
 	CertStore

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -39,7 +40,9 @@ func (c *conn) close() {
 }
 
 // get sends GET / with the Host header and, if token is not empty, an
-// X-Exedev-Authorization bearer token; it returns the response status.
+// X-Exedev-Authorization bearer token (or, for a token starting with
+// cookieCred, the rest as the Cookie header); it returns the response
+// status.
 func (c *conn) get(host, token string) (int, error) {
 	if c.c == nil {
 		nc, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
@@ -50,7 +53,11 @@ func (c *conn) get(host, token string) (int, error) {
 	}
 	c.req = append(c.req[:0], "GET / HTTP/1.1\r\nHost: "...)
 	c.req = append(c.req, host...)
-	if token != "" {
+	switch cookie, ok := strings.CutPrefix(token, cookieCred); {
+	case ok:
+		c.req = append(c.req, "\r\nCookie: "...)
+		c.req = append(c.req, cookie...)
+	case token != "":
 		c.req = append(c.req, "\r\nX-Exedev-Authorization: Bearer "...)
 		c.req = append(c.req, token...)
 	}

@@ -342,6 +342,11 @@ func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err 
 			return nil, nil, err
 		}
 		b.progress("minted %s tokens in %v", group(int64(len(ts.pool))), time.Since(start).Round(time.Millisecond))
+		if ts.cookie, err = benchSession(ctx, target, exed.httpAddr); err != nil {
+			return nil, nil, fmt.Errorf("browser session: %w", err)
+		}
+		ts.cookie = cookieCred + ts.cookie
+		ts.junkCookie = junkCookies(max(b.o.junk/3, 1))
 		addrs := proxyAddrs{upstream: upstream.addrs[0], exed: exed.httpAddr,
 			bare: bare.addrs[0], bareDefault: bare.addrs[1], bareFlush: bare.addrs[2]}
 		if pair[0] != nil {

@@ -50,6 +50,8 @@ func TestSmoke(t *testing.T) {
 		"2 proxy, 32 conns|exed, cached token, assertions off",
 		"2 proxy, 32 conns|exed, a new valid token every request",
 		"2 proxy, 32 conns|exed, 50% junk",
+		"2 proxy, 1 conn|exed, valid browser session cookie",
+		"2 proxy, 32 conns|exed, 50% junk session cookies",
 		"3 issuance|generate-api-key",
 		"4 revocation|requests accepted",
 		"5 memory|exed peak RSS",

@@ -307,6 +307,8 @@ func TestClusterPostgres(t *testing.T) {
 		}
 	})
 
+	t.Run("browser session", func(t *testing.T) { clusterBrowser(t, aliceA, b) })
+
 	// The same label on all three instances at once: the database lets
 	// exactly one have it.
 	t.Run("concurrent generate-api-key", func(t *testing.T) {
@@ -366,8 +368,9 @@ func TestClusterPostgres(t *testing.T) {
 			return allProbers(gain, func(as []probeAnswer) bool { return as[len(as)-1].status == 200 })
 		})
 		for _, p := range gain {
-			var first time.Duration // may be < 0: a request sent just before add returned
-			accepted := false
+			// A request sent just before share add returned may be the
+			// first accepted one: its time is then negative, not "never".
+			first, accepted := time.Duration(0), false
 			for _, a := range p.halt() {
 				if a.status == 200 {
 					first, accepted = a.start.Sub(added), true

@@ -305,6 +305,9 @@ Try, in another terminal, from this directory:
   # 4. The same request is now refused: 401
   %[2]s -i -H "X-Exedev-Authorization: Bearer $TOKEN" %[3]s/
 
+  # 5. In a browser: a one-time link that logs it in and opens the demo VM
+  exe browser --vm demo
+
 `, ssh, curl, vmURL, gitNote)
 }
 

@@ -162,7 +162,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	steps := runSteps(t, dir, noProxy, commands(append(append([]string{}, walk...), execBlocks...)...))
 
 	var carriers []string
-	var sawList, saw401, sawExecWhoami, sawExecList, saw403 bool
+	var sawList, saw401, sawExecWhoami, sawExecList, saw403, sawBrowser bool
 	for _, s := range steps {
 		out := strings.TrimSpace(s.out)
 		switch {
@@ -197,6 +197,14 @@ func TestReadmeWalkthrough(t *testing.T) {
 				t.Errorf("ssh-key list does not show the token try:\n%s", out)
 			}
 			sawList = true
+		case s.cmd == "exe browser --vm demo":
+			// A browser is not run here (TestBrowserLogin drives one): the
+			// link's shape, for this server's main host and port.
+			want := regexp.MustCompile(`(?m)^  http://exe\.localhost:` + httpPort + `/auth/verify\?token=[A-Z2-7]{26}$`)
+			if !want.MatchString(out) || !strings.Contains(out, "It then opens http://demo.vm.localhost:"+httpPort+"/.") {
+				t.Errorf("exe browser --vm demo printed:\n%s", out)
+			}
+			sawBrowser = true
 		case strings.Contains(s.cmd, "-d whoami"):
 			w := decode[struct {
 				UserID string `json:"user_id"`
@@ -224,9 +232,9 @@ func TestReadmeWalkthrough(t *testing.T) {
 		!strings.Contains(carriers[2], `-u "x:$TOKEN"`) {
 		t.Errorf("want the VM called three ways (X-Exedev-Authorization, Bearer, Basic), got %q", carriers)
 	}
-	if !sawList || !saw401 || !sawExecWhoami || !sawExecList || !saw403 {
-		t.Errorf("README commands missing: list %v, 401 %v, /exec whoami %v, /exec ssh-key list %v, 403 %v",
-			sawList, saw401, sawExecWhoami, sawExecList, saw403)
+	if !sawList || !saw401 || !sawExecWhoami || !sawExecList || !saw403 || !sawBrowser {
+		t.Errorf("README commands missing: list %v, 401 %v, /exec whoami %v, /exec ssh-key list %v, 403 %v, browser %v",
+			sawList, saw401, sawExecWhoami, sawExecList, saw403, sawBrowser)
 	}
 
 	// The demo prints the walkthrough: the same lines, comments included.

@@ -214,6 +214,8 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	lastUsedDone := make(chan error, 1)
 	go func() { lastUsedDone <- lastUsed.Run(runCtx) }()
 
+	sessionLastUsed, stopSessions := runSessionUpkeep(st, log)
+	defer stopSessions()
 	suite := sshcmd.New(sshcmd.Env{
 		Store: st, Verifier: verifier, Domain: c.domain, VMDomain: c.vmDomain,
 		VMURL: vmURL, APIURL: apiURL, Now: time.Now, Log: log,
@@ -227,11 +229,13 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 			return fmt.Errorf("serve: %w", err)
 		}
 	}
+	sshHost, sshPort := sshPublicAddr(c.domain, lns.ssh.Addr())
 	front := proxy.New(proxy.Config{
 		Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
 		Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now, Metrics: m,
 		HSTS:       tlsConfig != nil,
 		Assertions: issuer,
+		Sessions:   st, SessionLastUsed: sessionLastUsed, SSHHost: sshHost, SSHPort: sshPort,
 	})
 	defer followChanges(st, verifier, front, acme)()
 	httpSrv := &http.Server{
@@ -337,6 +341,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	log.Info("shutting down", "timeout", c.shutdownTimeout)
 	shutdown(c.shutdownTimeout, log, httpSrv, redirectSrv, sshSrv, stopDemo)
 	cancelRun() // the last-used writer flushes what it holds, then returns
+	stopSessions()
 	if ferr := <-lastUsedDone; ferr != nil {
 		log.Warn("flush last-used", "err", ferr)
 	}
@@ -366,12 +371,14 @@ func startAssertions(ctx, runCtx context.Context, st store.AssertionKeyStore, se
 
 // followChanges subscribes this instance's caches to the store's change
 // feed: a key written through this instance (removed, above all) leaves the
-// Verifier's cache, and a VM (or its shares) the proxy's, before the write
-// returns. Writes
+// Verifier's cache, a VM (or its shares) the proxy's, and an ended browser
+// session (or the sessions of a removed key or VM) the proxy's session
+// cache, before the write returns. Writes
 // by other instances and by the admin commands are not announced here; the
 // caches' TTLs bound how long those take to be seen.
 func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler, acme *certs.Manager) (cancel func()) {
 	return c.Subscribe(func(ch store.Change) {
+		front.ForgetSessions(ch)
 		switch ch.Kind {
 		case store.KeyChanged:
 			v.Forget(ch.ID)

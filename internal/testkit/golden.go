@@ -66,33 +66,51 @@ func GoldenJSON(t testing.TB, name, out string, update bool) {
 // token twice reads as the same mask). Tokens come first: their base64
 // could hold anything the others match.
 var masks = []struct {
-	kind string
-	re   *regexp.Regexp
+	kind  string
+	re    *regexp.Regexp
+	group bool // mask only the first group of each match
 }{
-	{"exe0", regexp.MustCompile(`exe0\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+`)},
-	{"exe1", regexp.MustCompile(`exe1\.[A-Z2-7]{26}`)},
-	{"fingerprint", regexp.MustCompile(`SHA256:[A-Za-z0-9+/]{43}`)},
-	{"ssh-ed25519", regexp.MustCompile(`ssh-ed25519 AAAA[A-Za-z0-9+/]+={0,2}`)},
-	{"share-link", regexp.MustCompile(`\b[A-Z2-7]{26}\b`)},
-	{"share-link-name", regexp.MustCompile(`\b[A-Z2-7]{8}…`)},
-	{"usr", regexp.MustCompile(`\busr[a-z0-9]{16}\b`)},
-	{"time", regexp.MustCompile(`\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)},
+	{"exe0", regexp.MustCompile(`exe0\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+`), false},
+	{"exe1", regexp.MustCompile(`exe1\.[A-Z2-7]{26}`), false},
+	{"fingerprint", regexp.MustCompile(`SHA256:[A-Za-z0-9+/]{43}`), false},
+	{"ssh-ed25519", regexp.MustCompile(`ssh-ed25519 AAAA[A-Za-z0-9+/]+={0,2}`), false},
+	// A login link's token (its group only is masked), before share links
+	// take every other 26 characters of [A-Z2-7].
+	{"login-token", regexp.MustCompile(`[?&]token=([A-Z2-7]{26})\b`), true},
+	{"share-link", regexp.MustCompile(`\b[A-Z2-7]{26}\b`), false},
+	{"share-link-name", regexp.MustCompile(`\b[A-Z2-7]{8}…`), false},
+	{"usr", regexp.MustCompile(`\busr[a-z0-9]{16}\b`), false},
+	{"ses", regexp.MustCompile(`\bses[a-z2-7]{16}\b`), false},
+	{"time", regexp.MustCompile(`\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`), false},
 }
 
 // Mask replaces the exe0 and exe1 tokens, SHA256 fingerprints, ssh-ed25519
-// public keys, share link tokens and names, user ids and RFC 3339 times in
-// s by <KIND-N> placeholders.
+// public keys, login link and share link tokens, share link names, user
+// and session ids and RFC 3339 times in s by <KIND-N> placeholders.
 func Mask(s string) string {
 	for _, m := range masks {
 		seen := map[string]int{}
-		s = m.re.ReplaceAllStringFunc(s, func(v string) string {
+		mask := func(v string) string {
 			n, ok := seen[v]
 			if !ok {
 				n = len(seen) + 1
 				seen[v] = n
 			}
 			return fmt.Sprintf("<%s-%d>", m.kind, n)
-		})
+		}
+		if !m.group {
+			s = m.re.ReplaceAllStringFunc(s, mask)
+			continue
+		}
+		// Only the first group is masked; the rest of the match stays.
+		var b strings.Builder
+		last := 0
+		for _, ix := range m.re.FindAllStringSubmatchIndex(s, -1) {
+			b.WriteString(s[last:ix[2]])
+			b.WriteString(mask(s[ix[2]:ix[3]]))
+			last = ix[3]
+		}
+		s = b.String() + s[last:]
 	}
 	return s
 }

@@ -89,3 +89,16 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestMaskLoginToken: a login link's token is masked as one, leaving the
+// link around it, and the same token twice reads the same.
+func TestMaskLoginToken(t *testing.T) {
+	in := "https://exe.dev/auth/verify?token=ABCDEFGHIJKLMNOPQRSTUVWXYZ and ?token=ABCDEFGHIJKLMNOPQRSTUVWXYZ sessesaaaaaaaaaaaaaaaa"
+	want := "https://exe.dev/auth/verify?token=<login-token-1> and ?token=<login-token-1> sessesaaaaaaaaaaaaaaaa"
+	if got := Mask(in); got != want {
+		t.Errorf("Mask = %q, want %q", got, want)
+	}
+	if got := Mask("id sesabcdefghijklmnop."); got != "id <ses-1>." {
+		t.Errorf("session id: %q", got)
+	}
+}

@@ -4,7 +4,7 @@
 // every query is shared; what differs is in dialect.go.
 //
 // Each entity's queries are in its own file (user.go, key.go, exe1.go,
-// vm.go, share.go, assertion.go, event.go, cert.go). The schema is the numbered migrations under
+// vm.go, share.go, session.go, assertion.go, event.go, cert.go). The schema is the numbered migrations under
 // migrations/, applied by Open. Driver errors become store's sentinel
 // errors in one place (errors.go). SQLite's AddTokenKey calls are committed
 // in groups (groupcommit.go). Every committed write is announced to the
@@ -40,7 +40,7 @@ var _ store.Store = (*Store)(nil)
 // much as running it. database/sql prepares each again, lazily, on every
 // pooled connection that runs it. Their SQL is beside the entity each reads.
 type reads struct {
-	key, keyAndUser, userByID, vm, exe1 *sql.Stmt
+	key, keyAndUser, userByID, vm, exe1, sessionAndUser *sql.Stmt
 }
 
 // pointRead runs one of s.q with args. A ctx already done still fails it.
@@ -67,6 +67,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&s.q.userByID, userByIDQuery},
 		{&s.q.vm, vmQuery},
 		{&s.q.exe1, exe1Query},
+		{&s.q.sessionAndUser, sessionAndUserQuery},
 	} {
 		st, err := s.ro.PrepareContext(ctx, p.query)
 		if err != nil {
@@ -89,6 +90,12 @@ func (s *Store) write(ctx context.Context, op string, e store.Event, changes []s
 // writeChanges is write for a write that learns what it changed as it
 // goes: fn returns the changes to announce once committed.
 func (s *Store) writeChanges(ctx context.Context, op string, e store.Event, fn func(tx *sql.Tx) ([]store.Change, error)) error {
+	return s.writeFilling(ctx, op, &e, fn)
+}
+
+// writeFilling is writeChanges for a write whose event fn completes (its
+// ActorID, from the row a redemption consumed) before it is appended.
+func (s *Store) writeFilling(ctx context.Context, op string, e *store.Event, fn func(tx *sql.Tx) ([]store.Change, error)) error {
 	tx, err := s.rw.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: %s: begin: %w", op, err)
@@ -105,7 +112,7 @@ func (s *Store) writeChanges(ctx context.Context, op string, e store.Event, fn f
 			return fmt.Errorf("store: %s: lock events: %w", op, err)
 		}
 	}
-	if err := insertEvent(ctx, tx, e); err != nil {
+	if err := insertEvent(ctx, tx, *e); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -161,7 +168,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // connection pools. The subscribers are not told.
 func (s *Store) Close() error {
 	var err error
-	for _, st := range []*sql.Stmt{s.q.key, s.q.keyAndUser, s.q.userByID, s.q.vm, s.q.exe1} {
+	for _, st := range []*sql.Stmt{s.q.key, s.q.keyAndUser, s.q.userByID, s.q.vm, s.q.exe1, s.q.sessionAndUser} {
 		if st != nil { // nil: Open failed before preparing it
 			err = errors.Join(err, st.Close())
 		}
