@@ -64,7 +64,8 @@ type Env struct {
 }
 
 // Caller is who runs a command: the key that completed SSH
-// authentication, or the key that signed the /exec token, and its user.
+// authentication, the key that signed the /exec token, or the key that
+// logged a browser in (the web page), and its user.
 type Caller struct {
 	User       store.User
 	Key        store.Key
@@ -72,6 +73,10 @@ type Caller struct {
 	// Via is where the command came in (store.ViaSSH, ViaExec, ViaWeb),
 	// as the audit log records it.
 	Via string
+	// Credential is what the audit log records the change was made with,
+	// when it is not Key itself: the browser session's id for the web
+	// page. "" means Key's fingerprint.
+	Credential string
 }
 
 // IO is a command's standard streams.
