@@ -278,6 +278,24 @@ func TestWebActionsGoThroughTheCommandTable(t *testing.T) {
 	}
 }
 
+// TestWebRemovingThisBrowsersKeyLogsItOut: the key a browser logged in
+// with, removed from the page, takes the browser's session with it: the
+// answer logs it out, and the cookie is no session any more.
+func TestWebRemovingThisBrowsersKeyLogsItOut(t *testing.T) {
+	w := newWorld(t, nil)
+	laptop := w.AddKey(w.alice, "laptop-2", 8, nil)
+	b := w.browserFor(laptop, "")
+	resp, body := b.get(pathKeyRemove + "?key=" + url.QueryEscape(laptop.Key.Fingerprint))
+	if !strings.Contains(body, "removing it logs this browser out") {
+		t.Errorf("the confirmation does not warn:\n%s", body)
+	}
+	resp, body = b.post(pathKeyRemove, url.Values{"key": {laptop.Key.Fingerprint}}, nil)
+	wantRedirect(t, "remove this browser's key", resp, body, "/logged-out")
+	if resp, _ := b.get(pathKeys); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the browser after its key was removed: %d, want 401", resp.StatusCode)
+	}
+}
+
 // TestWebRefusalIsTheSSHLine: a form the command refuses shows the very
 // line the SSH command prints (422), and changes nothing.
 func TestWebRefusalIsTheSSHLine(t *testing.T) {

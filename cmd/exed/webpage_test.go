@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
@@ -199,17 +200,18 @@ func TestWebPage(t *testing.T) {
 	}
 	b.shots("04-token-shown")
 
-	// 3. curl with it: the VM sees alice.
+	// 3. The keys page lists it, never used; curl with it: the VM sees
+	// alice.
+	row := `tr[data-key="` + fp + `"]`
+	lastUsed := func() string { return b.value(row + ` [data-field="last-used"]`) }
+	b.step("keys", chromedp.Navigate(mainOrigin+"/keys"))
+	before := lastUsed()
 	status, body := curl(vmURL, token)
 	if email, id := identity(body); status != 200 || email != "alice@example.com" || id != who.UserID {
 		t.Fatalf("curl with the new token: %d, %s %s", status, email, id)
 	}
 
 	// 4. After a reload, its "last used" is no longer "never".
-	row := `tr[data-key="` + fp + `"]`
-	lastUsed := func() string { return b.value(row + ` [data-field="last-used"]`) }
-	b.step("keys", chromedp.Navigate(mainOrigin+"/keys"))
-	before := lastUsed()
 	testkit.WaitFor(t, `the token's "last used" to change after a reload`, func() bool {
 		b.step("reload", chromedp.Reload())
 		return lastUsed() != before
@@ -300,7 +302,28 @@ func TestWebPage(t *testing.T) {
 	}
 	b.shots("12-vm-refused")
 
-	// 10. The log: what the page did, through the web.
+	// 10. Another site's page posting to this one's forms, in the same
+	// browser, logged in: refused (403), and the registry is unchanged.
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `<!doctype html><form method="post" action="%s/vms/web"><input type="hidden" name="action" value="set-public">`+
+			`<button type="submit">win a prize</button></form>`, mainOrigin)
+	}))
+	t.Cleanup(evil.Close)
+	_, evilPort := splitHostPort(t, strings.TrimPrefix(evil.URL, "http://"))
+	before = dumpSQLite(t, s.data)
+	b.step("another site", chromedp.Navigate("http://evil.test:"+evilPort+"/"))
+	if resp := b.step("its form", chromedp.Click(chromedp.CSS("button"))); resp.Status != 403 {
+		t.Errorf("a cross-site form post: %d, want 403", resp.Status)
+	}
+	if after := dumpSQLite(t, s.data); after != before {
+		t.Errorf("a cross-site form post changed the registry:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+	b.step("back", chromedp.Navigate(mainOrigin+"/vms/web"))
+	if !strings.Contains(b.text(), "Private") {
+		t.Errorf("web is no longer private after the cross-site post")
+	}
+
+	// 11. The log: what the page did, through the web.
 	b.step("log", chromedp.Navigate(mainOrigin+"/log"))
 	for _, action := range []string{"token.generate", "key.rename", "key.remove", "session.revoke", "share.add", "share.link.add"} {
 		if !strings.Contains(b.eval(`Array.from(document.querySelectorAll("tbody tr")).filter(r => r.innerText.includes("web")).map(r => r.innerText).join("\n")`), action) {
@@ -309,7 +332,7 @@ func TestWebPage(t *testing.T) {
 	}
 	b.shots("13-log")
 
-	// 11. This browser's own session, ended from the page: logged out.
+	// 12. This browser's own session, ended from the page: logged out.
 	b.step("sessions", chromedp.Navigate(mainOrigin+"/sessions"))
 	if resp := b.step("end mine", chromedp.Click(chromedp.CSS(`tr:has(.badge) button`))); resp.Status != 200 || b.location() != mainOrigin+"/logged-out" {
 		t.Fatalf("after ending this session: %d at %s", resp.Status, b.location())
