@@ -129,7 +129,15 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 	ctx, cancel := context.WithTimeout(r.Context(), h.c.ExecTimeout)
 	defer cancel()
 	var out bytes.Buffer
-	caller := sshcmd.Caller{User: res.grant.User, Key: res.grant.Key, RemoteAddr: r.RemoteAddr}
+	// The token acts within its key's restrictions and its own exp and
+	// cmds: whatever it mints or adds is at least as restricted.
+	caller := sshcmd.Caller{
+		User:       res.grant.User,
+		Key:        res.grant.Key,
+		Limits:     tokens.Effective(res.grant.Key, &res.grant.Perms),
+		Token:      true,
+		RemoteAddr: r.RemoteAddr,
+	}
 	stdio := sshcmd.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard}
 	if err := inv.Run(ctx, caller, stdio, true); err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -244,7 +244,14 @@ func (s *Suite) checkAPIKey(ctx context.Context, r *request, vm string) error {
 }
 
 // target is what a token is checked for: a VM of the caller's, or the API.
+// A caller restricted to one VM names only that one (without --vm, it is
+// the default), as everywhere else.
 func (s *Suite) target(ctx context.Context, r *request, vm string) (tokens.Target, error) {
+	lim, err := r.caller.limits().Within(tokens.Restrictions{VM: vm})
+	if err != nil {
+		return tokens.Target{}, fmt.Errorf("%s %w", r.caller.subject(), err)
+	}
+	vm = lim.VM
 	if vm == "" {
 		return tokens.Target{Namespace: s.ns.API()}, nil
 	}

@@ -34,7 +34,7 @@ func (s *Suite) ls(ctx context.Context, r *request) error {
 		return fmt.Errorf("list VMs: %w", err)
 	}
 	list := make([]vmJSON, 0, len(vms))
-	kr := tokens.KeyRestrictions(r.caller.Key)
+	kr := r.caller.limits()
 	for _, vm := range vms {
 		if !kr.AllowsVM(vm.Name) || tokens.Reach(&vm, r.caller.User.ID) == tokens.NoAccess {
 			continue // a key restricted to one VM reaches only that one

@@ -235,7 +235,7 @@ func (s *Suite) sshKeyRemove(ctx context.Context, r *request) error {
 	if err != nil {
 		return err
 	}
-	if err := covers(r.caller.Key, k); err != nil {
+	if err := covers(r.caller, k); err != nil {
 		return err
 	}
 	switch err := s.env.Store.RemoveKey(ctx, r.caller.User.ID, k.Fingerprint, s.event(r, "key.remove", k.Fingerprint)); {
@@ -287,7 +287,7 @@ func (s *Suite) sshKeyRename(ctx context.Context, r *request) error {
 	if err != nil {
 		return err
 	}
-	if err := covers(r.caller.Key, k); err != nil {
+	if err := covers(r.caller, k); err != nil {
 		return err
 	}
 	newName := r.args[1]
@@ -329,7 +329,7 @@ func (s *Suite) event(r *request, action, subject string) store.Event {
 }
 
 // requestedLimits reads --vm, --cmds and --exp, checks each, and fits them
-// within the caller key's own restrictions. Cmds nil means --cmds was not
+// within the caller's effective restrictions (Caller.Limits). Cmds nil means --cmds was not
 // given: no cmds restriction (for a token, the default list).
 func (s *Suite) requestedLimits(ctx context.Context, r *request, fs *pflag.FlagSet, vm string, cmds []string, exp string) (tokens.Restrictions, error) {
 	var want tokens.Restrictions
@@ -356,22 +356,23 @@ func (s *Suite) requestedLimits(ctx context.Context, r *request, fs *pflag.FlagS
 		return tokens.Restrictions{}, fmt.Errorf("--exp: %w", err)
 	}
 	want.ExpiresAt = t
-	got, err := tokens.KeyRestrictions(r.caller.Key).Within(want)
+	got, err := r.caller.limits().Within(want)
 	if err != nil {
-		return tokens.Restrictions{}, fmt.Errorf("key %q %w", r.caller.Key.Name, err)
+		return tokens.Restrictions{}, fmt.Errorf("%s %w", r.caller.subject(), err)
 	}
 	return got, nil
 }
 
-// covers refuses a restricted caller key c acting on a key k that is less
-// restricted than c itself: a deploy key granted "ssh-key remove" to revoke
-// its own tokens must not be able to remove its owner's other keys.
-func covers(c, k store.Key) error {
-	if c.Fingerprint == k.Fingerprint {
+// covers refuses a restricted caller c acting on a key k that is less
+// restricted than c's effective restrictions: a deploy key (or a token)
+// granted "ssh-key remove" to revoke its own tokens must not be able to
+// remove its owner's other keys. A caller may always act on its own key.
+func covers(c Caller, k store.Key) error {
+	if c.Key.Fingerprint == k.Fingerprint {
 		return nil
 	}
-	if err := tokens.KeyRestrictions(c).Covers(tokens.KeyRestrictions(k)); err != nil {
-		return fmt.Errorf("key %q %w, so it cannot act on key %q", c.Name, err, k.Name)
+	if err := c.limits().Covers(tokens.KeyRestrictions(k)); err != nil {
+		return fmt.Errorf("%s %w, so it cannot act on key %q", c.subject(), err, k.Name)
 	}
 	return nil
 }

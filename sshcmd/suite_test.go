@@ -990,3 +990,43 @@ func TestCommandGateExpiryBoundary(t *testing.T) {
 		t.Errorf("at its expiry: %v, want expired", err)
 	}
 }
+
+// TestVMRestrictedKeyActsOnOtherVM: a key restricted to one VM acts only on
+// that VM everywhere, exe0-to-exe1 --vm and check-api-key --vm included
+// (they took any of the user's VMs); without --vm they default to its VM.
+func TestVMRestrictedKeyActsOnOtherVM(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.AddUser("alice@example.com", 1)
+	web := e.AddVM("web", alice, false)
+	e.AddVM("db", alice, false)
+	vmOnly := e.AddKey(alice, "vmonly", 4, func(k *store.Key) {
+		k.VM = "web"
+		k.Cmds = []string{"exe0-to-exe1", "ssh-key check-api-key"}
+	})
+	mint := func(ns string) string {
+		t.Helper()
+		tok, err := tokens.MintExe0(alice.Signer, ns, []byte(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	dbToken, webToken := mint("v0@db.exe.xyz"), mint("v0@web.exe.xyz")
+	for _, line := range []string{
+		"exe0-to-exe1 --vm db " + dbToken,
+		"ssh-key check-api-key --vm db " + dbToken,
+	} {
+		if out, err := e.run(callerOf(vmOnly), line, ""); err == nil || !strings.Contains(err.Error(), `key "vmonly" is restricted to VM web: --vm db is outside it`) {
+			t.Errorf("%.30q: %q, %v; want the VM restriction", line, out, err)
+		}
+	}
+	// Without --vm, its own VM is the target.
+	m, _ := testkit.JSONObject(t, e.mustRun(callerOf(vmOnly), "exe0-to-exe1 --json "+webToken, ""))
+	if _, err := e.Verifier.Verify(e.ctx, m["token"].(string), tokens.Target{Namespace: "v0@web.exe.xyz", VM: &web}); err != nil {
+		t.Errorf("exe1 for web: %v", err)
+	}
+	m, _ = testkit.JSONObject(t, e.mustRun(callerOf(vmOnly), "ssh-key check-api-key --json "+webToken, ""))
+	if m["valid"] != true {
+		t.Errorf("check-api-key without --vm by a web-only key = %v", m)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
 )
 
 // repl reads command lines from a terminal until exit or Ctrl-D.
@@ -52,7 +53,7 @@ func (s *Server) repl(ctx context.Context, sess ssh.Session, c sshcmd.Caller, wi
 			fmt.Fprintln(t, "internal error: key lookup failed")
 			continue
 		}
-		c.Key = k
+		c.Key, c.Limits = k, tokens.Effective(k, nil)
 		s.run(ctx, c, args, sshcmd.IO{Stdin: strings.NewReader(""), Stdout: t, Stderr: t})
 	}
 }

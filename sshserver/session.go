@@ -14,6 +14,7 @@ import (
 
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
 )
 
 // sessionChannel wraps gliderlabs' session handler with the per-connection
@@ -158,7 +159,7 @@ func (s *Server) caller(ctx ssh.Context, sess ssh.Session) (sshcmd.Caller, error
 	case k.Generated:
 		return sshcmd.Caller{}, errors.New("token keys cannot log in")
 	}
-	return sshcmd.Caller{User: u, Key: k, RemoteAddr: sess.RemoteAddr().String()}, nil
+	return sshcmd.Caller{User: u, Key: k, Limits: tokens.Effective(k, nil), RemoteAddr: sess.RemoteAddr().String()}, nil
 }
 
 // run runs one command line and returns its exit status, printing a
