@@ -256,6 +256,17 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report) (
 		if r != nil {
 			r.pass(CheckFormat, fmt.Sprintf("exe0 token, %s key, hash %s", x.Sig.PublicKey.Type(), x.Sig.HashAlgorithm))
 		}
+		if useCache && x.Sig.HighS() {
+			// The other encoding of an ECDSA signature: cached (and found)
+			// under the canonical one only, so one signature is one entry.
+			ck = cacheKeyOf(x.Canonical())
+			if e := v.cache.get(ck, t.Namespace, now); e != nil {
+				if err := checkUse(now, &e.grant.Key, &e.grant.Perms, t, nil); err != nil {
+					return nil, err
+				}
+				return &e.grant, nil
+			}
+		}
 	}
 
 	sig := x.Sig
