@@ -1030,3 +1030,61 @@ func TestVMRestrictedKeyActsOnOtherVM(t *testing.T) {
 		t.Errorf("check-api-key without --vm by a web-only key = %v", m)
 	}
 }
+
+// TestRemovedTokenKeyReAdded: ssh-key add of a removed generated key's
+// public key brought its revoked tokens back to life. A revoked token key
+// stays revoked (for anyone, --revive or not); a removed login key comes
+// back only with --revive, by its own user, whose old tokens then work
+// again (what --revive says).
+func TestRemovedTokenKeyReAdded(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.AddUser("alice@example.com", 1)
+	bob := e.AddUser("bob@example.com", 2)
+	c := callerOf(alice)
+	m, _ := testkit.JSONObject(t, e.mustRun(c, "ssh-key generate-api-key --json --exe0 --label t", ""))
+	token := m["token"].(string)
+	k, err := e.Store.Key(e.ctx, m["fingerprint"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := tokens.Target{Namespace: "v0@exe.dev"}
+	e.mustRun(c, "ssh-key remove t", "")
+	if _, err := e.Verifier.Verify(e.ctx, token, api); err == nil {
+		t.Fatal("token valid after its key was removed")
+	}
+	for _, tt := range []struct {
+		who  Caller
+		line string
+	}{
+		{c, "ssh-key add --name back " + k.PublicKey},
+		{c, "ssh-key add --revive --name back " + k.PublicKey},
+		{callerOf(bob), "ssh-key add --name back " + k.PublicKey},
+	} {
+		_, err := e.run(tt.who, tt.line, "")
+		if err == nil || !strings.Contains(err.Error(), "was a token key and was removed: it stays revoked") {
+			t.Errorf("%s: %q: %v, want the revoked refusal", tt.who.Key.Name, tt.line, err)
+		}
+	}
+	if _, err := e.Verifier.Verify(e.ctx, token, api); err == nil {
+		t.Fatal("the revoked token came back")
+	}
+
+	// A login key: refused without --revive, and for another user.
+	second := e.AddKey(alice, "second", 3, nil)
+	old, err := tokens.MintExe0(second.Signer, "v0@exe.dev", []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.mustRun(c, "ssh-key remove second", "")
+	pub := testkit.PubLine(second.Signer)
+	if _, err := e.run(c, "ssh-key add "+pub, ""); err == nil || !strings.Contains(err.Error(), "tokens it signed before then would work again; to add it anyway, run ssh-key add --revive") {
+		t.Errorf("re-add of a removed login key: %v", err)
+	}
+	if _, err := e.run(callerOf(bob), "ssh-key add --revive "+pub, ""); err == nil || !strings.Contains(err.Error(), "was removed before and cannot be registered again") {
+		t.Errorf("bob reviving alice's removed key: %v", err)
+	}
+	e.mustRun(c, "ssh-key add --revive --name second "+pub, "")
+	if _, err := e.Verifier.Verify(e.ctx, old, api); err != nil {
+		t.Errorf("a revived login key's old token: %v (--revive says it works again)", err)
+	}
+}
