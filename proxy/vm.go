@@ -151,8 +151,8 @@ func (h *Handler) authorize(r *http.Request, vm *vmEntry, a *access) {
 		h.c.LastUsed.Touch(grant.Key.Fingerprint)
 	}
 	a.grant = grant
-	if !validHeaderValue(grant.Perms.Ctx) {
-		refuse(http.StatusBadRequest, "token ctx cannot be sent as a header", errors.New("token ctx holds a control byte"))
+	if err := tokens.CheckCtxHeader(grant.Perms.Ctx); err != nil {
+		refuse(http.StatusBadRequest, "token ctx cannot be sent as a header", err)
 	}
 }
 
@@ -269,18 +269,6 @@ func isReserved(p string) bool {
 		p = "/" + p
 	}
 	return under(p) || under(path.Clean(p)) // Clean allocates only when p is not clean
-}
-
-// validHeaderValue reports whether b can travel as an HTTP header value
-// (RFC 9110 field-value: no control bytes but tab). JSON allows a raw DEL
-// in strings, which the transport would refuse.
-func validHeaderValue(b []byte) bool {
-	for _, c := range b {
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // logAttrsCap holds a log line's attributes on the stack: the fixed

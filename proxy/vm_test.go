@@ -20,6 +20,7 @@ import (
 	"github.com/exed-dev/exed/internal/testkit/testreg"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
 )
 
 func TestCarriers(t *testing.T) {
@@ -762,7 +763,14 @@ func TestCtxHeaderBytes(t *testing.T) {
 	// ctx null counts as absent: no header.
 	wantIdentity(t, w.echo("web.exe.xyz", map[string]string{"X-Exedev-Authorization": bearerHdr(w.vmToken("web", `{"ctx":null}`))}), w.alice, "")
 
-	tok := w.vmToken("web", "{\"ctx\":\"a\x7fb\"}")
+	// MintExe0 refuses such a ctx (tokens.CheckCtxHeader); one signed
+	// elsewhere, as ssh-keygen would, is refused at use.
+	p := []byte("{\"ctx\":\"a\x7fb\"}")
+	blob, err := keys.Sign(w.alice.Signer, vmNamespace("web"), keys.HashSHA512, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := tokens.FormatExe0(p, blob)
 	resp, _ := w.get("web.exe.xyz", "/", map[string]string{"X-Exedev-Authorization": bearerHdr(tok)})
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("ctx with DEL: status %d, want 400", resp.StatusCode)

@@ -71,6 +71,9 @@ func (s *Suite) generateAPIKey(ctx context.Context, r *request, label string, li
 	if err := validKeyName(label); err != nil {
 		return fmt.Errorf("--label: %w", err)
 	}
+	if err := tokens.CheckCtxHeader(tokenCtx); err != nil {
+		return fmt.Errorf("--ctx: %v", err)
+	}
 	var exp int64
 	if !lim.ExpiresAt.IsZero() {
 		exp = lim.ExpiresAt.Unix()

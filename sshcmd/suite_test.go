@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -1087,4 +1088,26 @@ func TestRemovedTokenKeyReAdded(t *testing.T) {
 	if _, err := e.Verifier.Verify(e.ctx, old, api); err != nil {
 		t.Errorf("a revived login key's old token: %v (--revive says it works again)", err)
 	}
+}
+
+// TestCtxThatCannotTravelInHeaderMinted: a ctx that no header can carry
+// (a raw DEL in a JSON string, another control byte) was minted and then
+// refused by every request; generate-api-key refuses it with one line and
+// stores nothing.
+func TestCtxThatCannotTravelInHeaderMinted(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.AddUser("alice@example.com", 1)
+	before, _ := e.Store.Keys(e.ctx, alice.User.ID)
+	for _, ctx := range []string{"\"a\x7fb\"", "[\"\x7f\"]"} {
+		err := e.suite.Run(e.ctx, callerOf(alice), []string{"ssh-key", "generate-api-key", "--ctx", ctx},
+			IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: io.Discard}, false)
+		if err == nil || !strings.HasPrefix(err.Error(), "--ctx: ") || !strings.Contains(err.Error(), "cannot travel in a header") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("--ctx %q: %v, want one line refusing it", ctx, err)
+		}
+	}
+	if after, _ := e.Store.Keys(e.ctx, alice.User.ID); len(after) != len(before) {
+		t.Errorf("refused mints stored keys: %d → %d", len(before), len(after))
+	}
+	// A tab between values is a header's business too, and fine.
+	e.mustRun(callerOf(alice), "ssh-key generate-api-key --ctx '[1,\t2]'", "")
 }

@@ -141,10 +141,15 @@ func FormatExe0(payload, sigBlob []byte) string {
 // MintExe0 signs payload in namespace with hash sha512 (ssh-keygen's
 // default) and formats the token. For an ed25519 key the result is
 // byte-identical to the documented ssh-keygen shell recipe. A payload
-// that breaks the P rules is refused rather than signed into a token
-// nobody would accept.
+// that breaks the P rules, or whose ctx could never reach a VM
+// (CheckCtxHeader), is refused rather than signed into a token nobody
+// would accept.
 func MintExe0(signer ssh.Signer, namespace string, payload []byte) (string, error) {
-	if _, err := ParsePermissions(payload); err != nil {
+	perms, err := ParsePermissions(payload)
+	if err != nil {
+		return "", fmt.Errorf("tokens: mint: %w", err)
+	}
+	if err := CheckCtxHeader(perms.Ctx); err != nil {
 		return "", fmt.Errorf("tokens: mint: %w", err)
 	}
 	blob, err := keys.Sign(signer, namespace, keys.HashSHA512, payload)
