@@ -94,12 +94,21 @@ type vmRequest struct {
 type vmRequestKey struct{}
 
 // checkRequest refuses what is never forwarded, whoever asks: the reserved
-// path, CONNECT, and protocol upgrades other than WebSocket (Go's
+// path (under any spelling an upstream would normalise to it: checkPath),
+// CONNECT, and protocol upgrades other than WebSocket (Go's
 // ReverseProxy would forward any, and h2c and the like take the
 // connection out of the proxy's hands).
 func checkRequest(r *http.Request) (status int, msg string) {
 	if isReserved(r.URL.Path) {
 		return http.StatusNotFound, "404 page not found"
+	}
+	switch checkPath(r.URL.EscapedPath()) {
+	case pathReserved:
+		return http.StatusNotFound, "404 page not found"
+	case pathAmbiguous:
+		// Some upstream would read it as a reserved path: refused rather
+		// than guessed at.
+		return http.StatusBadRequest, "ambiguous path"
 	}
 	if r.Method == http.MethodConnect {
 		return http.StatusMethodNotAllowed, "method not allowed"
@@ -168,6 +177,8 @@ func newReverseProxy(transport http.RoundTripper, bufs httputil.BufferPool, errL
 		BufferPool:    bufs,
 		ErrorLog:      errLog,
 		ErrorHandler:  upstreamError,
+		// A 101 is tunnelled only once it is a real WebSocket handshake.
+		ModifyResponse: checkUpgrade,
 	}
 }
 
@@ -194,8 +205,11 @@ func upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 // client header can remove what is set here.
 func rewrite(pr *httputil.ProxyRequest, vm *vmEntry, grant *tokens.Grant) {
 	pr.SetURL(vm.target)
-	pr.SetXForwarded()
+	// Scrubbed first, so that no client spelling of what is set here
+	// (X_Forwarded_For beside X-Forwarded-For) survives beside it.
 	scrubHeaders(pr.Out.Header)
+	scrubTrailers(pr.Out)
+	pr.SetXForwarded()
 	if grant == nil {
 		return
 	}
@@ -211,12 +225,14 @@ func rewrite(pr *httputil.ProxyRequest, vm *vmEntry, grant *tokens.Grant) {
 }
 
 // scrubHeaders drops every client-sent X-ExeDev-* header in any spelling
-// (X-Exedev-Authorization among them) and every Authorization value that
-// carries something shaped like an exe token.
+// (X-Exedev-Authorization among them), every forwarding header the proxy
+// sets or an app would believe (X-Forwarded-*, Forwarded, X-Real-IP…) in any
+// spelling, and every Authorization value that carries something shaped
+// like an exe token.
 func scrubHeaders(hdr http.Header) {
 	for name, vals := range hdr {
 		switch {
-		case isExedevHeader(name):
+		case isExedevHeader(name), isForwardingHeader(name):
 			delete(hdr, name)
 		case http.CanonicalHeaderKey(name) == "Authorization":
 			kept := vals[:0:0]
@@ -231,6 +247,25 @@ func scrubHeaders(hdr http.Header) {
 				hdr[name] = kept
 			}
 		}
+	}
+}
+
+// scrubTrailers applies scrubHeaders to the request's trailers, and drops
+// any that its Trailer announcement names by a scrubbed name, explicitly
+// rather than by trusting how ReverseProxy and the transport copy them: an
+// identity header or a token sent as a trailer never reaches the VM.
+func scrubTrailers(out *http.Request) {
+	if len(out.Trailer) == 0 {
+		return
+	}
+	scrubHeaders(out.Trailer)
+	for name := range out.Trailer {
+		if http.CanonicalHeaderKey(name) == "Authorization" {
+			delete(out.Trailer, name) // even an empty announcement
+		}
+	}
+	if len(out.Trailer) == 0 {
+		out.Trailer = nil
 	}
 }
 

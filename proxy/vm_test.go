@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -439,7 +440,24 @@ func TestUpgrades(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Seen-User: %s\r\n\r\n", r.Header.Get("X-Exedev-Userid"))
+		sum := sha1.Sum([]byte(r.Header.Get("Sec-Websocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+		accept := base64.StdEncoding.EncodeToString(sum[:])
+		upgrade, connection := "websocket", "Upgrade"
+		switch r.URL.Query().Get("bad") { // an upstream whose 101 is no WebSocket handshake
+		case "accept":
+			accept = "c3VyZWx5IG5vdA=="
+		case "noaccept":
+			accept = ""
+		case "upgrade":
+			upgrade = "h2c"
+		case "connection":
+			connection = "keep-alive"
+		}
+		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: %s\r\n", upgrade, connection)
+		if accept != "" {
+			fmt.Fprintf(brw, "Sec-WebSocket-Accept: %s\r\n", accept)
+		}
+		fmt.Fprintf(brw, "X-Seen-User: %s\r\n\r\n", r.Header.Get("X-Exedev-Userid"))
 		brw.Flush()
 		io.Copy(conn, brw) // echo every byte back
 	})
@@ -472,6 +490,29 @@ func TestUpgrades(t *testing.T) {
 			if _, err := io.ReadFull(br, buf); err != nil || string(buf) != msg {
 				t.Fatalf("echo = %q, %v; want %q", buf, err, msg)
 			}
+		}
+	})
+
+	// TestUpgrades/fake 101: an upstream's 101 that is no real WebSocket
+	// handshake for the client's key was tunnelled; now it is a 502, and
+	// no byte passes.
+	t.Run("fake 101", func(t *testing.T) {
+		for _, bad := range []string{"accept", "noaccept", "upgrade", "connection"} {
+			conn, err := net.Dial("tcp", w.front.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(conn, "GET /ws?bad=%s HTTP/1.1\r\nHost: web.exe.xyz\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Exedev-Authorization: Bearer %s\r\n\r\n", bad, tok)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("bad=%s: status %d, want 502", bad, resp.StatusCode)
+			}
+			conn.Close()
 		}
 	})
 
