@@ -175,17 +175,73 @@ func NewVerifier(c Config) *Verifier {
 // Errors are *Error. Callers answer clients only "invalid token" (401),
 // except errors.Is(err, ErrNotGranted), which /exec answers 403.
 func (v *Verifier) Verify(ctx context.Context, token string, t Target) (*Grant, error) {
-	g, err := v.run(ctx, token, t, nil)
-	if v.onVerify != nil {
-		var reason Reason
-		if e, ok := err.(*Error); ok {
-			reason = e.Reason
-		} else if err != nil {
-			reason = ReasonInternal // not reached: run returns only *Error
-		}
-		v.onVerify(reason)
-	}
+	g, err := v.run(ctx, token, t, nil, nil)
+	v.report(err)
 	return g, err
+}
+
+// report tells OnVerify the outcome of one verification.
+func (v *Verifier) report(err error) {
+	if v.onVerify == nil {
+		return
+	}
+	var reason Reason
+	if e, ok := err.(*Error); ok {
+		reason = e.Reason
+	} else if err != nil {
+		reason = ReasonInternal // not reached: run returns only *Error
+	}
+	v.onVerify(reason)
+}
+
+// Pending is a token that passed every check of Verify but the command's,
+// and is not cached yet: /exec holds one while it applies its rate limit
+// and reads the body, which names the command. Finish completes it.
+type Pending struct {
+	v     *Verifier
+	grant *Grant
+	t     Target
+	put   func() // caches the result; nil when there is nothing to cache
+}
+
+// Grant is what the token proves so far: its key and user (the rate limit
+// goes by the key). Treat it as read-only.
+func (p *Pending) Grant() *Grant { return p.grant }
+
+// Begin is the first half of Verify for a caller that checks the
+// credential before it knows the command (/exec, which must not read a
+// body for a client without a valid token): every check but t.Command's,
+// without caching. A failure is reported (OnVerify) at once. Finish, once
+// the caller has admitted the request (its rate limit), checks the
+// command, reports the outcome and caches a valid result: so nothing a
+// rate-limited request brings is cached.
+func (v *Verifier) Begin(ctx context.Context, token string, t Target) (*Pending, error) {
+	t.Command = ""
+	p := &Pending{v: v, t: t}
+	g, err := v.run(ctx, token, t, nil, p)
+	if err != nil {
+		v.report(err)
+		return nil, err
+	}
+	p.grant = g
+	return p, nil
+}
+
+// Finish checks that command (a canonical path; "" for none: --help) is
+// allowed by the token and its key, reports the outcome, and caches the
+// result if it is valid. Errors are *Error, as Verify's.
+func (p *Pending) Finish(command string) (*Grant, error) {
+	t := p.t
+	t.Command = command
+	err := checkUse(p.v.now(), &p.grant.Key, &p.grant.Perms, t, nil)
+	p.v.report(err)
+	if err != nil {
+		return nil, err
+	}
+	if p.put != nil {
+		p.put()
+	}
+	return p.grant, nil
 }
 
 // Explain runs Verify's steps (the same code, bypassing the cache so every
@@ -194,7 +250,7 @@ func (v *Verifier) Verify(ctx context.Context, token string, t Target) (*Grant, 
 // (vm, command) are left out.
 func (v *Verifier) Explain(ctx context.Context, token string, t Target) []Check {
 	r := &report{}
-	v.run(ctx, token, t, r)
+	v.run(ctx, token, t, r, nil)
 	return r.checks
 }
 
@@ -219,9 +275,10 @@ func (v *Verifier) CacheStats() (hits, misses uint64, size int) {
 	return v.cache.stats()
 }
 
-// run is Verify and Explain. r is nil for Verify: then nothing is
-// reported and the cache is used.
-func (v *Verifier) run(ctx context.Context, token string, t Target, r *report) (*Grant, error) {
+// run is Verify, Begin and Explain. r is nil for Verify and Begin: then
+// nothing is reported and the cache is used; with hold (Begin), a result to
+// cache is left in hold.put instead of being cached.
+func (v *Verifier) run(ctx context.Context, token string, t Target, r *report, hold *Pending) (*Grant, error) {
 	now := v.now()
 	useCache := r == nil && v.cache != nil && len(token) <= MaxTokenLen
 	var (
@@ -313,7 +370,12 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report) (
 	}
 	if useCache {
 		e.expires = v.expiry(now, &key, &x.Perms)
-		v.cache.put(ck, e, gen, now)
+		put := func() { v.cache.put(ck, e, gen, now) }
+		if hold != nil {
+			hold.put = put
+		} else {
+			put()
+		}
 	}
 	return &e.grant, nil
 }
