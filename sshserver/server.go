@@ -199,3 +199,10 @@ func (s *Server) connect(ctx ssh.Context, conn net.Conn) net.Conn {
 	})
 	return quickAck(conn) // no delayed-ACK stalls for Nagle-on clients
 }
+
+// openConns is the number of connections the server holds now.
+func (s *Server) openConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
