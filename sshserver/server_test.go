@@ -1003,3 +1003,38 @@ func TestUnsupportedSessionRequestsRefused(t *testing.T) {
 		t.Error("local port forwarding accepted")
 	}
 }
+
+// TestHandshakeTimeoutTrickledVersion: a client that keeps sending, a byte
+// at a time, and never finishes its version line (a pre-KEX stall that
+// resets every read deadline) is still cut at the handshake timeout.
+func TestHandshakeTimeoutTrickledVersion(t *testing.T) {
+	e := newTestEnv(t)
+	const timeout = time.Second
+	ts := e.startServer(t, func(c *ServerConfig) { c.HandshakeTimeout = timeout; c.IdleTimeout = time.Hour })
+	conn, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	closed := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, conn)
+		close(closed)
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-closed:
+			if d := time.Since(start); d < timeout || d > 10*timeout {
+				t.Errorf("closed after %v, want about %v", d, timeout)
+			}
+			return
+		case <-tick.C:
+			conn.Write([]byte{"SSH-2.0-"[i%8]})
+		case <-time.After(10 * time.Second):
+			t.Fatal("a trickling client outlived the handshake timeout")
+		}
+	}
+}
