@@ -103,7 +103,10 @@ type Config struct {
 	Registry  Registry
 	Now       func() time.Time // nil → time.Now
 	CacheSize int              // max cached positive results; 0 → DefaultCacheSize; < 0 → no cache
-	CacheTTL  time.Duration    // max age of a cached result; ≤ 0 → DefaultCacheTTL
+	// CacheBytes bounds the cache's estimated memory (every string and
+	// slice an entry holds, a large ctx included); 0 → DefaultCacheBytes.
+	CacheBytes int64
+	CacheTTL   time.Duration // max age of a cached result; ≤ 0 → DefaultCacheTTL
 	// OnVerify, if set, is told the outcome of every Verify (not Explain):
 	// "" for a valid token, else the refusal's Reason. It runs on the
 	// request path, so it must be cheap (a metrics counter).
@@ -114,8 +117,13 @@ type Config struct {
 const (
 	// DefaultCacheSize covers every token in active use on a busy
 	// instance (the cache fills only if that many distinct tokens arrive
-	// within one TTL) while bounding memory: an entry is about 1 KB.
+	// within one TTL). An entry is about 0.6 KB with an ed25519 key and
+	// no ctx, and up to about 7 KB with the largest ctx a token can hold,
+	// so memory is bounded by bytes as well (DefaultCacheBytes).
 	DefaultCacheSize = 100_000
+	// DefaultCacheBytes bounds the cache's estimated memory: 64 MiB, a
+	// hundred thousand ordinary entries or nine thousand of the largest.
+	DefaultCacheBytes = 64 << 20
 	// DefaultCacheTTL bounds how long a key removed through another
 	// instance sharing the registry keeps working here: a removed key is
 	// refused everywhere within one second.
@@ -145,11 +153,14 @@ func NewVerifier(c Config) *Verifier {
 	if v.ttl <= 0 {
 		v.ttl = DefaultCacheTTL
 	}
+	if c.CacheBytes <= 0 {
+		c.CacheBytes = DefaultCacheBytes
+	}
 	switch {
 	case c.CacheSize == 0:
-		v.cache = newCache(DefaultCacheSize)
+		v.cache = newCache(DefaultCacheSize, c.CacheBytes, v.ttl)
 	case c.CacheSize > 0:
-		v.cache = newCache(c.CacheSize)
+		v.cache = newCache(c.CacheSize, c.CacheBytes, v.ttl)
 	}
 	return v
 }
@@ -273,6 +284,16 @@ func (v *Verifier) CacheStats() (hits, misses uint64, size int) {
 		return 0, 0, 0
 	}
 	return v.cache.stats()
+}
+
+// CacheUsage reports the cache's estimated bytes (bounded by
+// Config.CacheBytes) and the most entries its map has held since it was
+// last rebuilt.
+func (v *Verifier) CacheUsage() (bytes int64, peak int) {
+	if v.cache == nil {
+		return 0, 0
+	}
+	return v.cache.usage()
 }
 
 // run is Verify, Begin and Explain. r is nil for Verify and Begin: then
