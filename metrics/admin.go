@@ -16,11 +16,15 @@ const readyTimeout = 2 * time.Second
 //
 //	/healthz  200 while the process is up
 //	/readyz   200 when ready(ctx) returns nil (store reachable, listeners
-//	          up, not shutting down), else 503 with its error's text
+//	          up, not shutting down), else 503 with its error's text;
+//	          either way followed by the lines of warnings(), if any
+//	          ("warning: …"): what needs an operator without making the
+//	          process unready (a TLS certificate close to expiry)
 //	/metrics  every collector, in the Prometheus exposition formats
 //
-// ready's error text is shown to the caller: it must hold no secret.
-func (m *Metrics) Handler(ready func(context.Context) error) http.Handler {
+// ready's error text and the warnings are shown to the caller: they must
+// hold no secret. warnings may be nil.
+func (m *Metrics) Handler(ready func(context.Context) error, warnings func() []string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeText(w, http.StatusOK, "ok")
@@ -28,11 +32,16 @@ func (m *Metrics) Handler(ready func(context.Context) error) http.Handler {
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
+		status, msg := http.StatusOK, "ok"
 		if err := ready(ctx); err != nil {
-			writeText(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
-			return
+			status, msg = http.StatusServiceUnavailable, "not ready: "+err.Error()
 		}
-		writeText(w, http.StatusOK, "ok")
+		if warnings != nil {
+			for _, line := range warnings() {
+				msg += "\nwarning: " + line
+			}
+		}
+		writeText(w, status, msg)
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	return mux

@@ -184,6 +184,67 @@ func (m *Metrics) WatchLastUsedBacklog(backlog func() int) {
 	}, func() float64 { return float64(backlog()) }))
 }
 
+// CertStatus is the state of the TLS certificates exed obtains itself
+// (--acme): certs.Status, field for field, so that a certs.Status
+// converts to it (metrics does not link the ACME client). See certs.Status
+// for what each field counts.
+type CertStatus struct {
+	Managed, Expiring, Failing int
+	SoonestExpiry              time.Time
+
+	Obtained, Renewed, OrderFailures, RenewalFailures, RateLimited uint64
+}
+
+// WatchCertificates exports the state of the TLS certificates exed
+// obtains itself (--acme), read at scrape time from status
+// (certs.Manager.Status, converted). The gauges to alert on are
+// exed_tls_certificates_expiring (closer to expiry than certs'
+// ExpiryWarning, 7 days) and exed_tls_certificates_renewal_failing. No
+// label names a host: VM names are users' input.
+func (m *Metrics) WatchCertificates(status func() CertStatus) {
+	if m == nil {
+		return
+	}
+	gauge := func(name, help string, f func(CertStatus) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help},
+			func() float64 { return f(status()) })
+	}
+	// One family, one collector per result: Prometheus accepts several
+	// CounterFuncs of one name and help that differ in a constant label.
+	orders := func(result string, f func(CertStatus) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: namespace, Name: "acme_orders_total",
+			Help:        "ACME certificate orders by this instance, by result: obtained (a new name), renewed, failed (a new name or a renewal), rate_limited (a new name refused by --acme-rate: no order made).",
+			ConstLabels: prometheus.Labels{"result": result},
+		}, func() float64 { return float64(f(status())) })
+	}
+	m.reg.MustRegister(
+		gauge("tls_certificates_managed", "TLS certificates this instance serves and renews (the main host and VM hosts visited).",
+			func(s CertStatus) float64 { return float64(s.Managed) }),
+		gauge("tls_certificates_expiring", "Of those, certificates closer than 7 days to expiry: several renewals have failed.",
+			func(s CertStatus) float64 { return float64(s.Expiring) }),
+		gauge("tls_certificates_renewal_failing", "Of those, certificates whose last renewal failed.",
+			func(s CertStatus) float64 { return float64(s.Failing) }),
+		gauge("tls_certificate_soonest_expiry_timestamp_seconds", "When the first of those certificates expires (unix time); 0 when there are none.",
+			func(s CertStatus) float64 {
+				if s.SoonestExpiry.IsZero() {
+					return 0
+				}
+				return float64(s.SoonestExpiry.Unix())
+			}),
+	)
+	m.reg.MustRegister(
+		orders("obtained",
+			func(s CertStatus) uint64 { return s.Obtained }),
+		orders("renewed",
+			func(s CertStatus) uint64 { return s.Renewed }),
+		orders("failed",
+			func(s CertStatus) uint64 { return s.OrderFailures + s.RenewalFailures }),
+		orders("rate_limited",
+			func(s CertStatus) uint64 { return s.RateLimited }),
+	)
+}
+
 // TokenVerified counts one verification: reason is "" for a valid token.
 // It has tokens.Config.OnVerify's signature.
 func (m *Metrics) TokenVerified(reason tokens.Reason) {

@@ -119,7 +119,7 @@ func TestVerificationResults(t *testing.T) {
 	// Explain (check-api-key) is a diagnosis, not a use: not counted.
 	v.Explain(ctx, good, tokens.Target{Namespace: ns})
 
-	got := scrape(t, m.Handler(notReady))
+	got := scrape(t, m.Handler(notReady, nil))
 	for _, r := range append([]string{"ok"}, stringsOf(reasons)...) {
 		want(t, got, "exed_token_verifications_total{result="+r+"}", counts[r])
 	}
@@ -175,7 +175,7 @@ func TestStoreResults(t *testing.T) {
 	if _, err := st.VMs(ctx, ""); err == nil {
 		t.Fatal("VMs on a closed store worked")
 	}
-	got := scrape(t, m.Handler(notReady))
+	got := scrape(t, m.Handler(notReady, nil))
 	want(t, got, "exed_store_query_duration_seconds_count{method=key,result=ok}", 1)
 	want(t, got, "exed_store_query_duration_seconds_count{method=key_and_user,result=ok}", 1)
 	want(t, got, "exed_store_query_duration_seconds_count{method=ping,result=ok}", 1)
@@ -222,7 +222,7 @@ func TestFrontCounters(t *testing.T) {
 	backlog := 7
 	m.WatchLastUsedBacklog(func() int { return backlog })
 
-	got := scrape(t, m.Handler(notReady))
+	got := scrape(t, m.Handler(notReady, nil))
 	want(t, got, "exed_proxy_requests_total{class=2xx}", 2)
 	want(t, got, "exed_proxy_requests_total{class=4xx}", 1)
 	want(t, got, "exed_proxy_requests_total{class=5xx}", 1)
@@ -240,7 +240,7 @@ func TestFrontCounters(t *testing.T) {
 	want(t, got, "exed_ssh_commands_total{command=unknown,exit=1}", 1)
 	want(t, got, "exed_last_used_backlog{}", 7)
 	backlog = 0 // read at scrape time
-	want(t, scrape(t, m.Handler(notReady)), "exed_last_used_backlog{}", 0)
+	want(t, scrape(t, m.Handler(notReady, nil)), "exed_last_used_backlog{}", 0)
 }
 
 // TestNilMetrics: a nil *Metrics records nothing and hands the store back
@@ -267,17 +267,23 @@ func TestNilMetrics(t *testing.T) {
 	}
 }
 
-// TestAdminEndpoints: /healthz always answers, /readyz follows ready, and
-// nothing else is served.
+// TestAdminEndpoints: /healthz always answers, /readyz follows ready and
+// lists the warnings, and nothing else is served.
 func TestAdminEndpoints(t *testing.T) {
 	m := New()
 	var storeUp atomic.Bool
+	var warning atomic.Pointer[string]
 	srv := httptest.NewServer(m.Handler(func(ctx context.Context) error {
 		if _, ok := ctx.Deadline(); !ok {
 			return errors.New("no deadline on the readiness check")
 		}
 		if !storeUp.Load() {
 			return errors.New("store unreachable")
+		}
+		return nil
+	}, func() []string {
+		if w := warning.Load(); w != nil {
+			return []string{*w}
 		}
 		return nil
 	}))
@@ -301,6 +307,16 @@ func TestAdminEndpoints(t *testing.T) {
 	storeUp.Store(true)
 	if code, body := get("/readyz"); code != 200 || body != "ok\n" {
 		t.Errorf("/readyz when ready = %d %q", code, body)
+	}
+	// A warning is shown, and the process stays ready (or unready).
+	w := "tls: certificate for web.exe.xyz expires in 71h0m0s"
+	warning.Store(&w)
+	if code, body := get("/readyz"); code != 200 || body != "ok\nwarning: "+w+"\n" {
+		t.Errorf("/readyz with a warning = %d %q", code, body)
+	}
+	storeUp.Store(false)
+	if code, body := get("/readyz"); code != 503 || body != "not ready: store unreachable\nwarning: "+w+"\n" {
+		t.Errorf("/readyz not ready, with a warning = %d %q", code, body)
 	}
 	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "exed_token_verifications_total") {
 		t.Errorf("/metrics = %d", code)
@@ -330,4 +346,26 @@ func BenchmarkRequestPath(b *testing.B) {
 		m.TokenVerified("")
 		m.ProxyRequest(200, time.Millisecond)
 	}
+}
+
+// TestCertificateMetrics: the certificates' state, read at scrape time,
+// with no label naming a host.
+func TestCertificateMetrics(t *testing.T) {
+	m := New()
+	expiry := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	st := CertStatus{Managed: 3, Expiring: 1, Failing: 1, SoonestExpiry: expiry, Obtained: 3, Renewed: 2, OrderFailures: 1, RenewalFailures: 4, RateLimited: 7}
+	m.WatchCertificates(func() CertStatus { return st })
+	got := scrape(t, m.Handler(notReady, nil))
+	want(t, got, "exed_tls_certificates_managed{}", 3)
+	want(t, got, "exed_tls_certificates_expiring{}", 1)
+	want(t, got, "exed_tls_certificates_renewal_failing{}", 1)
+	want(t, got, "exed_tls_certificate_soonest_expiry_timestamp_seconds{}", float64(expiry.Unix()))
+	want(t, got, "exed_acme_orders_total{result=obtained}", 3)
+	want(t, got, "exed_acme_orders_total{result=renewed}", 2)
+	want(t, got, "exed_acme_orders_total{result=failed}", 5)
+	want(t, got, "exed_acme_orders_total{result=rate_limited}", 7)
+	st = CertStatus{}
+	want(t, scrape(t, m.Handler(notReady, nil)), "exed_tls_certificate_soonest_expiry_timestamp_seconds{}", 0)
+	var nilM *Metrics
+	nilM.WatchCertificates(func() CertStatus { return st }) // a no-op
 }

@@ -27,12 +27,12 @@ type timedStore struct {
 }
 
 // observe records one call of method that began at start and ended with
-// *err. A sentinel answer (not found, exists, last key) is the store
+// *err. A sentinel answer (not found, exists, last key, self share) is the store
 // working: only other errors count as "error".
 func (s *timedStore) observe(method string, start time.Time, err *error) {
 	result := resultOK
 	if e := *err; e != nil && !errors.Is(e, store.ErrNotFound) &&
-		!errors.Is(e, store.ErrExists) && !errors.Is(e, store.ErrLastKey) {
+		!errors.Is(e, store.ErrExists) && !errors.Is(e, store.ErrLastKey) && !errors.Is(e, store.ErrSelfShare) {
 		result = resultError
 	}
 	s.m.storeDuration.WithLabelValues(method, result).Observe(time.Since(start).Seconds())
@@ -133,9 +133,104 @@ func (s *timedStore) RemoveVM(ctx context.Context, name string, e store.Event) (
 	return s.Store.RemoveVM(ctx, name, e)
 }
 
+func (s *timedStore) AddShare(ctx context.Context, vm, email string, at time.Time, e store.Event) (_ store.Share, err error) {
+	defer s.observe("add_share", time.Now(), &err)
+	return s.Store.AddShare(ctx, vm, email, at, e)
+}
+
+func (s *timedStore) RemoveShare(ctx context.Context, vm, email string, e store.Event) (err error) {
+	defer s.observe("remove_share", time.Now(), &err)
+	return s.Store.RemoveShare(ctx, vm, email, e)
+}
+
+func (s *timedStore) Shares(ctx context.Context, vm string) (_ []store.Share, err error) {
+	defer s.observe("shares", time.Now(), &err)
+	return s.Store.Shares(ctx, vm)
+}
+
+func (s *timedStore) SharedVMs(ctx context.Context, userID string) (_ []store.SharedVM, err error) {
+	defer s.observe("shared_vms", time.Now(), &err)
+	return s.Store.SharedVMs(ctx, userID)
+}
+
+func (s *timedStore) SetVMPublic(ctx context.Context, vm string, public bool, e store.Event) (err error) {
+	defer s.observe("set_vm_public", time.Now(), &err)
+	return s.Store.SetVMPublic(ctx, vm, public, e)
+}
+
+func (s *timedStore) AddShareLink(ctx context.Context, l store.ShareLink, e store.Event) (err error) {
+	defer s.observe("add_share_link", time.Now(), &err)
+	return s.Store.AddShareLink(ctx, l, e)
+}
+
+func (s *timedStore) RemoveShareLink(ctx context.Context, vm string, id []byte, e store.Event) (err error) {
+	defer s.observe("remove_share_link", time.Now(), &err)
+	return s.Store.RemoveShareLink(ctx, vm, id, e)
+}
+
+func (s *timedStore) ShareLinks(ctx context.Context, vm string) (_ []store.ShareLink, err error) {
+	defer s.observe("share_links", time.Now(), &err)
+	return s.Store.ShareLinks(ctx, vm)
+}
+
+func (s *timedStore) UseShareLink(ctx context.Context, vm string, id []byte, userID string, at time.Time, e store.Event) (_ store.ShareLink, err error) {
+	defer s.observe("use_share_link", time.Now(), &err)
+	return s.Store.UseShareLink(ctx, vm, id, userID, at, e)
+}
+
+func (s *timedStore) QueryEvents(ctx context.Context, q store.EventQuery) (_ []store.Event, err error) {
+	defer s.observe("query_events", time.Now(), &err)
+	return s.Store.QueryEvents(ctx, q)
+}
+
+func (s *timedStore) AddAssertionKey(ctx context.Context, k store.AssertionKey, e store.Event) (err error) {
+	defer s.observe("add_assertion_key", time.Now(), &err)
+	return s.Store.AddAssertionKey(ctx, k, e)
+}
+
+func (s *timedStore) AssertionKeys(ctx context.Context) (_ []store.AssertionKey, err error) {
+	defer s.observe("assertion_keys", time.Now(), &err)
+	return s.Store.AssertionKeys(ctx)
+}
+
 func (s *timedStore) Events(ctx context.Context, after int64, limit int) (_ []store.Event, err error) {
 	defer s.observe("events", time.Now(), &err)
 	return s.Store.Events(ctx, after, limit)
+}
+
+func (s *timedStore) PutCertBlob(ctx context.Context, b store.CertBlob) (err error) {
+	defer s.observe("put_cert_blob", time.Now(), &err)
+	return s.Store.PutCertBlob(ctx, b)
+}
+
+func (s *timedStore) CertBlob(ctx context.Context, key string) (_ store.CertBlob, err error) {
+	defer s.observe("cert_blob", time.Now(), &err)
+	return s.Store.CertBlob(ctx, key)
+}
+
+func (s *timedStore) CertBlobInfos(ctx context.Context, prefix string) (_ []store.CertBlobInfo, err error) {
+	defer s.observe("cert_blob_infos", time.Now(), &err)
+	return s.Store.CertBlobInfos(ctx, prefix)
+}
+
+func (s *timedStore) DeleteCertBlobs(ctx context.Context, key string) (err error) {
+	defer s.observe("delete_cert_blobs", time.Now(), &err)
+	return s.Store.DeleteCertBlobs(ctx, key)
+}
+
+func (s *timedStore) AcquireCertLock(ctx context.Context, name, holder string, now, expires time.Time) (_ bool, err error) {
+	defer s.observe("acquire_cert_lock", time.Now(), &err)
+	return s.Store.AcquireCertLock(ctx, name, holder, now, expires)
+}
+
+func (s *timedStore) RenewCertLock(ctx context.Context, name, holder string, expires time.Time) (err error) {
+	defer s.observe("renew_cert_lock", time.Now(), &err)
+	return s.Store.RenewCertLock(ctx, name, holder, expires)
+}
+
+func (s *timedStore) ReleaseCertLock(ctx context.Context, name, holder string) (err error) {
+	defer s.observe("release_cert_lock", time.Now(), &err)
+	return s.Store.ReleaseCertLock(ctx, name, holder)
 }
 
 // Subscribe passes through untimed: it is not a query, and the changes it

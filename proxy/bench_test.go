@@ -66,6 +66,15 @@ func BenchmarkProxyCachedToken(b *testing.B) {
 	benchServe(b, w.h, "web.exe.xyz", func() string { return hdr })
 }
 
+// BenchmarkProxyCachedTokenAssertion: BenchmarkProxyCachedToken with
+// signed identity assertions on: the reused assertion is added to each
+// request.
+func BenchmarkProxyCachedTokenAssertion(b *testing.B) {
+	w := newWorld(b, okUpstream, withAssertions(b))
+	hdr := bearerHdr(w.vmToken("web", `{"ctx":{"role":"bench"}}`))
+	benchServe(b, w.h, "web.exe.xyz", func() string { return hdr })
+}
+
 // BenchmarkProxyNewToken: every request carries a token never seen before
 // (pre-minted outside the timer): registry lookup, signature check and a
 // cache insert each time.

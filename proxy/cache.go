@@ -16,7 +16,7 @@ import (
 
 const (
 	// vmCacheTTL bounds how stale a VM seen by the proxy may be (its owner,
-	// upstream, public flag, existence): the same one-second bound a
+	// upstream, public flag, shares, existence): the same one-second bound a
 	// revoked key gets (tokens.DefaultCacheTTL), while sparing the
 	// database a query per request.
 	vmCacheTTL = time.Second
@@ -38,10 +38,17 @@ type vmEntry struct {
 	expires   time.Time
 }
 
+// vmSource is what the VM cache reads: VMs by name, each with its active
+// shares (store.VM.SharedWith), so that the access decision needs nothing
+// more on the request path.
+type vmSource interface {
+	VM(ctx context.Context, name string) (store.VM, error)
+}
+
 // vmCache is a small TTL cache in front of Registry.VM. Its entries also
-// go when forget is told their VM changed.
+// go when forget is told their VM, or who it is shared with, changed.
 type vmCache struct {
-	st  Registry
+	st  vmSource
 	now func() time.Time
 	ns  tokens.Namespaces
 
@@ -50,7 +57,7 @@ type vmCache struct {
 	gen uint64 // counts forgets: a load that spans one caches nothing
 }
 
-func newVMCache(st Registry, now func() time.Time, ns tokens.Namespaces) *vmCache {
+func newVMCache(st vmSource, now func() time.Time, ns tokens.Namespaces) *vmCache {
 	return &vmCache{st: st, now: now, ns: ns, m: make(map[string]*vmEntry)}
 }
 

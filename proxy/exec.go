@@ -17,6 +17,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/exed-dev/exed/sshcmd"
+	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/tokens"
 )
 
@@ -27,6 +28,10 @@ const maxExecBody = 64 << 10
 
 // serveAPI serves the API host <Domain>.
 func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == jwksPath {
+		h.serveJWKS(w, r)
+		return
+	}
 	if r.URL.Path != "/exec" {
 		writeJSON(w, http.StatusNotFound, errorBody("not found"))
 		return
@@ -164,6 +169,7 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 		Limits:     tokens.Effective(res.grant.Key, &res.grant.Perms),
 		Token:      true,
 		RemoteAddr: r.RemoteAddr,
+		Via:        store.ViaExec,
 	}
 	stdio := sshcmd.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard}
 	if err := inv.Run(ctx, caller, stdio, true); err != nil {

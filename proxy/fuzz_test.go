@@ -283,3 +283,28 @@ func FuzzBasicDecoding(f *testing.F) {
 		}
 	})
 }
+
+// FuzzShareLinkIn: never panics; what it finds is a well-formed link token
+// that was in the query as a "share" value, and the rest is the query
+// without that one parameter.
+func FuzzShareLinkIn(f *testing.F) {
+	tok := "K7QX2M4PABCDEFGHIJKLMNOPQR"
+	for _, q := range []string{"", "a=1", "share=" + tok, "a=1&share=" + tok + "&b", "share=x&share=" + tok, "share=K7QX%32M4PABCDEFGHIJKLMNOPQR", "share", "&&share=&"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		token, rest, ok := shareLinkIn(q)
+		if !ok {
+			if token != "" || rest != q {
+				t.Fatalf("shareLinkIn(%q) = %q, %q, false", q, token, rest)
+			}
+			return
+		}
+		if tokens.ParseShareLink(token) != nil || len(rest) >= len(q) {
+			t.Fatalf("shareLinkIn(%q) = %q, %q", q, token, rest)
+		}
+		if !strings.Contains(q, "share=") || strings.Count(rest, "&") > strings.Count(q, "&") {
+			t.Fatalf("shareLinkIn(%q): rest %q", q, rest)
+		}
+	})
+}

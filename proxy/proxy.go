@@ -4,7 +4,8 @@
 //
 // A request's path through the package: host → route → carrier → verify →
 // rewrite headers → upstream, each step one function (canonicalHost, route,
-// findToken, Verifier.Verify, rewrite, the ReverseProxy).
+// findToken, Verifier.Verify, rewrite, the ReverseProxy), with the signed
+// identity assertion made in one place (assertion.go).
 package proxy
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/exed-dev/exed/assertion"
 	"github.com/exed-dev/exed/metrics"
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
@@ -37,12 +39,14 @@ const (
 	DefaultExecBodyTimeout = 10 * time.Second
 )
 
-// Registry is what the handler reads from the store itself: VMs by name,
-// through a short-lived cache (see Handler.ForgetVM). Tokens are checked by
-// the Verifier, and /exec commands run by the Suite, over their own views
-// of the store. store.Store satisfies it.
+// Registry is what the handler reads and writes in the store itself: VMs
+// by name, with their shares, through a short-lived cache (see
+// Handler.ForgetVM), and share links redeemed (see redeemShareLink).
+// Tokens are checked by the Verifier, and /exec commands run by the Suite,
+// over their own views of the store. store.Store satisfies it.
 type Registry interface {
 	VM(ctx context.Context, name string) (store.VM, error)
+	UseShareLink(ctx context.Context, vm string, id []byte, userID string, at time.Time, e store.Event) (store.ShareLink, error)
 }
 
 // Config holds the handler's dependencies, passed in explicitly.
@@ -56,6 +60,13 @@ type Config struct {
 	Log      *slog.Logger          // nil → discard
 	Now      func() time.Time      // nil → time.Now
 	Metrics  *metrics.Metrics      // VM requests by status class, /exec calls; nil → none
+	// HSTS sends Strict-Transport-Security (HSTSValue) on every answer from
+	// the API host: set it when the front serves TLS. VM hosts answer
+	// with what their upstream sends.
+	HSTS bool
+	// Assertions signs X-ExeDev-Jwt-Assertion for every request forwarded
+	// with an identity and serves the JWKS; nil → neither (--assertion=false).
+	Assertions *assertion.Issuer
 
 	ExecTimeout time.Duration // 0 → DefaultExecTimeout
 	ExecRate    rate.Limit    // per signing key; 0 → DefaultExecRate
@@ -65,6 +76,14 @@ type Config struct {
 
 	Transport http.RoundTripper // to the VMs' upstreams; nil → NewTransport()
 }
+
+// HSTSValue is the Strict-Transport-Security header of the API host: a
+// year, and no includeSubDomains: <domain> is the operator's own name,
+// whose other subdomains (a mail host, a status page) exed knows nothing
+// of and must not force onto HTTPS; the VM hosts live under the separate
+// <vm-domain>. No preload either: that is the operator's decision to
+// submit, not a default.
+const HSTSValue = "max-age=31536000"
 
 // Handler is the HTTP front. It is an http.Handler; build it with New.
 type Handler struct {
@@ -115,8 +134,9 @@ func New(c Config) *Handler {
 
 // ForgetVM drops what the handler has cached about the VM called name, so
 // that the next request to it reads the registry again: call it when the VM
-// was added, removed or changed (store.VMChanged). Without it a change is
-// seen within the cache's one-second TTL.
+// was added, removed or changed (store.VMChanged), or who it is shared
+// with changed (store.ShareChanged). Without it a change is seen within the
+// cache's one-second TTL.
 func (h *Handler) ForgetVM(name string) { h.vms.forget(name) }
 
 // ServeHTTP routes on the canonical host: <Domain> → API, NAME.<VMDomain>
@@ -130,6 +150,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if host == h.domain {
+		if h.c.HSTS {
+			w.Header().Set("Strict-Transport-Security", HSTSValue)
+		}
 		h.serveAPI(w, r)
 		return
 	}

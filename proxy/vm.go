@@ -51,6 +51,10 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		h.logVM(r, name, status, d, sw.bytes, &rq.access)
 	}()
 
+	if r.URL.Path == vmJWKSPath {
+		h.serveJWKS(sw, r)
+		return
+	}
 	if status, msg := checkRequest(r); status != 0 {
 		if status == http.StatusMethodNotAllowed {
 			sw.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
@@ -75,7 +79,16 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		http.Error(sw, rq.msg, rq.status)
 		return
 	}
+	if token, rest, ok := shareLinkIn(r.URL.RawQuery); ok {
+		var userID, credential string
+		if g := rq.grant; g != nil {
+			userID, credential = g.User.ID, g.Key.Fingerprint
+		}
+		h.redeemShareLink(sw, r, vm, userID, credential, token, rest, &rq.access)
+		return
+	}
 	rq.vm = vm
+	h.attachAssertion(r, rq)
 	// The Handler's one ReverseProxy finds rq in the context (see rewriteVM).
 	ctx := context.WithValue(r.Context(), vmRequestKey{}, rq)
 	h.rp.ServeHTTP(sw, r.WithContext(ctx))
@@ -88,6 +101,7 @@ type vmRequest struct {
 	w  statusWriter
 	vm *vmEntry // set once authorized
 	access
+	assertion [1]string // X-ExeDev-Jwt-Assertion's value, once authorized; "" for none
 }
 
 // vmRequestKey is the context key of a forwarded request's *vmRequest.
@@ -187,6 +201,7 @@ func newReverseProxy(transport http.RoundTripper, bufs httputil.BufferPool, errL
 func rewriteVM(pr *httputil.ProxyRequest) {
 	rq := pr.In.Context().Value(vmRequestKey{}).(*vmRequest)
 	rewrite(pr, rq.vm, rq.grant)
+	setAssertion(pr.Out.Header, rq)
 }
 
 // upstreamError answers 502 when the VM cannot be reached, noting why for

@@ -27,7 +27,7 @@ func (s *Suite) generateAPIKeyCommand() *command {
 			"  ssh HOST ssh-key generate-api-key --vm=web --json | jq -r .token",
 		flags: func(fs *pflag.FlagSet) handler {
 			label := fs.String("label", "", "`LABEL` naming the token's key (default api-key, or api-key-VM)")
-			vm := fs.String("vm", "", "a token for this `VM` of yours, signed in v0@VM."+s.env.VMDomain+" (default: an API token, v0@"+s.env.Domain+")")
+			vm := fs.String("vm", "", "a token for this `VM` (yours, or shared with you), signed in v0@VM."+s.env.VMDomain+" (default: an API token, v0@"+s.env.Domain+")")
 			cmds := fs.StringSlice("cmds", nil, "`COMMANDS` the token grants on /exec, comma-separated (default: "+strings.Join(tokens.DefaultCmds(), ", ")+")")
 			exp := fs.String("exp", "never", "the token expires after `D`: never, or N followed by h, d, w, m (30 days) or y (365 days)")
 			ctxJSON := fs.String("ctx", "", "a `JSON` value your VM receives verbatim in X-ExeDev-Token-Ctx")
@@ -190,7 +190,7 @@ func (s *Suite) checkAPIKeyCommand() *command {
 		usage:   "[--vm V] <token>",
 		summary: "explain why one of your tokens is or is not valid",
 		flags: func(fs *pflag.FlagSet) handler {
-			vm := fs.String("vm", "", "check it as a token for this `VM` of yours (default: as an API token)")
+			vm := fs.String("vm", "", "check it as a token for this `VM` (yours, or shared with you) (default: as an API token)")
 			return func(ctx context.Context, r *request) error {
 				return s.checkAPIKey(ctx, r, *vm)
 			}

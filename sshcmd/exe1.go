@@ -19,7 +19,7 @@ func (s *Suite) exe0ToExe1Command() *command {
 		details: "The exe1 handle stands for the exe0 token: every use verifies the exe0 in full,\n" +
 			"and removing the key that signed it revokes both.",
 		flags: func(fs *pflag.FlagSet) handler {
-			vm := fs.String("vm", "", "the token is for this `VM` of yours (default: an API token)")
+			vm := fs.String("vm", "", "the token is for this `VM` (yours, or shared with you) (default: an API token)")
 			return func(ctx context.Context, r *request) error {
 				return s.exe0ToExe1(ctx, r, *vm)
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/internal/testkit/testreg"
+	"github.com/exed-dev/exed/store"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
@@ -46,7 +47,7 @@ func newTestEnv(t testing.TB) *testEnv {
 
 // callerOf is a as the SSH server would present it to the Suite.
 func callerOf(a testreg.Account) Caller {
-	return Caller{User: a.User, Key: a.Key, RemoteAddr: "192.0.2.1:5555"}
+	return Caller{User: a.User, Key: a.Key, RemoteAddr: "192.0.2.1:5555", Via: store.ViaSSH}
 }
 
 // run runs one command line through the Suite, as the SSH server would.

@@ -1,6 +1,6 @@
 // Package sshcmd is exed's command table: the commands (help, whoami, ls,
-// ssh-key …, exe0-to-exe1), how a command line is split and parsed, and how
-// each command prints text or JSON.
+// ssh-key …, exe0-to-exe1, share …, log), how a command line is split and
+// parsed, and how each command prints text or JSON.
 //
 // The command table exists once, here: SSH sessions (package sshserver) and
 // the HTTP /exec API both dispatch through it. Each command declares its
@@ -29,12 +29,15 @@ import (
 )
 
 // Registry is what the commands read and write: the caller's keys, exe1
-// handles, and VMs (read only). store.Store satisfies it.
+// handles, VMs (read, and shared), and the audit log (read).
+// store.Store satisfies it.
 type Registry interface {
 	store.KeyStore
 	store.Exe1Store
+	store.ShareStore
 	VM(ctx context.Context, name string) (store.VM, error)
 	VMs(ctx context.Context, ownerID string) ([]store.VM, error)
+	QueryEvents(ctx context.Context, q store.EventQuery) ([]store.Event, error)
 }
 
 // Env holds the suite's dependencies, passed in explicitly.
@@ -69,6 +72,9 @@ type Caller struct {
 	Limits     tokens.Restrictions
 	Token      bool // the caller is a token Key signed (/exec), not a session of Key's
 	RemoteAddr string
+	// Via is where the command came in (store.ViaSSH, ViaExec, ViaWeb),
+	// as the audit log records it.
+	Via string
 }
 
 // subject names the caller in a refusal: `key "laptop"`, or for a token
@@ -160,6 +166,15 @@ func New(env Env) *Suite {
 		s.generateAPIKeyCommand(),
 		s.checkAPIKeyCommand(),
 		s.exe0ToExe1Command(),
+		s.shareCommand(),
+		s.shareShowCommand(),
+		s.shareAddCommand(),
+		s.shareRemoveCommand(),
+		s.shareSetPublicCommand(true),
+		s.shareSetPublicCommand(false),
+		s.shareAddLinkCommand(),
+		s.shareRemoveLinkCommand(),
+		s.logCommand(),
 	}
 	for _, c := range s.commands {
 		s.byPath[c.path] = c
@@ -353,9 +368,11 @@ func (inv *Invocation) Run(ctx context.Context, c Caller, stdio IO, forceJSON bo
 	return nil
 }
 
-// keyAdmin are the commands that change which keys an account has; a
-// restricted key may run them only when its cmds name them explicitly.
-var keyAdmin = []string{"ssh-key add", "ssh-key remove", "ssh-key rename"}
+// keyAdmin are the commands that change which keys an account has, or
+// who may reach its VMs; a restricted key may run them only when its cmds
+// name them explicitly.
+var keyAdmin = []string{"ssh-key add", "ssh-key remove", "ssh-key rename",
+	"share add", "share remove", "share set-public", "share set-private", "share add-link", "share remove-link"}
 
 // authorize is the gate every command passes (the parent carries it, so a
 // new command cannot forget it): the caller's effective restrictions (its

@@ -55,7 +55,7 @@ func (s *Suite) sshKeyAddCommand() *command {
 			"stays revoked; a removed login key comes back only with --revive.",
 		flags: func(fs *pflag.FlagSet) handler {
 			name := fs.String("name", "", "the key's `NAME` (default: its comment, else key-N)")
-			vm := fs.String("vm", "", "restrict the key to this `VM` of yours")
+			vm := fs.String("vm", "", "restrict the key to this `VM` (yours, or shared with you)")
 			cmds := fs.StringSlice("cmds", nil, "restrict the key to these `COMMANDS` (comma-separated)")
 			exp := fs.String("exp", "never", "the key expires after `D`: never, or N followed by h, d, w, m (30 days) or y (365 days)")
 			revive := fs.Bool("revive", false, "add back a login key you removed before: the tokens it signed before its removal work again")
@@ -321,6 +321,8 @@ func (s *Suite) event(r *request, action, subject string) store.Event {
 	return store.Event{
 		Time:       r.now.UTC(),
 		ActorID:    r.caller.User.ID,
+		Credential: r.caller.Key.Fingerprint,
+		Via:        r.caller.Via,
 		Action:     action,
 		Subject:    subject,
 		RemoteAddr: r.caller.RemoteAddr,
@@ -377,7 +379,7 @@ func covers(c Caller, k store.Key) error {
 }
 
 // reachableVM returns the VM named name if userID may reach it (Reach),
-// for --vm: a VM of theirs.
+// for --vm: a VM of theirs, or one shared with them.
 func (s *Suite) reachableVM(ctx context.Context, userID, name string) (store.VM, error) {
 	if err := store.ValidateVMName(name); err != nil {
 		return store.VM{}, fmt.Errorf("--vm: %w", err)

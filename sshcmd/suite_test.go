@@ -237,23 +237,26 @@ func TestHelpJSON(t *testing.T) {
 	for _, c := range h.Commands {
 		names = append(names, c["name"].(string))
 		keys := slices.Sorted(maps.Keys(c))
-		if c["name"] == "ssh-key" {
+		groups := map[string][]string{
+			"ssh-key": {"ssh-key list", "ssh-key add", "ssh-key remove", "ssh-key rename", "ssh-key generate-api-key", "ssh-key check-api-key"},
+			"share":   {"share show", "share add", "share remove", "share set-public", "share set-private", "share add-link", "share remove-link"},
+		}
+		if want, ok := groups[c["name"].(string)]; ok {
 			if !slices.Equal(keys, []string{"description", "name", "subcommands"}) {
-				t.Errorf("ssh-key entry has fields %v", keys)
+				t.Errorf("%v entry has fields %v", c["name"], keys)
 			}
 			var subs []string
 			for _, s := range c["subcommands"].([]any) {
 				subs = append(subs, s.(map[string]any)["name"].(string))
 			}
-			want := []string{"ssh-key list", "ssh-key add", "ssh-key remove", "ssh-key rename", "ssh-key generate-api-key", "ssh-key check-api-key"}
 			if !slices.Equal(subs, want) {
-				t.Errorf("ssh-key subcommands = %v, want %v", subs, want)
+				t.Errorf("%v subcommands = %v, want %v", c["name"], subs, want)
 			}
 		} else if !slices.Equal(keys, []string{"description", "name"}) {
 			t.Errorf("%v entry has fields %v", c["name"], keys)
 		}
 	}
-	if want := []string{"help", "whoami", "ls", "ssh-key", "exe0-to-exe1"}; !slices.Equal(names, want) {
+	if want := []string{"help", "whoami", "ls", "ssh-key", "exe0-to-exe1", "share", "log"}; !slices.Equal(names, want) {
 		t.Errorf("commands = %v, want %v", names, want)
 	}
 }
@@ -281,7 +284,7 @@ func TestJSONShapes(t *testing.T) {
 
 	m, fields = testkit.JSONObject(t, e.mustRun(c, "ls --json", ""))
 	vms := m["vms"].([]any)
-	if !slices.Equal(fields, []string{"vms"}) || len(vms) != 2 {
+	if !slices.Equal(fields, []string{"shared_vms", "vms"}) || len(vms) != 2 || len(m["shared_vms"].([]any)) != 0 {
 		t.Fatalf("ls --json = %v", m)
 	}
 	blog := vms[0].(map[string]any)
@@ -769,7 +772,7 @@ func TestRestrictedCaller(t *testing.T) {
 	}
 
 	// ls shows a VM-restricted key only its VM.
-	if out := e.mustRun(callerOf(vmOnly), "ls --json", ""); out != `{"vms":[{"vm_name":"web","https_url":"https://web.exe.xyz","public":false}]}`+"\n" {
+	if out := e.mustRun(callerOf(vmOnly), "ls --json", ""); out != `{"vms":[{"vm_name":"web","https_url":"https://web.exe.xyz","public":false}],"shared_vms":[]}`+"\n" {
 		t.Errorf("ls for a key restricted to web = %s", out)
 	}
 	// Help is always allowed.

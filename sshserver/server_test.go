@@ -117,7 +117,7 @@ func TestServerCommands(t *testing.T) {
 		{"whoami", "alice@example.com (" + alice.User.ID + ")\n"},
 		{"whoami --json", `{"user_id":"` + alice.User.ID + `","email":"alice@example.com","ssh_keys":[{"name":"alice-laptop"`},
 		{"ls", "web   https://web.exe.xyz  private"},
-		{"ls --json", `{"vms":[{"vm_name":"web","https_url":"https://web.exe.xyz","public":false}]}`},
+		{"ls --json", `{"vms":[{"vm_name":"web","https_url":"https://web.exe.xyz","public":false}],"shared_vms":[]}`},
 		{"ssh-key list --json", `{"ssh_keys":[{"name":"alice-laptop"`},
 		{"ssh-key list", "alice-laptop *"},
 		{"ssh-key generate-api-key --label=ci", "\ntoken: exe1."},
@@ -1036,5 +1036,29 @@ func TestHandshakeTimeoutTrickledVersion(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("a trickling client outlived the handshake timeout")
 		}
+	}
+}
+
+// TestEventsSayVia: a change made over SSH is audited as coming in over
+// ssh, from the client's address, with the key that completed
+// authentication.
+func TestEventsSayVia(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.AddUser("alice@example.com", 1)
+	other := e.AddKey(alice, "other", 2, nil)
+	e.AddVM("web", alice, false)
+	ts := e.startServer(t, nil)
+	c := ts.dial(t, other.Signer)
+	if _, errOut, code := execSSH(t, c, "share add web bob@example.com", ""); code != 0 {
+		t.Fatalf("share add: %d %s", code, errOut)
+	}
+	evs, err := e.Store.QueryEvents(context.Background(), store.EventQuery{ActorID: alice.User.ID, NewestFirst: true, Limit: 1})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("events: %v, %v", evs, err)
+	}
+	ev := evs[0]
+	if ev.Action != "share.add" || ev.Via != store.ViaSSH || ev.Credential != other.Key.Fingerprint ||
+		ev.RemoteAddr != c.LocalAddr().String() {
+		t.Errorf("event = %+v; want share.add via ssh with key %s from %s", ev, other.Key.Fingerprint, c.LocalAddr())
 	}
 }

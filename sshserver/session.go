@@ -222,7 +222,7 @@ func (s *Server) caller(ctx ssh.Context, sess ssh.Session) (sshcmd.Caller, error
 	case k.Generated:
 		return sshcmd.Caller{}, errors.New("token keys cannot log in")
 	}
-	return sshcmd.Caller{User: u, Key: k, Limits: tokens.Effective(k, nil), RemoteAddr: sess.RemoteAddr().String()}, nil
+	return sshcmd.Caller{User: u, Key: k, Limits: tokens.Effective(k, nil), RemoteAddr: sess.RemoteAddr().String(), Via: store.ViaSSH}, nil
 }
 
 // run runs one command line and returns its exit status, printing a

@@ -3,9 +3,9 @@ package store
 // ChangeKind says what changed.
 type ChangeKind uint8
 
-// The kinds of change. Share and session changes (ShareChanged,
-// SessionChanged) are to be added here when those entities arrive; a
-// subscriber ignores kinds it does not know.
+// The kinds of change. Session changes (SessionChanged) are to be added
+// here when that entity arrives; a subscriber ignores kinds it does not
+// know.
 const (
 	// KeyChanged: ID is a key's fingerprint. The key was added, removed
 	// (its exe1 handles with it), renamed or restricted.
@@ -14,6 +14,11 @@ const (
 	UserChanged
 	// VMChanged: ID is a VM's name. The VM was added, removed or changed.
 	VMChanged
+	// ShareChanged: ID is a VM's name. Who the VM is shared with changed:
+	// a share added or removed, or made by a share link or by the account
+	// a pending share was waiting for. A cache holding the VM's
+	// VM.SharedWith drops it.
+	ShareChanged
 )
 
 // String names k for logs and test failures.
@@ -25,6 +30,8 @@ func (k ChangeKind) String() string {
 		return "user"
 	case VMChanged:
 		return "vm"
+	case ShareChanged:
+		return "share"
 	}
 	return "unknown"
 }
@@ -46,7 +53,8 @@ type Change struct {
 // transaction commits, and never for a write that failed or was rolled
 // back. Writes that change nothing a cache holds announce nothing
 // (TouchKeys, AddExe1: a handle is only ever looked up once it exists, and
-// a failed lookup is not cached).
+// a failed lookup is not cached; AddShareLink, RemoveShareLink: a link is
+// looked up only when used).
 type Changes interface {
 	// Subscribe calls fn with every Change announced from now on, until
 	// cancel is called; once cancel has returned, no new call of fn begins.

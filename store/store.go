@@ -1,5 +1,7 @@
 // Package store is exed's registry as its users see it: the types (users,
-// their SSH keys, VMs, exe1 handles, the append-only audit log), one
+// their SSH keys, VMs and who they are shared with, exe1 handles,
+// assertion signing keys, the append-only audit log, the TLS certificates
+// exed obtained itself), one
 // interface per entity and the composite Store, the sentinel errors callers
 // branch on, the validation of what users type, the change feed that lets
 // caches hear about committed writes, and the LastUsedWriter.
@@ -7,7 +9,8 @@
 // It links no database driver: the one implementation, over SQL for
 // embedded SQLite and PostgreSQL, is package store/sqlstore. Consumers ask
 // for the narrow interface they use (UserStore, KeyStore, Exe1Store,
-// VMStore, EventStore, Changes, or a smaller one of their own).
+// VMStore, ShareStore, AssertionKeyStore, EventStore, CertStore, Changes,
+// or a smaller one of their own).
 //
 // The implementation enforces the rules (unique emails, one owner per key,
 // unique key names per user, unique VM names); violations come back as the
@@ -83,13 +86,19 @@ type Key struct {
 	ExpiresAt   time.Time // restriction: zero for never
 }
 
-// VM is a named HTTP upstream owned by one user.
+// VM is a named HTTP upstream owned by one user, and maybe shared with
+// others.
 type VM struct {
 	Name      string
 	OwnerID   string
 	Upstream  string // http(s)://host[:port]
 	Public    bool
 	CreatedAt time.Time
+	// SharedWith holds the ids of the users with an active share (see
+	// ShareStore), sorted; nil when there are none. It comes with the VM
+	// from every read, so that the access decision (tokens.Reach) needs
+	// nothing else; AddVM ignores it.
+	SharedWith []string
 }
 
 // Exe1 is the stored half of an exe1 handle: a hash of the handle, and the
@@ -103,14 +112,23 @@ type Exe1 struct {
 	CreatedAt   time.Time
 }
 
-// Event is one row of the append-only audit log.
+// Event is one row of the append-only audit log: who did what, to what,
+// through which door.
 type Event struct {
-	ID         int64 // assigned by the store
-	Time       time.Time
-	ActorID    string // user id, or "admin" for the admin commands
-	Action     string // e.g. "user.add", "key.add", "key.remove", "key.rename", "token.generate", "exe1.create", "vm.add", "vm.remove"
-	Subject    string // what it acted on: a fingerprint, a VM name, an email
+	ID      int64 // assigned by the store, in commit order
+	Time    time.Time
+	ActorID string // user id, "admin" for the admin commands, "system" for what a server does by itself (a scheduled key rotation)
+	// Credential is what the actor acted with: the fingerprint of the SSH
+	// key ("SHA256:…") that completed authentication or signed the /exec
+	// token, or the id of the browser session; "" for the admin commands.
+	Credential string
+	Via        string // where the change came in: ViaSSH, ViaExec, ViaWeb, ViaAdmin; "" for "system"
+	Action     string // e.g. "user.add", "key.add", "token.generate", "share.add", "assertion_key.add"; see docs/audit.md
+	Subject    string // what it acted on: a fingerprint, a VM name, an email, "VM EMAIL"
 	RemoteAddr string // "" for local admin commands
+	// ActorEmail is filled in by the reads: the actor's email, "" when
+	// the actor is no user (admin). Writes ignore it.
+	ActorEmail string
 }
 
 // UserStore holds the accounts.
@@ -183,6 +201,8 @@ type VMStore interface {
 type EventStore interface {
 	// Events returns audit rows with ID > after, oldest first, at most limit.
 	Events(ctx context.Context, after int64, limit int) ([]Event, error)
+	// QueryEvents returns the audit rows q selects (see EventQuery).
+	QueryEvents(ctx context.Context, q EventQuery) ([]Event, error)
 }
 
 // Store is the registry. Every method that writes more than one row does so
@@ -194,7 +214,10 @@ type Store interface {
 	KeyStore
 	Exe1Store
 	VMStore
+	ShareStore
+	AssertionKeyStore
 	EventStore
+	CertStore
 	Changes
 
 	// Ping checks that the database answers.

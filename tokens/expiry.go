@@ -61,3 +61,31 @@ func allDigits(s string) bool {
 	}
 	return true
 }
+
+const sinceForms = "use an RFC 3339 time (2025-06-01T12:00:00Z), or a positive whole number followed by h, d, w, m (30 days) or y (365 days), e.g. 24h or 7d"
+
+// ParseSince parses a --since value (log, exed audit) relative to now: an
+// RFC 3339 time, or a duration back from now in --exp's units (N followed
+// by h, d, w, m or y). Anything else is an error naming the accepted forms.
+func ParseSince(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t.UTC(), nil
+	}
+	if len(s) < 2 {
+		return time.Time{}, fmt.Errorf("invalid --since %q: %s", s, sinceForms)
+	}
+	unit, ok := expiryUnits[s[len(s)-1]]
+	digits := s[:len(s)-1]
+	if !ok || !allDigits(digits) {
+		return time.Time{}, fmt.Errorf("invalid --since %q: %s", s, sinceForms)
+	}
+	n, err := strconv.ParseUint(digits, 10, 32)
+	if err != nil || n == 0 {
+		return time.Time{}, fmt.Errorf("invalid --since %q: %s", s, sinceForms)
+	}
+	// Further back than 1970 is all of the log; n·unit could overflow.
+	if limit := now.Sub(time.Unix(0, 0)) / unit; n > uint64(limit) {
+		return time.Unix(0, 0).UTC(), nil
+	}
+	return now.Add(-time.Duration(n) * unit).Truncate(time.Second).UTC(), nil
+}

@@ -152,6 +152,8 @@ func TestKeyRestrictions(t *testing.T) {
 func TestReach(t *testing.T) {
 	private := &store.VM{Name: "web", OwnerID: "usrA"}
 	public := &store.VM{Name: "blog", OwnerID: "usrA", Public: true}
+	shared := &store.VM{Name: "web", OwnerID: "usrA", SharedWith: []string{"usrB", "usrC"}}
+	sharedPublic := &store.VM{Name: "blog", OwnerID: "usrA", Public: true, SharedWith: []string{"usrB"}}
 	for _, tt := range []struct {
 		vm   *store.VM
 		user string
@@ -164,6 +166,14 @@ func TestReach(t *testing.T) {
 		{public, "", AccessPublic},
 		{public, "usrB", NoAccess}, // public lets anyone in anonymously, as nobody in particular
 		{nil, "usrA", NoAccess},
+		{shared, "usrA", AccessOwner},
+		{shared, "usrB", AccessShare},
+		{shared, "usrC", AccessShare},
+		{shared, "usrD", NoAccess},
+		{shared, "", NoAccess}, // a share is for a user, never for anonymous callers
+		{sharedPublic, "usrB", AccessShare},
+		{sharedPublic, "usrD", NoAccess},
+		{sharedPublic, "", AccessPublic},
 	} {
 		if got := Reach(tt.vm, tt.user); got != tt.want {
 			t.Errorf("Reach(%+v, %q) = %q, want %q", tt.vm, tt.user, got, tt.want)

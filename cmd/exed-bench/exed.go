@@ -52,15 +52,16 @@ type exedProc struct {
 // servingLine matches exed's start-up log line.
 var servingLine = regexp.MustCompile(`msg="exed serving" ssh=(\S+) http=(\S+)`)
 
-// startExed starts `exed serve` on loopback ports the kernel picks, logging
-// to a file (so its log costs exed, not the harness), and waits for its
-// "exed serving" line.
-func startExed(ctx context.Context, bin, data, logPath string) (*exedProc, error) {
+// startExed starts `exed serve` (with the extra flags) on loopback ports
+// the kernel picks, logging to a file (so its log costs exed, not the
+// harness), and waits for its "exed serving" line.
+func startExed(ctx context.Context, bin, data, logPath string, extra ...string) (*exedProc, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "serve", "--data", data, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+	args := append([]string{"serve", "--data", data, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {

@@ -267,6 +267,24 @@ func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err 
 		}
 	}()
 	b.progress("exed pid %d: ssh %s, http %s", exed.pid(), exed.sshAddr, exed.httpAddr)
+	// Scenario 2's assertions pair: two more exed processes on the same
+	// registry that only ever see the cached token, one with assertions
+	// on, one with --assertion=false, so that nothing but the flag tells
+	// them apart (the main one's caches fill with the other variants'
+	// tokens, and its heap with them).
+	var pair [2]*exedProc
+	if b.want("2") {
+		for i, extra := range [][]string{{"--assertion=true"}, {"--assertion=false"}} {
+			if pair[i], err = startExed(ctx, bin, data, filepath.Join(b.tmp, fmt.Sprintf("exed-pair%d.log", i)), extra...); err != nil {
+				return nil, nil, err
+			}
+			defer func() {
+				if serr := pair[i].stop(); serr != nil && err == nil {
+					err = serr
+				}
+			}()
+		}
+	}
 
 	// exed's host key, for both clients; the bare SSH server gets a key of
 	// the same type.
@@ -326,6 +344,10 @@ func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err 
 		b.progress("minted %s tokens in %v", group(int64(len(ts.pool))), time.Since(start).Round(time.Millisecond))
 		addrs := proxyAddrs{upstream: upstream.addrs[0], exed: exed.httpAddr,
 			bare: bare.addrs[0], bareDefault: bare.addrs[1], bareFlush: bare.addrs[2]}
+		if pair[0] != nil {
+			addrs.exedOn, addrs.exedOff = pair[0].httpAddr, pair[1].httpAddr
+			addrs.exedOnPID, addrs.exedOffPID, addrs.upstreamPID = pair[0].pid(), pair[1].pid(), upstream.cmd.Process.Pid
+		}
 		start = time.Now()
 		b.progress("scenario 2 proxy and 5 memory…")
 		rs, err := scenarioProxy(ctx, b, addrs, ts, exed.pid())
@@ -334,7 +356,7 @@ func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err 
 		}
 		b.progress("scenarios 2 and 5 done in %v", time.Since(start).Round(time.Millisecond))
 		rows = append(rows, rs...)
-		notes = append(notes, fmt.Sprintf("Scenario 2 tokens are exe0, signed offline with the user's registered ed25519 key; the uncached variant cycles through %s distinct ones (each is a cache miss: a cycle takes longer than the 1 s cache TTL). Junk (every junk request must be answered 401, and is): malformed, signed by an unregistered key, and forged (a registered key, a changed signature byte), in turn; each connection alternates a valid request (the cached token) with a junk one, and the ratio compares its valid requests/s with the cached-token row's. Bare ReverseProxy: Rewrite = SetURL + SetXForwarded, exed's transport, a pooled 32 KiB copy buffer, Go's defaults otherwise (FlushInterval 0 flushes streams by itself: unknown-length responses and server-sent events).",
+		notes = append(notes, fmt.Sprintf("Scenario 2 tokens are exe0, signed offline with the user's registered ed25519 key; the uncached variant cycles through %s distinct ones (each is a cache miss: a cycle takes longer than the 1 s cache TTL). Junk (every junk request must be answered 401, and is): malformed, signed by an unregistered key, and forged (a registered key, a changed signature byte), in turn; each connection alternates a valid request (the cached token) with a junk one, and the ratio compares its valid requests/s with the cached-token row's. Every exed row runs with signed identity assertions on (the default: each forwarded request carries X-ExeDev-Jwt-Assertion, reused while young) but \"assertions off\": that row and the \"assertions on\" one beside it are two more exed processes on the same registry that only ever serve the cached token, one with --assertion=false, so that the flag is all that differs; the ratio is on over off, within each round. Bare ReverseProxy: Rewrite = SetURL + SetXForwarded, exed's transport, a pooled 32 KiB copy buffer, Go's defaults otherwise (FlushInterval 0 flushes streams by itself: unknown-length responses and server-sent events).",
 			group(int64(len(ts.pool)))))
 	}
 	if b.want("3") {

@@ -46,6 +46,8 @@ func TestSmoke(t *testing.T) {
 		"1 verify|rsa-3072: full Verify",
 		"2 proxy, 1 conn|exed, cached token",
 		"2 proxy, 32 conns|bare ReverseProxy (exed's transport)",
+		"2 proxy, 32 conns|exed, cached token, assertions on",
+		"2 proxy, 32 conns|exed, cached token, assertions off",
 		"2 proxy, 32 conns|exed, a new valid token every request",
 		"2 proxy, 32 conns|exed, 50% junk",
 		"3 issuance|generate-api-key",

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,7 @@ type proxyVariant struct {
 	host   string
 	src    func(conn int) source
 	only32 bool // run at 32 connections only
+	pid    int  // the exed process serving it alone, whose CPU time is counted; 0 for none
 }
 
 // cell is one variant at one concurrency.
@@ -133,9 +135,14 @@ func (ts *tokenSet) mixSrc(list []string) func(int) source {
 
 type proxyAddrs struct {
 	upstream, exed string
-	bare           string // the baseline
-	bareDefault    string // … with Go's default transport
-	bareFlush      string // … with FlushInterval -1, as exed has it
+	exedOn         string // the assertions pair: exed with assertions on,
+	exedOff        string // … and with --assertion=false; "" when not started
+	// The pair's processes and the upstream's, whose CPU time per request
+	// is measured while the pair is.
+	exedOnPID, exedOffPID, upstreamPID int
+	bare                               string // the baseline
+	bareDefault                        string // … with Go's default transport
+	bareFlush                          string // … with FlushInterval -1, as exed has it
 }
 
 func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, exedPID int) ([]row, error) {
@@ -144,11 +151,16 @@ func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, ex
 	bareDef := &proxyVariant{name: "bare ReverseProxy, Go's default transport instead", addr: a.bareDefault, host: vmHost, src: noToken, only32: true}
 	bareFlush := &proxyVariant{name: "bare ReverseProxy, FlushInterval -1 (flush after every write)", addr: a.bareFlush, host: vmHost, src: noToken, only32: true}
 	cached := &proxyVariant{name: "exed, cached token", addr: a.exed, host: vmHost, src: ts.cachedSrc}
+	cachedOn := &proxyVariant{name: "exed, cached token, assertions on (a process of its own)", addr: a.exedOn, host: vmHost, src: ts.cachedSrc, pid: a.exedOnPID}
+	cachedOff := &proxyVariant{name: "exed, cached token, assertions off (a process of its own)", addr: a.exedOff, host: vmHost, src: ts.cachedSrc, pid: a.exedOffPID}
 	fresh := &proxyVariant{name: "exed, a new valid token every request", addr: a.exed, host: vmHost, src: ts.poolSrc}
 	junk := &proxyVariant{name: "exed, 50% junk: its valid requests", addr: a.exed, host: vmHost, src: ts.mixSrc(ts.junk)}
 	malformed := &proxyVariant{name: "exed, 50% malformed tokens (cheapest junk): its valid requests", addr: a.exed, host: vmHost, src: ts.mixSrc(ts.malformed), only32: true}
 	forged := &proxyVariant{name: "exed, 50% forged signatures (dearest junk): its valid requests", addr: a.exed, host: vmHost, src: ts.mixSrc(ts.forged), only32: true}
-	variants := []*proxyVariant{direct, bare, bareDef, bareFlush, cached, fresh, junk, malformed, forged}
+	variants := []*proxyVariant{direct, bare, bareDef, bareFlush, cached, cachedOn, cachedOff, fresh, junk, malformed, forged}
+	if a.exedOff == "" {
+		variants = slices.DeleteFunc(variants, func(v *proxyVariant) bool { return v == cachedOn || v == cachedOff })
+	}
 
 	var cells []cell
 	for _, conns := range []int{1, 32} {
@@ -169,11 +181,25 @@ func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, ex
 		}
 	}
 	res := make(map[cell][]*loadResult)
+	cpu := make(map[cell][]cpuPerRequest) // the cells with a pid, when /proc tells
 	for round := range b.o.rounds {
 		b.progress("scenario 2: round %d/%d", round+1, b.o.rounds)
 		for j := range cells {
 			c := cells[(j+round)%len(cells)]
+			var before [2]time.Duration
+			var cpuErr error
+			if c.v.pid != 0 {
+				before, cpuErr = cpuTimes(c.v.pid, a.upstreamPID)
+			}
 			r := runLoad(ctx, c.v.addr, c.v.host, c.conns, b.o.cell, c.v.src)
+			if c.v.pid != 0 && cpuErr == nil && r.ok > 0 {
+				if after, err := cpuTimes(c.v.pid, a.upstreamPID); err == nil {
+					cpu[c] = append(cpu[c], cpuPerRequest{
+						exed:     (after[0] - before[0]) / time.Duration(r.ok),
+						upstream: (after[1] - before[1]) / time.Duration(r.ok),
+					})
+				}
+			}
 			if r.bad > 0 {
 				return nil, fmt.Errorf("%s, %d conns: %d wrong answers, first: %s", c.v.name, c.conns, r.bad, r.firstBad)
 			}
@@ -226,6 +252,14 @@ func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, ex
 			case cached:
 				xs := ratios(cached, bare)
 				rw.ratio, rw.target, rw.met = fmtRatios(xs, "bare"), "≥ 0.95× bare", judge(median(xs), 0.95, false)
+			case cachedOn:
+				xs := ratios(cachedOn, cachedOff)
+				rw.ratio, rw.target, rw.met = fmtRatios(xs, "off"), "≥ 0.97× off", judge(median(xs), 0.97, false)
+			case cachedOff:
+				rw.ratio = fmtRatios(ratios(cachedOff, bare), "bare")
+				rows = append(rows, rw)
+				rows = append(rows, cpuRows(scen, cpu[cell{cachedOn, conns}], cpu[cell{cachedOff, conns}])...)
+				continue
 			case fresh:
 				xs := ratios(fresh, bare)
 				rw.ratio, rw.target, rw.met = fmtRatios(xs, "bare"), "≥ 0.65× bare", judge(median(xs), 0.65, false)
@@ -269,3 +303,42 @@ func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, ex
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// cpuPerRequest is the CPU time one cell of the assertions pair cost per
+// answered request: in the exed process serving it, and in the upstream.
+type cpuPerRequest struct{ exed, upstream time.Duration }
+
+// cpuTimes reads the CPU time of the two processes.
+func cpuTimes(a, b int) ([2]time.Duration, error) {
+	ta, err := cpuTime(a)
+	if err != nil {
+		return [2]time.Duration{}, err
+	}
+	tb, err := cpuTime(b)
+	return [2]time.Duration{ta, tb}, err
+}
+
+// cpuRows are the assertions pair's CPU figures: what exed itself spends
+// per request with assertions on and off (its ratio is off ÷ on, the
+// throughput exed alone would keep), and what the upstream spends reading
+// what it is sent. Nothing when /proc did not tell.
+func cpuRows(scen string, on, off []cpuPerRequest) []row {
+	if len(on) == 0 || len(on) != len(off) {
+		return nil
+	}
+	var exedOn, exedOff, upOn, upOff, exedRatio, upRatio []float64
+	for i := range on {
+		exedOn, exedOff = append(exedOn, float64(on[i].exed)), append(exedOff, float64(off[i].exed))
+		upOn, upOff = append(upOn, float64(on[i].upstream)), append(upOff, float64(off[i].upstream))
+		exedRatio = append(exedRatio, float64(off[i].exed)/float64(on[i].exed))
+		upRatio = append(upRatio, float64(off[i].upstream)/float64(on[i].upstream))
+	}
+	dur := func(xs []float64) string { return fmtDur(time.Duration(median(xs))) }
+	return []row{
+		{scenario: scen, what: "exed's own CPU per request, assertions on / off (the pair's processes)",
+			result: dur(exedOn) + " / " + dur(exedOff), ratio: fmtRatios(exedRatio, "off ÷ on"),
+			target: "≥ 0.97×", met: judge(median(exedRatio), 0.97, false)},
+		{scenario: scen, what: "the upstream's CPU per request meanwhile, on / off (it reads the assertion header)",
+			result: dur(upOn) + " / " + dur(upOff), ratio: fmtRatios(upRatio, "off ÷ on")},
+	}
+}

@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"syscall"
+	"time"
 )
 
 // The harness measures on Linux (/proc, TCP_QUICKACK); elsewhere it runs
@@ -14,6 +15,10 @@ func childAttr() *syscall.SysProcAttr { return nil }
 
 func memory(pid int) (rss, peak int64, err error) {
 	return 0, 0, errors.New("memory figures need Linux /proc")
+}
+
+func cpuTime(pid int) (time.Duration, error) {
+	return 0, errors.New("CPU figures need Linux /proc")
 }
 
 func loadAvg() string  { return "?" }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 )
 
 // adminActor is the audit log's actor for the local admin commands.
-const adminActor = "admin"
+const adminActor = store.AdminActor
 
 // storeFlags adds --data and --db, which every command that opens the
 // registry takes, with their environment defaults.
@@ -89,7 +90,7 @@ func (a *app) userAdd(ctx context.Context, args []string) error {
 		PublicKey:   keys.MarshalAuthorized(pub),
 		AddedAt:     now,
 	}
-	ev := store.Event{Time: now, ActorID: adminActor, Action: "user.add", Subject: *email}
+	ev := store.Event{Time: now, ActorID: adminActor, Via: store.ViaAdmin, Action: "user.add", Subject: *email}
 	if err := s.AddUser(ctx, u, k, ev); err != nil {
 		if errors.Is(err, store.ErrRevoked) {
 			return fmt.Errorf("user add: %w", sshcmd.RevokedKeyError(err, u.ID, ""))
@@ -100,6 +101,14 @@ func (a *app) userAdd(ctx context.Context, args []string) error {
 		return fmt.Errorf("user add: %w", err)
 	}
 	fmt.Fprintf(a.stdout, "added user %s (%s) with key %s %s\n", u.Email, u.ID, k.Name, k.Fingerprint)
+	// Shares that were pending for this email became active with it.
+	if shared, err := s.SharedVMs(ctx, u.ID); err == nil && len(shared) > 0 {
+		names := make([]string, len(shared))
+		for i, vm := range shared {
+			names[i] = vm.Name
+		}
+		fmt.Fprintf(a.stdout, "pending shares now active: %s\n", strings.Join(names, ", "))
+	}
 	return nil
 }
 
@@ -157,6 +166,7 @@ func (a *app) vm(ctx context.Context, args []string) error {
 		{"add", nil, "add a VM: a named upstream owned by a user", func(args []string) error { return a.vmAdd(ctx, args) }},
 		{"list", []string{"ls"}, "list VMs", func(args []string) error { return a.vmList(ctx, args) }},
 		{"rm", []string{"remove"}, "remove a VM", func(args []string) error { return a.vmRemove(ctx, args) }},
+		{"share", nil, "who a VM is shared with: add, remove, list", func(args []string) error { return a.vmShare(ctx, args) }},
 	})
 }
 
@@ -195,7 +205,7 @@ func (a *app) vmAdd(ctx context.Context, args []string) error {
 	}
 	now := time.Now().UTC()
 	vm := store.VM{Name: *name, OwnerID: u.ID, Upstream: *upstream, Public: *public, CreatedAt: now}
-	ev := store.Event{Time: now, ActorID: adminActor, Action: "vm.add", Subject: *name}
+	ev := store.Event{Time: now, ActorID: adminActor, Via: store.ViaAdmin, Action: "vm.add", Subject: *name}
 	if err := s.AddVM(ctx, vm, ev); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return fmt.Errorf("vm add: a VM named %s already exists", *name)
@@ -275,7 +285,7 @@ func (a *app) vmRemove(ctx context.Context, args []string) error {
 		return err
 	}
 	defer s.Close()
-	ev := store.Event{Time: time.Now().UTC(), ActorID: adminActor, Action: "vm.remove", Subject: name}
+	ev := store.Event{Time: time.Now().UTC(), ActorID: adminActor, Via: store.ViaAdmin, Action: "vm.remove", Subject: name}
 	if err := s.RemoveVM(ctx, name, ev); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("vm rm: no VM named %s", name)

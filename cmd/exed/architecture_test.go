@@ -19,21 +19,29 @@ var (
 	dbDrivers  = []string{"github.com/jackc/pgx", "modernc.org/sqlite"}
 	sshServer  = []string{"github.com/gliderlabs/ssh"}
 	prometheus = []string{"github.com/prometheus"}
+	acmeClient = []string{"github.com/caddyserver/certmagic", "github.com/letsencrypt/pebble"}
 )
 
 // mustNotLink is what each package must not link, even indirectly: the
-// token rules and the registry types stay pure, and the command table and
-// the HTTP front reach the database only through the store interfaces.
+// token rules and the registry types stay pure, the command table and the
+// HTTP front reach the database only through the store interfaces, and
+// only the binary links the ACME client.
 var mustNotLink = map[string][][]string{
-	"keys":   {dbDrivers, sshServer, prometheus},
-	"tokens": {dbDrivers, sshServer, prometheus},
-	"store":  {dbDrivers, sshServer, prometheus},
-	"sshcmd": {dbDrivers, sshServer},
-	"proxy":  {dbDrivers, sshServer},
+	"keys":   {dbDrivers, sshServer, prometheus, acmeClient},
+	"tokens": {dbDrivers, sshServer, prometheus, acmeClient},
+	"store":  {dbDrivers, sshServer, prometheus, acmeClient},
+	// The assertions sign and publish; the store is reached through its
+	// interface, and metrics are the caller's business.
+	"assertion": {dbDrivers, sshServer, prometheus, acmeClient},
+	"sshcmd":    {dbDrivers, sshServer, acmeClient},
+	"proxy":     {dbDrivers, sshServer, acmeClient},
+	"metrics":   {acmeClient},
+	// The binary links the ACME client, never the test CA.
+	"cmd/exed": {{"github.com/letsencrypt/pebble", "github.com/letsencrypt/challtestsrv"}},
 }
 
 // linkTable is the rows of the document's table of heavy dependencies.
-var linkTable = []string{"keys", "tokens", "store", "store/sqlstore", "metrics", "sshcmd", "sshserver", "proxy"}
+var linkTable = []string{"keys", "tokens", "store", "store/sqlstore", "metrics", "sshcmd", "sshserver", "proxy", "assertion"}
 
 // pkg is one package of the module as `go list` sees it (without its
 // tests): its path inside the module, its module imports, and every

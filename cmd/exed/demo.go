@@ -103,7 +103,7 @@ func (a *app) ensureDemoUser(ctx context.Context, st store.Store, keyPath string
 	if errors.Is(err, store.ErrNotFound) {
 		u = store.User{ID: store.NewUserID(), Email: demoEmail, CreatedAt: now}
 		key.UserID = u.ID
-		return st.AddUser(ctx, u, key, store.Event{Time: now, ActorID: adminActor, Action: "user.add", Subject: demoEmail})
+		return st.AddUser(ctx, u, key, store.Event{Time: now, ActorID: adminActor, Via: store.ViaAdmin, Action: "user.add", Subject: demoEmail})
 	} else if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func (a *app) ensureDemoUser(ctx context.Context, st store.Store, keyPath string
 	}
 	key.UserID = u.ID
 	key.Name = "demo-" + strconv.FormatInt(now.Unix(), 10)
-	return st.AddKey(ctx, key, store.Event{Time: now, ActorID: adminActor, Action: "key.add", Subject: key.Fingerprint})
+	return st.AddKey(ctx, key, store.Event{Time: now, ActorID: adminActor, Via: store.ViaAdmin, Action: "key.add", Subject: key.Fingerprint})
 }
 
 // ensureDemoVM points the demo VM at this run's echo upstream, creating
@@ -136,14 +136,14 @@ func ensureDemoVM(ctx context.Context, st store.Store, upstream string) error {
 		if vm.OwnerID != u.ID {
 			return fmt.Errorf("a VM named %s exists and belongs to another user", demoVM)
 		}
-		if err := st.RemoveVM(ctx, demoVM, store.Event{Time: now, ActorID: adminActor, Action: "vm.remove", Subject: demoVM}); err != nil {
+		if err := st.RemoveVM(ctx, demoVM, store.Event{Time: now, ActorID: adminActor, Via: store.ViaAdmin, Action: "vm.remove", Subject: demoVM}); err != nil {
 			return err
 		}
 	case !errors.Is(err, store.ErrNotFound):
 		return err
 	}
 	vm = store.VM{Name: demoVM, OwnerID: u.ID, Upstream: upstream, CreatedAt: now}
-	return st.AddVM(ctx, vm, store.Event{Time: now, ActorID: adminActor, Action: "vm.add", Subject: demoVM})
+	return st.AddVM(ctx, vm, store.Event{Time: now, ActorID: adminActor, Via: store.ViaAdmin, Action: "vm.add", Subject: demoVM})
 }
 
 func splitAddr(addr net.Addr) (host string, port int) {

@@ -118,7 +118,7 @@ func TestProxyTLS(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	k := testkit.SSHKeygen(t, dir, "ed25519", 0)
 	mustRun(t, []string{"EXED_DATA=" + data}, "user", "add", "--email", "alice@example.com", "--key-file", k+".pub")
-	srv := startServer(t, data, "--tls-cert", cert, "--tls-key", key)
+	srv := startServer(t, data, "--tls-cert", cert, "--tls-key", key, "--http-redirect-addr", "127.0.0.1:0")
 	_, port := splitHostPort(t, srv.httpAddr)
 	c := srv.client(t, k)
 	api := decode[generated](t, c.ok(t, "", "ssh-key generate-api-key --label=api --json"))
@@ -126,6 +126,18 @@ func TestProxyTLS(t *testing.T) {
 		"-H", "Authorization: Bearer "+api.Token, "--data-binary", "whoami")
 	if code != "200" || !strings.Contains(body, "alice@example.com") {
 		t.Errorf("https /exec: %s %s", code, body)
+	}
+	// HSTS on the API host once TLS is on (HTTP/2 names are lower case).
+	code, head := srv.curl(t, "https://exe.dev:"+port+"/exec", "--cacert", cert, "-I")
+	if code != "405" || !strings.Contains(strings.ToLower(head), "strict-transport-security: max-age=31536000\r\n") {
+		t.Errorf("https HEAD /exec: %s, no HSTS:\n%s", code, head)
+	}
+	// --http-redirect-addr sends plain HTTP to HTTPS on the TLS port.
+	rhost, rport := splitHostPort(t, srv.redirectAddr(t))
+	r := runCmd(t, nil, "", "curl", "-sS", "--max-time", "20", "--connect-to", "::"+rhost+":"+rport,
+		"-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "http://web.exe.xyz:"+rport+"/x?y=1")
+	if want := "308 https://web.exe.xyz:" + port + "/x?y=1"; r.code != 0 || r.stdout != want {
+		t.Errorf("plain HTTP: exit %d, %q; want %q (%s)", r.code, r.stdout, want, r.stderr)
 	}
 }
 

@@ -38,8 +38,11 @@ const usage = `exed: SSH-key-signed access tokens for VMs.
 Usage:
   exed serve [flags]          run the SSH server and the HTTP front
   exed user add|list          manage users
-  exed vm add|list|rm         manage VMs
+  exed vm add|list|rm|share   manage VMs and who they are shared with
+  exed audit                  the audit log: every change, who made it, how (--follow streams it)
   exed token mint|inspect     sign a token offline, or decode one
+  exed assertion jwks|keys|rotate
+                              the signing keys of the identity assertions
   exed host-key               print the SSH host key as a known_hosts line
   exed healthcheck            exit 0 if exed serve answers (the container HEALTHCHECK)
   exed version                print the version
@@ -71,8 +74,12 @@ func (a *app) run(ctx context.Context, args []string, stop func()) int {
 		err = a.user(ctx, rest)
 	case "vm":
 		err = a.vm(ctx, rest)
+	case "audit":
+		err = a.audit(ctx, rest)
 	case "token":
 		err = a.token(rest)
+	case "assertion":
+		err = a.assertion(ctx, rest)
 	case "host-key":
 		err = a.hostKey(rest)
 	case "healthcheck":

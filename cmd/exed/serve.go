@@ -18,6 +18,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/exed-dev/exed/assertion"
+	"github.com/exed-dev/exed/certs"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/metrics"
 	"github.com/exed-dev/exed/netlimit"
@@ -37,6 +39,13 @@ const defaultSSHPerSource = 64
 // adminMaxConns bounds the admin listener (health checks and scrapes).
 const adminMaxConns = 64
 
+// acmeConfig is serve's --acme flags.
+type acmeConfig struct {
+	on               bool
+	email, directory string
+	rate             int
+}
+
 // serveConfig is everything `exed serve` takes from flags or environment.
 type serveConfig struct {
 	data, db          string
@@ -45,6 +54,8 @@ type serveConfig struct {
 	domain, vmDomain  string
 	hostKey           string
 	tlsCert, tlsKey   string
+	acme              acmeConfig
+	redirectAddr      string
 	demo              bool
 	logFormat         string
 	shutdownTimeout   time.Duration
@@ -52,6 +63,10 @@ type serveConfig struct {
 	sshMaxConns       int
 	sshMaxPerSource   int
 	httpMaxConns      int
+	assertion         bool
+	assertionTTL      time.Duration
+	assertionRefresh  time.Duration
+	secretKeyFile     string
 }
 
 func (a *app) serveFlags() (*pflag.FlagSet, *serveConfig) {
@@ -68,6 +83,11 @@ func (a *app) serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.hostKey, "host-key", "", "SSH host key file (default: DATA/"+hostKeyFile+", created on first start)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (with --tls-key: serve HTTPS); re-read when it changes")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS private key file")
+	fs.BoolVar(&c.acme.on, "acme", false, "obtain and renew TLS certificates over ACME for DOMAIN and each existing VM host (HTTPS on --http-addr, TLS-ALPN-01 there); instead of --tls-cert")
+	fs.StringVar(&c.acme.email, "acme-email", "", "the ACME account's contact email (required with --acme)")
+	fs.StringVar(&c.acme.directory, "acme-directory", certs.LetsEncrypt, "ACME directory URL; using it agrees to that CA's terms of service")
+	fs.IntVar(&c.acme.rate, "acme-rate", certs.DefaultRate, "at most this many new names ordered per hour, across every instance sharing the registry (renewals do not count)")
+	fs.StringVar(&c.redirectAddr, "http-redirect-addr", "", "plain-HTTP listen address (e.g. :80): ACME HTTP-01 challenges, and a 308 to HTTPS for every other request; needs --acme or --tls-cert")
 	fs.BoolVar(&c.demo, "demo", false, "create a demo user, key and VM (with a built-in echo upstream) and print commands to try")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests and sessions may take to finish on SIGTERM")
@@ -75,6 +95,14 @@ func (a *app) serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.sshMaxConns, "ssh-max-conns", 0, "SSH connections open at once, authenticated or not; 0: a quarter of the open-file limit left after a reserve")
 	fs.IntVar(&c.sshMaxPerSource, "ssh-max-conns-per-source", defaultSSHPerSource, "SSH connections open at once from one address (an IPv6 /64)")
 	fs.IntVar(&c.httpMaxConns, "http-max-conns", 0, "HTTP connections open at once; 0: a quarter of the open-file limit left after a reserve")
+	fs.BoolVar(&c.assertion, "assertion", true, "sign each request forwarded with an identity (X-ExeDev-Jwt-Assertion) and serve the JWKS")
+	fs.DurationVar(&c.assertionTTL, "assertion-ttl", assertion.DefaultTTL, "lifetime of an identity assertion (whole seconds, at most 10m)")
+	fs.StringVar(&c.secretKeyFile, "secret-key-file", "", "server secret sealing the assertion signing keys (default: DATA/"+secretKeyFile+", created on first start); instances sharing a database must share it")
+	// How often the signing keys are read again (rotation, keys added by
+	// other instances). Hidden: the tests shorten it; operators have no
+	// reason to.
+	fs.DurationVar(&c.assertionRefresh, "assertion-refresh", assertion.DefaultRefresh, "how often the assertion signing keys are read again")
+	fs.MarkHidden("assertion-refresh")
 	return fs, c
 }
 
@@ -109,6 +137,14 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return errors.New("serve: --tls-cert and --tls-key go together")
 	}
+	if err := checkTLSFlags(fs, c); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if c.assertion {
+		if err := assertion.CheckTTL(c.assertionTTL); err != nil {
+			return fmt.Errorf("serve: --assertion-ttl: %w", err)
+		}
+	}
 	if c.logFormat != "text" && c.logFormat != "json" {
 		return fmt.Errorf("serve: --log-format must be text or json, not %q", c.logFormat)
 	}
@@ -130,14 +166,14 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	var (
-		certs     *certReloader
+		reloader  *certReloader
 		tlsConfig *tls.Config
 	)
 	if c.tlsCert != "" {
-		if certs, err = newCertReloader(c.tlsCert, c.tlsKey, log); err != nil {
+		if reloader, err = newCertReloader(c.tlsCert, c.tlsKey, log); err != nil {
 			return fmt.Errorf("serve: tls: %w", err)
 		}
-		tlsConfig = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
+		tlsConfig = &tls.Config{GetCertificate: reloader.GetCertificate, MinVersion: tls.VersionTLS12}
 	}
 
 	lns, err := listen(c)
@@ -145,7 +181,6 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	bounds := limitListeners(lns, c, log)
-	vmURL := vmURLFunc(c.vmDomain, lns.http.Addr(), tlsConfig != nil)
 
 	// Metrics exist only where they can be read: with --admin-addr. A nil
 	// *metrics.Metrics records nothing.
@@ -154,6 +189,27 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		m = metrics.New()
 	}
 	st := m.Store(rawStore)
+
+	// The server secret seals what the store must hold but a copy of the
+	// database must not yield: assertion signing keys, ACME private keys.
+	var secret *assertion.Secret
+	if c.assertion || c.acme.on {
+		if secret, err = assertion.LoadOrCreateSecret(secretKeyPath(c.secretKeyFile, c.data)); err != nil {
+			lns.closeAll()
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	var acme *certs.Manager
+	if c.acme.on {
+		if acme, err = newACME(c, st, lns, secret, log); err != nil {
+			lns.closeAll()
+			return fmt.Errorf("serve: %w", err)
+		}
+		defer acme.Stop() // after the listeners have drained
+		tlsConfig = acme.TLSConfig()
+		m.WatchCertificates(func() metrics.CertStatus { return metrics.CertStatus(acme.Status()) })
+	}
+	vmURL := vmURLFunc(c.vmDomain, lns.http.Addr(), tlsConfig != nil)
 	verifier := tokens.NewVerifier(tokens.Config{Registry: st, CacheTTL: c.cacheTTL, OnVerify: m.TokenVerified})
 	m.WatchVerifierCache(verifier.CacheStats)
 	lastUsed := store.NewLastUsedWriter(st, time.Minute, time.Now)
@@ -170,11 +226,19 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	sshSrv := sshserver.NewServer(sshserver.ServerConfig{
 		Suite: suite, Store: st, HostKey: hostKey, Log: log, LastUsed: lastUsed, Metrics: m,
 	})
+	var issuer *assertion.Issuer
+	if c.assertion {
+		if issuer, err = startAssertions(ctx, runCtx, st, secret, c, log); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
 	front := proxy.New(proxy.Config{
 		Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
 		Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now, Metrics: m,
+		HSTS:       tlsConfig != nil,
+		Assertions: issuer,
 	})
-	defer followChanges(st, verifier, front)()
+	defer followChanges(st, verifier, front, acme)()
 	httpSrv := &http.Server{
 		Handler: front,
 		// Header, idle and (for /exec, per route) body timeouts; no
@@ -199,16 +263,30 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		}
 		return nil
 	}
+	var warnings func() []string
+	if acme != nil {
+		warnings = acme.Warnings
+	}
 	var adminSrv *http.Server
 	if lns.admin != nil {
 		adminSrv = &http.Server{
-			Handler:           m.Handler(ready),
+			Handler:           m.Handler(ready, warnings),
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
 	}
 
-	errc := make(chan error, 3) // one per listener
+	var redirectSrv *http.Server
+	if lns.redirect != nil {
+		redirectSrv = &http.Server{
+			Handler:           redirectHandler(acme, lns.http.Addr()),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+	}
+
+	errc := make(chan error, 4) // one per listener
 	go func() { errc <- sshSrv.Serve(lns.ssh) }()
 	go func() {
 		if tlsConfig != nil {
@@ -217,13 +295,19 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 			errc <- httpSrv.Serve(lns.http)
 		}
 	}()
+	if redirectSrv != nil {
+		go func() { errc <- redirectSrv.Serve(lns.redirect) }()
+	}
+	if acme != nil {
+		acme.Start() // the main host's certificate: the listeners answer its challenges
+	}
 	if adminSrv != nil {
 		go func() { errc <- adminSrv.Serve(lns.admin) }()
 	}
 	if a.notify != nil {
 		hup := make(chan os.Signal, 1)
 		a.notify(hup, syscall.SIGHUP)
-		go reloadOnHangup(runCtx, hup, certs, log)
+		go reloadOnHangup(runCtx, hup, reloader, log)
 	}
 
 	var echoSrv *http.Server
@@ -232,6 +316,9 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		if err != nil {
 			sshSrv.Shutdown(context.Background())
 			httpSrv.Close()
+			if redirectSrv != nil {
+				redirectSrv.Close()
+			}
 			if adminSrv != nil {
 				adminSrv.Close()
 			}
@@ -244,7 +331,10 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	if lns.admin != nil {
 		attrs = append(attrs, "admin", lns.admin.Addr().String())
 	}
-	log.Info("exed serving", append(attrs, "tls", tlsConfig != nil,
+	if lns.redirect != nil {
+		attrs = append(attrs, "http_redirect", lns.redirect.Addr().String())
+	}
+	log.Info("exed serving", append(attrs, "tls", tlsConfig != nil, "acme", acme != nil,
 		"host_key", keys.Fingerprint(hostKey.PublicKey()), "domain", c.domain, "vm_domain", c.vmDomain)...)
 
 	select {
@@ -255,7 +345,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	stop() // a second signal now ends the process at once
 	serving.Store(false)
 	log.Info("shutting down", "timeout", c.shutdownTimeout)
-	shutdown(c.shutdownTimeout, log, httpSrv, sshSrv, echoSrv)
+	shutdown(c.shutdownTimeout, log, httpSrv, redirectSrv, sshSrv, echoSrv)
 	cancelRun() // the last-used writer flushes what it holds, then returns
 	if ferr := <-lastUsedDone; ferr != nil {
 		log.Warn("flush last-used", "err", ferr)
@@ -270,18 +360,38 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	return nil
 }
 
+// startAssertions opens the signing keys under the server secret, adding
+// the first when there is none, and keeps them fresh until runCtx is done.
+// A secret that does not open the keys in the store stops the start.
+func startAssertions(ctx, runCtx context.Context, st store.AssertionKeyStore, secret *assertion.Secret, c *serveConfig, log *slog.Logger) (*assertion.Issuer, error) {
+	issuer, err := assertion.NewIssuer(ctx, assertion.Config{
+		Store: st, Secret: secret, Domain: c.domain, VMDomain: c.vmDomain, TTL: c.assertionTTL, Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go issuer.Run(runCtx, c.assertionRefresh)
+	return issuer, nil
+}
+
 // followChanges subscribes this instance's caches to the store's change
 // feed: a key written through this instance (removed, above all) leaves the
-// Verifier's cache, and a VM the proxy's, before the write returns. Writes
+// Verifier's cache, and a VM (or its shares) the proxy's, before the write
+// returns. Writes
 // by other instances and by the admin commands are not announced here; the
 // caches' TTLs bound how long those take to be seen.
-func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler) (cancel func()) {
+func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler, acme *certs.Manager) (cancel func()) {
 	return c.Subscribe(func(ch store.Change) {
 		switch ch.Kind {
 		case store.KeyChanged:
 			v.Forget(ch.ID)
 		case store.VMChanged:
 			front.ForgetVM(ch.ID)
+			if acme != nil {
+				acme.Forget(ch.ID) // a removed VM's certificate is neither served nor renewed
+			}
+		case store.ShareChanged:
+			front.ForgetVM(ch.ID) // who may reach it changed
 		}
 	})
 }
@@ -330,20 +440,94 @@ func limitListeners(lns *listeners, c *serveConfig, log *slog.Logger) bounds {
 }
 
 // listeners are serve's open sockets; admin is nil without --admin-addr.
+// checkTLSFlags checks the TLS flags against each other: certificate
+// files or ACME, not both; the --acme-* flags only with --acme; a
+// plain-HTTP listener only when there is HTTPS to send it to.
+func checkTLSFlags(fs *pflag.FlagSet, c *serveConfig) error {
+	if c.acme.on {
+		switch {
+		case c.tlsCert != "":
+			return errors.New("--acme and --tls-cert/--tls-key are exclusive: exed either obtains its certificates itself or serves the files given")
+		case c.acme.email == "":
+			return errors.New("--acme needs --acme-email (the ACME account's contact)")
+		case c.acme.rate < 1:
+			return fmt.Errorf("--acme-rate must be at least 1, not %d", c.acme.rate)
+		case c.acme.directory == "":
+			return errors.New("--acme-directory must not be empty")
+		}
+	} else {
+		for _, name := range []string{"acme-email", "acme-directory", "acme-rate"} {
+			if fs.Changed(name) {
+				return fmt.Errorf("--%s is only for --acme", name)
+			}
+		}
+	}
+	if c.redirectAddr != "" && !c.acme.on && c.tlsCert == "" {
+		return errors.New("--http-redirect-addr sends plain HTTP to HTTPS: it needs --acme or --tls-cert")
+	}
+	return nil
+}
+
+// acmeSealInfo names the server secret's key for ACME private keys.
+const acmeSealInfo = "exed acme private keys v1"
+
+// newACME builds the certificate manager for --acme, on the registry and
+// the listeners already open.
+func newACME(c *serveConfig, st store.Store, lns *listeners, secret *assertion.Secret, log *slog.Logger) (*certs.Manager, error) {
+	sealer, err := secret.Sealer(acmeSealInfo)
+	if err != nil {
+		return nil, fmt.Errorf("acme: %w", err)
+	}
+	cc := certs.Config{
+		Store: st, Registry: st,
+		Domain: c.domain, VMDomain: c.vmDomain,
+		Email: c.acme.email, Directory: c.acme.directory, Rate: c.acme.rate,
+		TLSAddr: lns.http.Addr().String(),
+		Sealer:  sealer, // the account's and certificates' private keys
+		Log:     log,
+	}
+	if lns.redirect != nil {
+		cc.HTTPAddr = lns.redirect.Addr().String()
+	}
+	mgr, err := certs.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("acme: %w", err)
+	}
+	return mgr, nil
+}
+
+// redirectHandler serves --http-redirect-addr: with ACME, HTTP-01
+// challenges and the redirect; with certificate files, the redirect.
+func redirectHandler(acme *certs.Manager, https net.Addr) http.Handler {
+	if acme != nil {
+		return acme.HTTPHandler()
+	}
+	port := 443
+	if a, ok := https.(*net.TCPAddr); ok {
+		port = a.Port
+	}
+	return certs.RedirectHandler(port)
+}
+
+// listeners are serve's open sockets; admin is nil without --admin-addr,
+// redirect without --http-redirect-addr.
 type listeners struct {
-	ssh, http, admin net.Listener
+	ssh, http, admin, redirect net.Listener
+}
+
+// closeAll closes the listeners that are open.
+func (lns *listeners) closeAll() {
+	for _, ln := range []net.Listener{lns.ssh, lns.http, lns.admin, lns.redirect} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
 }
 
 // listen opens every listener c asks for, or none.
 func listen(c *serveConfig) (*listeners, error) {
 	var lns listeners
-	closeAll := func() {
-		for _, ln := range []net.Listener{lns.ssh, lns.http, lns.admin} {
-			if ln != nil {
-				ln.Close()
-			}
-		}
-	}
+	closeAll := lns.closeAll
 	var err error
 	if lns.ssh, err = net.Listen("tcp", c.sshAddr); err != nil {
 		return nil, fmt.Errorf("ssh: %w", err)
@@ -358,6 +542,12 @@ func listen(c *serveConfig) (*listeners, error) {
 			return nil, fmt.Errorf("admin: %w", err)
 		}
 	}
+	if c.redirectAddr != "" {
+		if lns.redirect, err = net.Listen("tcp", c.redirectAddr); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("http redirect: %w", err)
+		}
+	}
 	return &lns, nil
 }
 
@@ -366,7 +556,7 @@ func listen(c *serveConfig) (*listeners, error) {
 // what is left is cut; that is logged, and the process still exits 0,
 // since the operator chose the timeout. The demo's echo upstream goes
 // last, once nothing is proxied to it.
-func shutdown(timeout time.Duration, log *slog.Logger, httpSrv *http.Server, sshSrv *sshserver.Server, echoSrv *http.Server) {
+func shutdown(timeout time.Duration, log *slog.Logger, httpSrv, redirectSrv *http.Server, sshSrv *sshserver.Server, echoSrv *http.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var (
@@ -374,6 +564,13 @@ func shutdown(timeout time.Duration, log *slog.Logger, httpSrv *http.Server, ssh
 		httpErr, sshErr error
 	)
 	wg.Go(func() { httpErr = httpSrv.Shutdown(ctx) })
+	if redirectSrv != nil {
+		wg.Go(func() {
+			if redirectSrv.Shutdown(ctx) != nil {
+				redirectSrv.Close()
+			}
+		})
+	}
 	wg.Go(func() { sshErr = sshSrv.Shutdown(ctx) }) // closes what is left itself
 	wg.Wait()
 	if httpErr != nil {
@@ -389,17 +586,17 @@ func shutdown(timeout time.Duration, log *slog.Logger, httpSrv *http.Server, ssh
 
 // reloadOnHangup re-reads the TLS certificate files on each SIGHUP until
 // ctx is done.
-func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, certs *certReloader, log *slog.Logger) {
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, reloader *certReloader, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if certs == nil {
+			if reloader == nil {
 				log.Info("SIGHUP: no TLS certificate to reload")
 				continue
 			}
-			certs.Reload()
+			reloader.Reload()
 		}
 	}
 }

@@ -34,10 +34,17 @@ var servingLine = regexp.MustCompile(`ssh=(\S+) http=(\S+)`)
 // listening addresses.
 func startServer(t *testing.T, data string, args ...string) *server {
 	t.Helper()
+	return startServerEnv(t, nil, data, args...)
+}
+
+// startServerEnv is startServer with env added to the server's
+// environment.
+func startServerEnv(t *testing.T, env []string, data string, args ...string) *server {
+	t.Helper()
 	s := &server{t: t, data: data, env: []string{"EXED_DATA=" + data}, done: make(chan struct{})}
 	all := append([]string{"serve", "--data", data, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, args...)
 	s.cmd = exec.Command(exedBin, all...)
-	s.cmd.Env = os.Environ()
+	s.cmd.Env = append(os.Environ(), env...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -73,12 +73,15 @@ var masks = []struct {
 	{"exe1", regexp.MustCompile(`exe1\.[A-Z2-7]{26}`)},
 	{"fingerprint", regexp.MustCompile(`SHA256:[A-Za-z0-9+/]{43}`)},
 	{"ssh-ed25519", regexp.MustCompile(`ssh-ed25519 AAAA[A-Za-z0-9+/]+={0,2}`)},
+	{"share-link", regexp.MustCompile(`\b[A-Z2-7]{26}\b`)},
+	{"share-link-name", regexp.MustCompile(`\b[A-Z2-7]{8}…`)},
 	{"usr", regexp.MustCompile(`\busr[a-z0-9]{16}\b`)},
 	{"time", regexp.MustCompile(`\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)},
 }
 
 // Mask replaces the exe0 and exe1 tokens, SHA256 fingerprints, ssh-ed25519
-// public keys, user ids and RFC 3339 times in s by <KIND-N> placeholders.
+// public keys, share link tokens and names, user ids and RFC 3339 times in
+// s by <KIND-N> placeholders.
 func Mask(s string) string {
 	for _, m := range masks {
 		seen := map[string]int{}

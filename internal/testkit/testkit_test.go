@@ -23,11 +23,13 @@ func TestMask(t *testing.T) {
 		`"again":"exe1.ABCDEFGHIJKLMNOPQRSTUVWXYZ","other":"exe1.ZYXWVUTSRQPONMLKJIHGFEDCBA",` +
 		`"fingerprint":"SHA256:` + strings.Repeat("a", 43) + `","public_key":"` + pub + `",` +
 		`"user_id":"usralice00000000000","added_at":"2025-06-01T12:00:00Z","at":"2025-06-01T12:00:00.5+02:00",` +
+		`"url":"https://web.exe.xyz/?share=K7QX2M4PABCDEFGHIJKLMNOPQR","link":"K7QX2M4P…","short":"ABCDEFGHIJKLMNOPQRSTUVWXY",` +
 		`"name":"exe0-to-exe1","email":"user@example.com"}`
 	want := `{"token":"<exe0-1>","handle":"<exe1-1>",` +
 		`"again":"<exe1-1>","other":"<exe1-2>",` +
 		`"fingerprint":"<fingerprint-1>","public_key":"<ssh-ed25519-1>",` +
 		`"user_id":"<usr-1>","added_at":"<time-1>","at":"<time-2>",` +
+		`"url":"https://web.exe.xyz/?share=<share-link-1>","link":"<share-link-name-1>","short":"ABCDEFGHIJKLMNOPQRSTUVWXY",` +
 		`"name":"exe0-to-exe1","email":"user@example.com"}`
 	if got := Mask(in); got != want {
 		t.Errorf("Mask:\n got %s\nwant %s", got, want)

@@ -45,6 +45,8 @@ func (l *changeLog) hear(c store.Change) {
 		q = `SELECT email FROM users WHERE id = $1`
 	case store.VMChanged:
 		q = `SELECT upstream FROM vms WHERE name = $1`
+	case store.ShareChanged:
+		q = `SELECT COUNT(*) FROM shares WHERE vm = $1`
 	}
 	var row string
 	if q != "" {
@@ -88,6 +90,9 @@ func TestChanges(t *testing.T) {
 			key := func(fp, name string) seen { return seen{store.Change{Kind: store.KeyChanged, ID: fp}, name} }
 			user := func(id, email string) seen { return seen{store.Change{Kind: store.UserChanged, ID: id}, email} }
 			vm := func(name, upstream string) seen { return seen{store.Change{Kind: store.VMChanged, ID: name}, upstream} }
+			share := func(vm string, n int) seen {
+				return seen{store.Change{Kind: store.ShareChanged, ID: vm}, fmt.Sprint(n)}
+			}
 
 			ada := store.User{ID: store.NewUserID(), Email: "ada@example.com", CreatedAt: t0}
 			login := newKey(ada.ID, "login")
@@ -99,6 +104,11 @@ func TestChanges(t *testing.T) {
 			dupEmail := store.User{ID: store.NewUserID(), Email: "ADA@example.com", CreatedAt: t0}
 			dupName := newKey(ada.ID, "login")
 			orphan := newKey("usrnobody", "k")
+			cat := store.User{ID: store.NewUserID(), Email: "cat@example.com", CreatedAt: t0}
+			catKey := newKey(cat.ID, "login")
+			dan := store.User{ID: store.NewUserID(), Email: "dan@example.com", CreatedAt: t0}
+			danKey := newKey(dan.ID, "login")
+			link := store.ShareLink{ID: []byte("link id"), Name: "AAAAAAAA…", VM: "web", CreatedAt: t0}
 
 			steps := []struct {
 				name    string
@@ -127,6 +137,54 @@ func TestChanges(t *testing.T) {
 					nil, []seen{key(tok.Fingerprint, "")}},
 				{"AddVM", func() error { return s.AddVM(ctx, web, ev(ada.ID, "vm.add", web.Name)) },
 					nil, []seen{vm("web", web.Upstream)}},
+				{"AddUser cat", func() error { return s.AddUser(ctx, cat, catKey, ev("admin", "user.add", cat.Email)) },
+					nil, []seen{user(cat.ID, cat.Email), key(catKey.Fingerprint, "login")}},
+				{"AddShare", func() error {
+					_, err := s.AddShare(ctx, "web", cat.Email, t0, ev(ada.ID, "share.add", "web cat"))
+					return err
+				}, nil, []seen{share("web", 1)}},
+				{"AddShare pending", func() error {
+					_, err := s.AddShare(ctx, "web", dan.Email, t0, ev(ada.ID, "share.add", "web dan"))
+					return err
+				}, nil, nil},
+				{"SetVMPublic", func() error { return s.SetVMPublic(ctx, "web", true, ev(ada.ID, "vm.public", "web")) },
+					nil, []seen{vm("web", web.Upstream)}},
+				{"AddShareLink", func() error { return s.AddShareLink(ctx, link, ev(ada.ID, "share.link.add", "web")) },
+					nil, nil},
+				{"UseShareLink owner", func() error {
+					_, err := s.UseShareLink(ctx, "web", link.ID, ada.ID, t0, ev(ada.ID, "share.link.use", "web"))
+					return err
+				}, nil, nil},
+				{"RemoveShare", func() error { return s.RemoveShare(ctx, "web", cat.Email, ev(ada.ID, "share.remove", "web cat")) },
+					nil, []seen{share("web", 0)}},
+				{"UseShareLink", func() error {
+					_, err := s.UseShareLink(ctx, "web", link.ID, cat.ID, t0, ev(cat.ID, "share.link.use", "web"))
+					return err
+				}, nil, []seen{share("web", 1)}},
+				{"UseShareLink shared already", func() error {
+					_, err := s.UseShareLink(ctx, "web", link.ID, cat.ID, t0, ev(cat.ID, "share.link.use", "web"))
+					return err
+				}, nil, nil},
+				{"AddUser with a pending share", func() error { return s.AddUser(ctx, dan, danKey, ev("admin", "user.add", dan.Email)) },
+					nil, []seen{user(dan.ID, dan.Email), key(danKey.Fingerprint, "login"), share("web", 2)}},
+				{"RemoveShareLink", func() error { return s.RemoveShareLink(ctx, "web", link.ID, ev(ada.ID, "share.link.remove", "web")) },
+					nil, nil},
+				{"AddShare taken", func() error {
+					_, err := s.AddShare(ctx, "web", dan.Email, t0, ev(ada.ID, "share.add", "web dan"))
+					return err
+				}, store.ErrExists, nil},
+				{"AddShare owner", func() error {
+					_, err := s.AddShare(ctx, "web", ada.Email, t0, ev(ada.ID, "share.add", "web ada"))
+					return err
+				}, store.ErrSelfShare, nil},
+				{"RemoveShare unknown", func() error {
+					return s.RemoveShare(ctx, "web", "nobody@example.com", ev(ada.ID, "share.remove", "web"))
+				},
+					store.ErrNotFound, nil},
+				{"UseShareLink removed", func() error {
+					_, err := s.UseShareLink(ctx, "web", link.ID, ada.ID, t0, ev(ada.ID, "share.link.use", "web"))
+					return err
+				}, store.ErrNotFound, nil},
 				{"RemoveVM", func() error { return s.RemoveVM(ctx, "web", ev(ada.ID, "vm.remove", "web")) },
 					nil, []seen{vm("web", "")}},
 

@@ -74,6 +74,59 @@ func TestConcurrentAddKey(t *testing.T) {
 	}
 }
 
+// TestConcurrentAddAssertionKey: instances that rotate at once all try to
+// add the next generation, through their own connections; the database
+// lets exactly one have it.
+func TestConcurrentAddAssertionKey(t *testing.T) {
+	for _, b := range testBackends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dsn, dir := b.fresh(t)
+			const instances = 4
+			stores := make([]*Store, instances)
+			for i := range stores {
+				s, err := Open(ctx, dsn, dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { s.Close() })
+				stores[i] = s
+			}
+			for gen := int64(1); gen <= 3; gen++ {
+				start := make(chan struct{})
+				errs := make([]error, instances)
+				var wg sync.WaitGroup
+				for i, s := range stores {
+					wg.Go(func() {
+						<-start
+						k := store.AssertionKey{ID: fmt.Sprintf("kid-%d-%d", gen, i), Generation: gen,
+							PublicKey: []byte{4}, Sealed: []byte{0}, CreatedAt: t0, SignFrom: t0}
+						errs[i] = s.AddAssertionKey(ctx, k, ev("system", "assertion_key.add", k.ID))
+					})
+				}
+				close(start)
+				wg.Wait()
+				won := 0
+				for i, err := range errs {
+					switch {
+					case err == nil:
+						won++
+					case !errors.Is(err, store.ErrExists):
+						t.Errorf("generation %d, instance %d: %v, want nil or ErrExists", gen, i, err)
+					}
+				}
+				if won != 1 {
+					t.Fatalf("generation %d: %d instances added it, want exactly 1", gen, won)
+				}
+			}
+			if ks, err := stores[0].AssertionKeys(ctx); err != nil || len(ks) != 3 {
+				t.Fatalf("%d keys stored (%v), want 3", len(ks), err)
+			}
+		})
+	}
+}
+
 // TestConcurrentRemoveLastKeys removes a user's two login keys at once, many
 // times over: exactly one removal may win each time, or the user would be
 // locked out.

@@ -3,9 +3,13 @@ package sqlstore_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
 	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exed-dev/exed/assertion"
+	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/store/sqlstore"
@@ -25,7 +31,8 @@ import (
 // table with plain SQL (and, for SQLite, the database files themselves):
 // nothing in a copy of the database may be, contain or decode to a usable
 // token (an exe1 row keeps a hash of its handle, and the exe0 sealed
-// under the handle).
+// under the handle; a share link row a hash of its token and a short
+// prefix of it).
 func TestDatabaseCopyYieldsNoToken(t *testing.T) {
 	for _, db := range sqlstore.Backends() {
 		t.Run(db.Name, func(t *testing.T) {
@@ -114,6 +121,21 @@ func TestDatabaseCopyYieldsNoToken(t *testing.T) {
 			}
 			secrets = append(secrets, exe0, handle)
 
+			// A share link, as share add-link stores it, used once.
+			if err := s.AddVM(ctx, store.VM{Name: "web", OwnerID: u.ID, Upstream: "http://127.0.0.1:1", CreatedAt: now},
+				store.Event{Time: now, ActorID: "admin", Action: "vm.add", Subject: "web"}); err != nil {
+				t.Fatal(err)
+			}
+			link := tokens.NewShareLink()
+			l := store.ShareLink{ID: tokens.ShareLinkID(link), Name: tokens.ShareLinkName(link), VM: "web", CreatedAt: now}
+			if err := s.AddShareLink(ctx, l, store.Event{Time: now, ActorID: u.ID, Action: "share.link.add", Subject: "web " + l.Name}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.UseShareLink(ctx, "web", tokens.ShareLinkID(link), u.ID, now, store.Event{Time: now, ActorID: u.ID, Action: "share.link.use", Subject: "web " + l.Name}); err != nil {
+				t.Fatal(err)
+			}
+			secrets = append(secrets, link)
+
 			// The check below must catch a leak in any of its forms.
 			for _, sec := range secrets {
 				for _, form := range encodings([]byte(sec)) {
@@ -147,6 +169,149 @@ func TestDatabaseCopyYieldsNoToken(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDatabaseCopyYieldsNoSigningKey stores assertion signing keys the way
+// exed serve and `exed assertion rotate` do, then reads every column of
+// every table with plain SQL (and, for SQLite, the database files): no
+// value, in any encoding, is or contains a private signing key, and no
+// 32 bytes of any value make a private key whose public half is one of
+// the published keys. The secret they are sealed under is not
+// in the database, and nothing opens them without it.
+func TestDatabaseCopyYieldsNoSigningKey(t *testing.T) {
+	for _, db := range sqlstore.Backends() {
+		t.Run(db.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dsn, dir := db.Fresh(t)
+			s, err := sqlstore.Open(ctx, dsn, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			secretFile := filepath.Join(t.TempDir(), "secret.key")
+			secret, err := assertion.LoadOrCreateSecret(secretFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := assertion.NewIssuer(ctx, assertion.Config{Store: s, Secret: secret, Domain: "exe.dev", VMDomain: "exe.xyz"}); err != nil {
+				t.Fatal(err)
+			}
+			for _, now := range []bool{true, false} {
+				if _, err := assertion.Rotate(ctx, s, secret, time.Now(), now, "admin"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stored, err := s.AssertionKeys(ctx)
+			if err != nil || len(stored) != 3 {
+				t.Fatalf("%d keys stored: %v", len(stored), err)
+			}
+			var secrets [][]byte // every private scalar, and the server secret
+			var pubs [][]byte
+			for _, k := range stored {
+				priv, err := assertion.PrivateKey(secret, k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, _ := priv.Bytes()
+				secrets = append(secrets, d)
+				pubs = append(pubs, k.PublicKey)
+			}
+			raw, err := os.ReadFile(secretFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			secrets = append(secrets, raw)
+
+			// The check below must catch a leak in any of its forms.
+			d := secrets[0]
+			hidden := append(append([]byte("xyz"), d...), "tail"...) // not in a form encodings makes
+			for _, form := range append(encodings(d), hidden, []byte(base64.StdEncoding.EncodeToString(hidden))) {
+				if keyLeak(form, nil, pubs) == "" {
+					t.Fatalf("the check misses a private key stored as %.20q…", form)
+				}
+			}
+			values := dumpAll(t, sqlstore.RawDB(t, dsn, dir), dsn == "")
+			sawSealed := 0
+			for where, v := range values {
+				if why := keyLeak(v, secrets, pubs); why != "" {
+					t.Errorf("%s: %s", where, why)
+				}
+				if strings.Contains(where, "assertion_keys") && strings.HasSuffix(where, "column sealed") {
+					sawSealed++
+				}
+			}
+			if sawSealed != 3 {
+				t.Fatalf("read %d sealed keys from the copy, want 3: the dump missed them", sawSealed)
+			}
+			// What the copy holds opens only with the secret.
+			other, err := assertion.LoadOrCreateSecret(filepath.Join(t.TempDir(), "other.key"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range stored {
+				if _, err := assertion.PrivateKey(other, k); err == nil {
+					t.Errorf("key %s opens with another secret", k.ID)
+				}
+			}
+			if dsn == "" {
+				s.Close()
+				files, _ := filepath.Glob(filepath.Join(dir, "exed.db*"))
+				for _, f := range files {
+					b, err := os.ReadFile(f)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, sec := range secrets {
+						for _, form := range encodings(sec) {
+							if bytes.Contains(b, form) {
+								t.Errorf("file %s holds a private key or the secret", filepath.Base(f))
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// keyLeak says why v would give a thief a signing key, or "" if it would
+// not: it is or holds a private scalar or the secret in some encoding,
+// parses as a private key (PKCS #8, SEC 1, a JWK with "d"), or 32 bytes of
+// it, taken as a P-256 scalar, give one of the public keys pubs.
+func keyLeak(v []byte, secrets, pubs [][]byte) string {
+	for _, form := range decodings(v) {
+		for _, sec := range secrets {
+			for _, enc := range encodings(sec) {
+				if bytes.Contains(form, enc) {
+					return "contains a private key or the server secret"
+				}
+			}
+		}
+		if _, err := x509.ParsePKCS8PrivateKey(form); err == nil {
+			return "parses as a PKCS #8 private key"
+		}
+		if _, err := x509.ParseECPrivateKey(form); err == nil {
+			return "parses as a SEC 1 private key"
+		}
+		var jwk struct{ D string }
+		if json.Unmarshal(form, &jwk) == nil && jwk.D != "" {
+			return "holds a JWK with a private part"
+		}
+		for i := 0; i+32 <= len(form); i++ {
+			priv, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), form[i:i+32])
+			if err != nil {
+				continue
+			}
+			pub, _ := priv.PublicKey.Bytes()
+			for _, p := range pubs {
+				if bytes.Equal(pub, p) {
+					return fmt.Sprintf("bytes %d..%d are a signing key", i, i+32)
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // encodings returns b and the base64 and hex forms it might be stored in.
@@ -204,59 +369,13 @@ func leak(v []byte, secrets []string) string {
 // "table row N column C".
 func dumpAll(t *testing.T, db *sql.DB, sqlite bool) map[string][]byte {
 	t.Helper()
-	q := `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'`
-	if sqlite {
-		q = `SELECT name FROM sqlite_master WHERE type = 'table'`
-	}
-	tables := queryStrings(t, db, q)
-	if len(tables) < 5 {
-		t.Fatalf("found tables %v: the query missed some", tables)
+	d := testkit.DumpDB(t, db, sqlite)
+	if len(d.Tables) < 5 {
+		t.Fatalf("found tables %v: the query missed some", d.Tables)
 	}
 	out := map[string][]byte{}
-	for _, table := range tables {
-		rows, err := db.Query(`SELECT * FROM "` + table + `"`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cols, _ := rows.Columns()
-		for n := 0; rows.Next(); n++ {
-			vals := make([]sql.RawBytes, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatal(err)
-			}
-			for i, c := range cols {
-				out[fmt.Sprintf("%s row %d column %s", table, n, c)] = bytes.Clone(vals[i])
-			}
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		rows.Close()
-	}
-	return out
-}
-
-func queryStrings(t *testing.T, db *sql.DB, q string) []string {
-	t.Helper()
-	rows, err := db.Query(q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+	for _, c := range d.Cells {
+		out[fmt.Sprintf("%s row %d column %s", c.Table, c.Row, c.Column)] = c.Value
 	}
 	return out
 }

@@ -24,6 +24,12 @@ var uniqueWhat = map[string]string{
 	"keys_user_name": "key name", "keys.user_id, keys.name": "key name",
 	"exe1_pkey": "exe1 handle", "exe1.id": "exe1 handle",
 	"vms_pkey": "VM name", "vms.name": "VM name",
+	"shares_pkey": "share", "shares.vm, shares.user_id": "share",
+	"pending_shares_vm_email": "share", "index 'pending_shares_vm_email'": "share",
+	"share_links_pkey": "share link", "share_links.id": "share link",
+	"share_links_vm_name": "share link name", "share_links.vm, share_links.name": "share link name",
+	"assertion_keys_pkey": "assertion key id", "assertion_keys.kid": "assertion key id",
+	"assertion_keys_generation": "assertion key generation", "assertion_keys.generation": "assertion key generation",
 }
 
 // dbErr is the one place driver errors become the package's sentinels:

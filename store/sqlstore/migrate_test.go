@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/exed-dev/exed/store"
 )
@@ -126,6 +127,50 @@ func TestMigrations(t *testing.T) {
 				}
 				if got := appliedMigrations(t, dsn, dir); !reflect.DeepEqual(got, want) {
 					t.Fatalf("applied %v, want %v", got, want)
+				}
+			})
+
+			// A registry made by the first release, with a user and its
+			// event, migrated to today's schema: the rows stay, the old
+			// event reads with no via or credential, and the log is still
+			// append-only.
+			t.Run("FromFirst", func(t *testing.T) {
+				t.Parallel()
+				dsn, dir := b.fresh(t)
+				db := rawDB(t, dsn, dir) // an empty database: SQLite creates the file
+				ms, err := dialectOf(b).migrations()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, q := range []string{
+					ms[0].sql,
+					`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`,
+					`INSERT INTO schema_migrations VALUES (1, '` + ms[0].name + `', 0)`,
+					`INSERT INTO users (id, email, created_at) VALUES ('usrold0000000000', 'old@example.com', 1700000000)`,
+					`INSERT INTO events (at, actor_id, action, subject, remote_addr) VALUES (1700000000, 'usrold0000000000', 'key.add', 'SHA256:x', '192.0.2.1:22')`,
+				} {
+					if _, err := db.Exec(q); err != nil {
+						t.Fatalf("first release's schema: %v", err)
+					}
+				}
+				s, err := Open(ctx, dsn, dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				if got := appliedMigrations(t, dsn, dir); !reflect.DeepEqual(got, want) {
+					t.Fatalf("applied %v, want %v", got, want)
+				}
+				es, err := s.Events(ctx, 0, 10)
+				wantEv := []store.Event{{ID: 1, Time: time.Unix(1700000000, 0).UTC(), ActorID: "usrold0000000000", Action: "key.add",
+					Subject: "SHA256:x", RemoteAddr: "192.0.2.1:22", ActorEmail: "old@example.com"}}
+				if err != nil || !reflect.DeepEqual(es, wantEv) {
+					t.Fatalf("old events after migrating: %+v, %v", es, err)
+				}
+				for _, q := range []string{`UPDATE events SET via = 'ssh'`, `DELETE FROM events`} {
+					if _, err := db.Exec(q); err == nil || !strings.Contains(err.Error(), "append-only") {
+						t.Errorf("after migrating, %s: %v, want refused as append-only", q, err)
+					}
 				}
 			})
 

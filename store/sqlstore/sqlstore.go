@@ -4,7 +4,7 @@
 // every query is shared; what differs is in dialect.go.
 //
 // Each entity's queries are in its own file (user.go, key.go, exe1.go,
-// vm.go, event.go). The schema is the numbered migrations under
+// vm.go, share.go, assertion.go, event.go, cert.go). The schema is the numbered migrations under
 // migrations/, applied by Open. Driver errors become store's sentinel
 // errors in one place (errors.go). SQLite's AddTokenKey calls are committed
 // in groups (groupcommit.go). Every committed write is announced to the
@@ -45,10 +45,15 @@ type reads struct {
 
 // pointRead runs one of s.q with args. A ctx already done still fails it.
 func (s *Store) pointRead(ctx context.Context, st *sql.Stmt, args ...any) *sql.Row {
+	return st.QueryRowContext(s.readCtx(ctx), args...)
+}
+
+// readCtx is the context a hot point read runs in (see dialect.detachReads).
+func (s *Store) readCtx(ctx context.Context) context.Context {
 	if s.d.detachReads && ctx.Err() == nil {
-		ctx = context.WithoutCancel(ctx)
+		return context.WithoutCancel(ctx)
 	}
-	return st.QueryRowContext(ctx, args...)
+	return ctx
 }
 
 // prepare prepares s.q on the read pool; the tables must exist.
@@ -76,12 +81,21 @@ func (s *Store) prepare(ctx context.Context) error {
 // commits; then, and only then, it announces changes to the subscribers.
 // Errors come back mapped by dbErr and wrapped with op.
 func (s *Store) write(ctx context.Context, op string, e store.Event, changes []store.Change, fn func(tx *sql.Tx) error) error {
+	return s.writeChanges(ctx, op, e, func(tx *sql.Tx) ([]store.Change, error) {
+		return changes, fn(tx)
+	})
+}
+
+// writeChanges is write for a write that learns what it changed as it
+// goes: fn returns the changes to announce once committed.
+func (s *Store) writeChanges(ctx context.Context, op string, e store.Event, fn func(tx *sql.Tx) ([]store.Change, error)) error {
 	tx, err := s.rw.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: %s: begin: %w", op, err)
 	}
 	defer tx.Rollback()
-	if err := fn(tx); err != nil {
+	changes, err := fn(tx)
+	if err != nil {
 		return fmt.Errorf("store: %s: %w", op, dbErr(err))
 	}
 	// Last, so that PostgreSQL's event lock is held only until the commit
@@ -98,6 +112,25 @@ func (s *Store) write(ctx context.Context, op string, e store.Event, changes []s
 		return fmt.Errorf("store: %s: commit: %w", op, dbErr(err))
 	}
 	s.changes.publish(changes...)
+	return nil
+}
+
+// lockEarly takes, at the start of a write transaction, the lock that
+// every write takes just before its event (dialect.lockEvents), so that
+// two writes that each read what the other writes run one after the
+// other: AddUser, which turns the new email's pending shares into shares,
+// and AddShare, which makes a pending share when it finds no account.
+// Without it, on PostgreSQL, each could commit without seeing the other,
+// leaving a pending share for an account that exists. The lock is taken
+// again before the event: PostgreSQL's advisory locks are re-entrant. On
+// SQLite a write transaction holds the database's one write lock already.
+func (s *Store) lockEarly(ctx context.Context, tx *sql.Tx) error {
+	if s.d.lockEvents == "" {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, s.d.lockEvents); err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
 	return nil
 }
 

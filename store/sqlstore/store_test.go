@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,11 +33,19 @@ func TestStore(t *testing.T) {
 		{"AddTokenKeyAtomic", testAddTokenKeyAtomic},
 		{"Exe1", testExe1},
 		{"VMs", testVMs},
+		{"Shares", testShares},
+		{"PendingShares", testPendingShares},
+		{"SetVMPublic", testSetVMPublic},
+		{"ShareLinks", testShareLinks},
+		{"AssertionKeys", testAssertionKeys},
 		{"Events", testEvents},
 		{"TouchKeys", testTouchKeys},
 		{"Restrictions", testRestrictions},
 		{"TimesUTC", testTimesUTC},
 		{"RemovedTokenKeyReAdded", testRemovedTokenKeyReAdded},
+		{"CertBlobs", testCertBlobs},
+		{"CertLocks", testCertLocks},
+		{"CertLockRace", testCertLockRace},
 	}
 	for _, b := range testBackends() {
 		t.Run(b.name, func(t *testing.T) {
@@ -497,6 +506,51 @@ func testExe1(t *testing.T, s store.Store) {
 	wantErr(t, "AddExe1(unknown key)", err, store.ErrNotFound)
 }
 
+func testAssertionKeys(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if ks, err := s.AssertionKeys(ctx); err != nil || len(ks) != 0 {
+		t.Fatalf("AssertionKeys on an empty store = %v, %v", ks, err)
+	}
+	key := func(gen int64) store.AssertionKey {
+		return store.AssertionKey{
+			ID: fmt.Sprintf("kid-%d", gen), Generation: gen,
+			PublicKey: []byte{4, byte(gen), 0xff}, Sealed: []byte{0, byte(gen), 0xfe},
+			CreatedAt: t0.Add(time.Duration(gen) * time.Hour), SignFrom: t0.Add(time.Duration(gen) * 25 * time.Hour),
+		}
+	}
+	// Added out of order, listed by generation.
+	for _, g := range []int64{2, 1, 3} {
+		if err := s.AddAssertionKey(ctx, key(g), ev("system", "assertion_key.add", key(g).ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.AssertionKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []store.AssertionKey{key(1), key(2), key(3)}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("AssertionKeys = %+v\nwant %+v", got, want)
+	}
+	// A generation is had by one key only: the second instance to rotate loses.
+	dup := key(4)
+	dup.Generation = 2
+	err = s.AddAssertionKey(ctx, dup, ev("system", "assertion_key.add", dup.ID))
+	wantErr(t, "AddAssertionKey(taken generation)", err, store.ErrExists)
+	if !strings.Contains(err.Error(), "generation") {
+		t.Errorf("taken generation: %v, want it named", err)
+	}
+	dup = key(4)
+	dup.ID = key(1).ID
+	err = s.AddAssertionKey(ctx, dup, ev("system", "assertion_key.add", dup.ID))
+	wantErr(t, "AddAssertionKey(same kid)", err, store.ErrExists)
+	if got, _ := s.AssertionKeys(ctx); len(got) != 3 {
+		t.Fatalf("%d keys after refused additions, want 3", len(got))
+	}
+	if n := eventCount(t, s); n != 3 {
+		t.Fatalf("%d events, want 3 (one per key added)", n)
+	}
+}
+
 func testVMs(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ada, _ := addUser(t, s, "ada@example.com")
@@ -509,7 +563,7 @@ func testVMs(t *testing.T, s store.Store) {
 			t.Fatal(err)
 		}
 	}
-	if got, err := s.VM(ctx, "api"); err != nil || got != api {
+	if got, err := s.VM(ctx, "api"); err != nil || !reflect.DeepEqual(got, api) {
 		t.Fatalf("VM(api) = %+v, %v; want %+v", got, err, api)
 	}
 	_, err := s.VM(ctx, "nope")
@@ -555,7 +609,13 @@ func testEvents(t *testing.T, s store.Store) {
 	h := store.Exe1{ID: []byte("h"), Fingerprint: gen.Fingerprint, Sealed: []byte("s"), CreatedAt: t0}
 	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
 	e := func(i int, actor, action, subject string) store.Event {
-		return store.Event{Time: at(i), ActorID: actor, Action: action, Subject: subject, RemoteAddr: fmt.Sprintf("192.0.2.%d:22", i)}
+		ev := store.Event{Time: at(i), ActorID: actor, Action: action, Subject: subject, RemoteAddr: fmt.Sprintf("192.0.2.%d:22", i)}
+		if actor == ada.ID {
+			ev.Credential, ev.Via = login.Fingerprint, []string{store.ViaSSH, store.ViaExec}[i%2]
+		} else {
+			ev.Via = store.ViaAdmin
+		}
+		return ev
 	}
 	want := []store.Event{
 		{ID: 1, Time: t0, ActorID: "admin", Action: "user.add", Subject: "ada@example.com", RemoteAddr: "192.0.2.1:5555"},
@@ -585,6 +645,9 @@ func testEvents(t *testing.T, s store.Store) {
 			t.Fatalf("%s: %v", st.e.Action, err)
 		}
 		st.e.ID = int64(i + 2)
+		if st.e.ActorID == ada.ID {
+			st.e.ActorEmail = "ada@example.com" // filled in by the reads
+		}
 		want = append(want, st.e)
 	}
 	// A refused change leaves no event.
@@ -606,6 +669,47 @@ func testEvents(t *testing.T, s store.Store) {
 	}
 	if _, err := s.Events(ctx, 0, 0); err == nil {
 		t.Fatal("Events(limit 0): no error")
+	}
+
+	// QueryEvents: by actor, since a time, after an id, either order.
+	pick := func(f func(store.Event) bool) []store.Event {
+		var out []store.Event
+		for _, e := range want {
+			if f(e) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	reversed := func(es []store.Event) []store.Event {
+		out := slices.Clone(es)
+		slices.Reverse(out)
+		return out
+	}
+	adas := pick(func(e store.Event) bool { return e.ActorID == ada.ID })
+	for _, tt := range []struct {
+		name string
+		q    store.EventQuery
+		want []store.Event
+	}{
+		{"all", store.EventQuery{}, want},
+		{"newest first", store.EventQuery{NewestFirst: true}, reversed(want)},
+		{"ada's", store.EventQuery{ActorID: ada.ID}, adas},
+		{"ada's newest two", store.EventQuery{ActorID: ada.ID, NewestFirst: true, Limit: 2}, reversed(adas)[:2]},
+		{"since", store.EventQuery{Since: at(5)}, pick(func(e store.Event) bool { return !e.Time.Before(at(5)) })},
+		{"ada's since", store.EventQuery{ActorID: ada.ID, Since: at(3)}, adas[2:]},
+		{"after an id", store.EventQuery{AfterID: 6}, want[6:]},
+		{"nobody's", store.EventQuery{ActorID: "usrnobody"}, nil},
+	} {
+		got, err := s.QueryEvents(ctx, tt.q)
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("QueryEvents(%s) = %+v, %v\nwant %+v", tt.name, got, err, tt.want)
+		}
+	}
+	for _, limit := range []int{-1, store.MaxEventQuery + 1} {
+		if _, err := s.QueryEvents(ctx, store.EventQuery{Limit: limit}); err == nil {
+			t.Errorf("QueryEvents(limit %d): no error", limit)
+		}
 	}
 }
 
@@ -740,6 +844,7 @@ func TestEventsAppendOnly(t *testing.T) {
 			db := rawDB(t, dsn, dir)
 			for _, q := range []string{
 				`UPDATE events SET actor_id = 'someone-else'`,
+				`UPDATE events SET via = 'web', credential = ''`, // the columns 0004_shares_audit added
 				`DELETE FROM events`,
 			} {
 				if _, err := db.Exec(q); err == nil || !strings.Contains(err.Error(), "append-only") {

@@ -8,8 +8,9 @@ import (
 	"github.com/exed-dev/exed/store"
 )
 
-// AddUser implements store.UserStore; it announces UserChanged and
-// KeyChanged (the first key).
+// AddUser implements store.UserStore; it announces UserChanged,
+// KeyChanged (the first key) and ShareChanged for each VM whose pending
+// share for the new email it turns into a share.
 func (s *Store) AddUser(ctx context.Context, u store.User, first store.Key, e store.Event) error {
 	if first.UserID != u.ID {
 		return fmt.Errorf("store: add user %s: first key belongs to %q", u.ID, first.UserID)
@@ -17,15 +18,56 @@ func (s *Store) AddUser(ctx context.Context, u store.User, first store.Key, e st
 	if first.Generated {
 		return fmt.Errorf("store: add user %s: first key must be a login key", u.ID)
 	}
-	changes := []store.Change{{Kind: store.UserChanged, ID: u.ID}, {Kind: store.KeyChanged, ID: first.Fingerprint}}
-	return s.write(ctx, "add user "+u.ID, e, changes, func(tx *sql.Tx) error {
+	return s.writeChanges(ctx, "add user "+u.ID, e, func(tx *sql.Tx) ([]store.Change, error) {
+		// Serialised with AddShare: see lockEarly.
+		if err := s.lockEarly(ctx, tx); err != nil {
+			return nil, err
+		}
 		if _, err := tx.ExecContext(ctx,
 			`INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)`,
 			u.ID, u.Email, u.CreatedAt.Unix()); err != nil {
-			return err
+			return nil, err
 		}
-		return insertKey(ctx, tx, first)
+		if err := insertKey(ctx, tx, first); err != nil {
+			return nil, err
+		}
+		changes := []store.Change{{Kind: store.UserChanged, ID: u.ID}, {Kind: store.KeyChanged, ID: first.Fingerprint}}
+		vms, err := activateShares(ctx, tx, u)
+		for _, vm := range vms {
+			changes = append(changes, shareChanged(vm)...)
+		}
+		return changes, err
 	})
+}
+
+// activateShares turns the pending shares for u's email into shares of
+// u's, and returns their VMs.
+func activateShares(ctx context.Context, tx *sql.Tx, u store.User) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT vm FROM pending_shares WHERE lower(email) = lower($1) ORDER BY vm`, u.Email)
+	if err != nil {
+		return nil, fmt.Errorf("pending shares: %w", err)
+	}
+	var vms []string
+	for rows.Next() {
+		var vm string
+		if err := rows.Scan(&vm); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("pending shares: %w", err)
+		}
+		vms = append(vms, vm)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(vms) == 0 {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO shares (vm, user_id, invited_at)
+		SELECT vm, $1, invited_at FROM pending_shares WHERE lower(email) = lower($2)`, u.ID, u.Email); err != nil {
+		return nil, fmt.Errorf("activate pending shares: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM pending_shares WHERE lower(email) = lower($1)`, u.Email); err != nil {
+		return nil, fmt.Errorf("activate pending shares: %w", err)
+	}
+	return vms, nil
 }
 
 const (

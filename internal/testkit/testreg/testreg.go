@@ -12,6 +12,8 @@ package testreg
 
 import (
 	"context"
+	"database/sql"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -37,8 +39,9 @@ type Registry struct {
 	// DefaultUpstream).
 	Upstream string
 
-	t   testing.TB
-	now func() time.Time
+	t    testing.TB
+	now  func() time.Time
+	path string // the SQLite file
 }
 
 // Open opens an empty registry in t.TempDir(), closed when t ends. now is
@@ -48,12 +51,13 @@ func Open(t testing.TB, now func() time.Time) *Registry {
 	if now == nil {
 		now = time.Now
 	}
-	st, err := sqlstore.Open(context.Background(), "", t.TempDir())
+	path := filepath.Join(t.TempDir(), "exed.db")
+	st, err := sqlstore.Open(context.Background(), "sqlite:"+path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	r := &Registry{Store: st, t: t, now: now}
+	r := &Registry{Store: st, t: t, now: now, path: path}
 	r.Verifier = tokens.NewVerifier(tokens.Config{Registry: st, Now: now})
 	// As exed serve wires it: a key changed through this store leaves the
 	// Verifier's cache before the write returns.
@@ -91,7 +95,7 @@ func (r *Registry) AddUser(email string, seed byte) Account {
 		PublicKey:   keys.MarshalAuthorized(signer.PublicKey()),
 		AddedAt:     r.now(),
 	}
-	ev := store.Event{Time: r.now(), ActorID: "admin", Action: "user.add", Subject: email}
+	ev := store.Event{Time: r.now(), ActorID: "admin", Via: store.ViaAdmin, Action: "user.add", Subject: email}
 	if err := r.Store.AddUser(context.Background(), u, k, ev); err != nil {
 		r.t.Fatal(err)
 	}
@@ -136,7 +140,7 @@ func (r *Registry) AddVM(name string, owner Account, public bool) store.VM {
 		upstream = DefaultUpstream
 	}
 	vm := store.VM{Name: name, OwnerID: owner.User.ID, Upstream: upstream, Public: public, CreatedAt: r.now()}
-	ev := store.Event{Time: r.now(), ActorID: "admin", Action: "vm.add", Subject: name}
+	ev := store.Event{Time: r.now(), ActorID: "admin", Via: store.ViaAdmin, Action: "vm.add", Subject: name}
 	if err := r.Store.AddVM(context.Background(), vm, ev); err != nil {
 		r.t.Fatal(err)
 	}
@@ -150,4 +154,28 @@ func (r *Registry) key(fp string) store.Key {
 		r.t.Fatal(err)
 	}
 	return k
+}
+
+// Share shares vm with email, as its owner would.
+func (r *Registry) Share(vm string, owner Account, email string) store.Share {
+	r.t.Helper()
+	ev := store.Event{Time: r.now(), ActorID: owner.User.ID, Action: "share.add", Subject: vm + " " + email}
+	sh, err := r.Store.AddShare(context.Background(), vm, email, r.now(), ev)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return sh
+}
+
+// Dump is everything the registry's database holds, one sorted line per
+// row (testkit.DumpText): compare two to show that a refused command
+// stored nothing.
+func (r *Registry) Dump() string {
+	r.t.Helper()
+	db, err := sql.Open("sqlite", r.path) // the driver sqlstore registers
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer db.Close()
+	return testkit.DumpText(testkit.DumpDB(r.t, db, true))
 }

@@ -1,0 +1,20 @@
+-- TLS certificates exed obtains itself (--acme): the ACME client's blobs,
+-- shared by every instance, and its named locks.
+
+-- Keys are slash-separated paths; listing a prefix compares keys as bytes,
+-- hence COLLATE "C" whatever the database's collation. Private keys arrive
+-- sealed when the server has a secret.
+CREATE TABLE cert_blobs (
+	key         TEXT COLLATE "C" PRIMARY KEY,
+	value       BYTEA NOT NULL,
+	modified_at BIGINT NOT NULL
+);
+
+-- One row per lock held. A lease that ended (expires_ms at or before now)
+-- may be taken over: its holder is taken to be dead. Milliseconds, not
+-- seconds: a lease is renewed every few seconds while its holder works.
+CREATE TABLE cert_locks (
+	name       TEXT PRIMARY KEY,
+	holder     TEXT NOT NULL,
+	expires_ms BIGINT NOT NULL
+);
