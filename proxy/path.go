@@ -98,8 +98,17 @@ func pathSpellings(raw string) []string {
 		d = next
 	}
 	var out []string
+	seen := make(map[string]bool, 4*len(decoded))
 	for _, d := range decoded {
 		for _, b := range []string{d, backslashes(d), aggressive(d, false), aggressive(d, true)} {
+			if seen[b] {
+				continue // the same byte-level spelling: the same segment rewrites
+			}
+			seen[b] = true
+			if !strings.ContainsAny(b, ";. ") {
+				out = append(out, b) // nothing for the segment rewrites to drop
+				continue
+			}
 			out = append(out, b,
 				segments(b, dropParams),
 				segments(b, dropTrailing),
