@@ -178,18 +178,26 @@ func (h *Handler) webCaller(r *http.Request, e *sessionEntry) (sshcmd.Caller, er
 	if k.UserID != e.s.UserID {
 		return sshcmd.Caller{}, fmt.Errorf("proxy: the session's key is another user's: %w", store.ErrNotFound)
 	}
-	// The session's own limits (sessionLimits) join the key's here once
-	// sshcmd.Caller carries effective restrictions (Caller.Limits).
-	return sshcmd.Caller{User: e.u, Key: k, RemoteAddr: r.RemoteAddr, Via: store.ViaWeb, Credential: e.s.ID}, nil
+	return sshcmd.Caller{
+		User: e.u, Key: k, Limits: sessionLimits(e.s),
+		RemoteAddr: r.RemoteAddr, Via: store.ViaWeb, Credential: e.s.ID,
+	}, nil
 }
 
-// sessionLimits are the restrictions a browser session acts within: those
-// of the key that logged it in, as the login recorded them (the VM it was
-// restricted to). The session's own end is not one of them: a token made
-// on the page may outlive the browser's session, as one made over SSH
-// outlives the SSH connection; the key's expiry bounds both.
+// sessionLimits are the effective restrictions a browser session acts
+// within, beyond its key's own (which the command gate applies from
+// Caller.Key): those its login carried (the caller's of `browser`, key ∩
+// token) — the VM it was restricted to, and the end it was cut short to,
+// when a key's or a token's expiry came before a full session lifetime.
+// A session that was not cut short adds no expiry: a token made on the
+// page may outlive the browser's session, as one made over SSH outlives
+// the SSH connection. (A token's cmds are not carried by a session.)
 func sessionLimits(s store.Session) tokens.Restrictions {
-	return tokens.Restrictions{VM: s.OnlyVM}
+	lim := tokens.Restrictions{VM: s.OnlyVM}
+	if s.ExpiresAt.Before(s.CreatedAt.Add(tokens.SessionTTL)) {
+		lim.ExpiresAt = s.ExpiresAt
+	}
+	return lim
 }
 
 // refusal is a command that failed: its one line, as SSH prints it.

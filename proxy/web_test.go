@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"html"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	xhtml "golang.org/x/net/html"
 
@@ -496,6 +498,37 @@ func TestWebSessionKeepsItsKeysRestrictions(t *testing.T) {
 	resp, body = b.post(vmPagePrefix+"web", url.Values{"action": {"set-public"}}, nil)
 	if err == nil || resp.StatusCode != http.StatusUnprocessableEntity || alertOf(body) != err.Error() {
 		t.Errorf("share set-public from a restricted browser: %d (%v)\n%s", resp.StatusCode, err, body)
+	}
+}
+
+// TestWebSessionOfATokenCannotOutliveIt: a browser logged in through a
+// token (one whose cmds grant `browser`) acts on the page within what the
+// login carried: a token made there expires when that token does, never
+// later (attenuation, as over /exec).
+func TestWebSessionOfATokenCannotOutliveIt(t *testing.T) {
+	w := newWorld(t, nil)
+	exp := future()
+	tok := w.mint(w.alice.Signer, apiNamespace, fmt.Sprintf(`{"exp":%d,"cmds":["browser"]}`, exp))
+	req := w.request(http.MethodPost, w.mainHost(), "/exec", strings.NewReader("browser"), map[string]string{"Authorization": bearerHdr(tok)})
+	resp, body := w.do(req)
+	var j struct {
+		MagicLink string `json:"magic_link"`
+	}
+	if err := json.Unmarshal(body, &j); resp.StatusCode != http.StatusOK || err != nil {
+		t.Fatalf("/exec browser: %d %s", resp.StatusCode, body)
+	}
+	u, _ := url.Parse(j.MagicLink)
+	resp, _ = w.get(w.mainHost(), "/auth/verify?"+u.RawQuery, htmlNav)
+	c, _ := setCookie(t, resp, tokens.MainCookie)
+	b := &webBrowser{w: w, cookie: c.Name + "=" + c.Value}
+	b.newToken(t, url.Values{"label": {"made-by-token"}, "exp": {"never"}})
+	k, _ := w.keyNamed(w.alice, "made-by-token")
+	if !k.ExpiresAt.Equal(time.Unix(exp, 0)) {
+		t.Errorf("a token made from a token's browser session expires at %v, want the token's %v", k.ExpiresAt, time.Unix(exp, 0).UTC())
+	}
+	resp, page := b.post(pathTokenNew, url.Values{"label": {"later"}, "exp": {"1y"}}, nil)
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(alertOf(page), "--exp cannot be later") {
+		t.Errorf("a later expiry from the token's session: %d %q", resp.StatusCode, alertOf(page))
 	}
 }
 
