@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/exed-dev/exed/store"
 )
 
 // The pages a browser sees while it logs in: small, server-rendered,
@@ -37,6 +39,7 @@ func parsePages(now func() time.Time) pages {
 		"shortTime":   shortTime,
 		"day":         day,
 		"defaultCmds": defaultCmds,
+		"keyNameRule": func() string { return store.KeyNameRule },
 		"browserOf":   browserOf,
 		"expired": func(rfc3339 string) bool {
 			t, err := time.Parse(time.RFC3339, rfc3339)
