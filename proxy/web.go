@@ -187,13 +187,13 @@ func (h *Handler) webCaller(r *http.Request, e *sessionEntry) (sshcmd.Caller, er
 // sessionLimits are the effective restrictions a browser session acts
 // within, beyond its key's own (which the command gate applies from
 // Caller.Key): those its login carried (the caller's of `browser`, key ∩
-// token) — the VM it was restricted to, and the end it was cut short to,
-// when a key's or a token's expiry came before a full session lifetime.
-// A session that was not cut short adds no expiry: a token made on the
-// page may outlive the browser's session, as one made over SSH outlives
-// the SSH connection. (A token's cmds are not carried by a session.)
+// token) — the VM it was restricted to, the commands (a token's cmds),
+// and the end it was cut short to, when a key's or a token's expiry came
+// before a full session lifetime. A session that was not cut short adds no
+// expiry: a token made on the page may outlive the browser's session, as
+// one made over SSH outlives the SSH connection.
 func sessionLimits(s store.Session) tokens.Restrictions {
-	lim := tokens.Restrictions{VM: s.OnlyVM}
+	lim := tokens.Restrictions{VM: s.OnlyVM, Cmds: s.Cmds}
 	if s.ExpiresAt.Before(s.CreatedAt.Add(tokens.SessionTTL)) {
 		lim.ExpiresAt = s.ExpiresAt
 	}

@@ -501,14 +501,11 @@ func TestWebSessionKeepsItsKeysRestrictions(t *testing.T) {
 	}
 }
 
-// TestWebSessionOfATokenCannotOutliveIt: a browser logged in through a
-// token (one whose cmds grant `browser`) acts on the page within what the
-// login carried: a token made there expires when that token does, never
-// later (attenuation, as over /exec).
-func TestWebSessionOfATokenCannotOutliveIt(t *testing.T) {
-	w := newWorld(t, nil)
-	exp := future()
-	tok := w.mint(w.alice.Signer, apiNamespace, fmt.Sprintf(`{"exp":%d,"cmds":["browser"]}`, exp))
+// browserOfToken logs a browser in as alice through /exec's `browser`
+// with a token of her login key granting perms.
+func (w *world) browserOfToken(t *testing.T, perms string) *webBrowser {
+	t.Helper()
+	tok := w.mint(w.alice.Signer, apiNamespace, perms)
 	req := w.request(http.MethodPost, w.mainHost(), "/exec", strings.NewReader("browser"), map[string]string{"Authorization": bearerHdr(tok)})
 	resp, body := w.do(req)
 	var j struct {
@@ -520,7 +517,17 @@ func TestWebSessionOfATokenCannotOutliveIt(t *testing.T) {
 	u, _ := url.Parse(j.MagicLink)
 	resp, _ = w.get(w.mainHost(), "/auth/verify?"+u.RawQuery, htmlNav)
 	c, _ := setCookie(t, resp, tokens.MainCookie)
-	b := &webBrowser{w: w, cookie: c.Name + "=" + c.Value}
+	return &webBrowser{w: w, cookie: c.Name + "=" + c.Value}
+}
+
+// TestWebSessionOfATokenCannotOutliveIt: a browser logged in through a
+// token (one whose cmds grant `browser`) acts on the page within what the
+// login carried: a token made there expires when that token does, never
+// later (attenuation, as over /exec).
+func TestWebSessionOfATokenCannotOutliveIt(t *testing.T) {
+	w := newWorld(t, nil)
+	exp := future()
+	b := w.browserOfToken(t, fmt.Sprintf(`{"exp":%d,"cmds":["browser","ls","ssh-key generate-api-key"]}`, exp))
 	b.newToken(t, url.Values{"label": {"made-by-token"}, "exp": {"never"}})
 	k, _ := w.keyNamed(w.alice, "made-by-token")
 	if !k.ExpiresAt.Equal(time.Unix(exp, 0)) {
@@ -529,6 +536,25 @@ func TestWebSessionOfATokenCannotOutliveIt(t *testing.T) {
 	resp, page := b.post(pathTokenNew, url.Values{"label": {"later"}, "exp": {"1y"}}, nil)
 	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(alertOf(page), "--exp cannot be later") {
 		t.Errorf("a later expiry from the token's session: %d %q", resp.StatusCode, alertOf(page))
+	}
+}
+
+// TestWebSessionOfATokenRunsOnlyItsCmds: a browser logged in through an
+// /exec token whose cmds name only `browser` and `whoami` runs nothing else
+// on the web page: the token's cmds travel with its login link into the
+// session, as its VM and expiry do.
+func TestWebSessionOfATokenRunsOnlyItsCmds(t *testing.T) {
+	w := newWorld(t, nil)
+	b := w.browserOfToken(t, `{"cmds":["browser","whoami"]}`)
+	resp, page := b.post(pathTokenNew, url.Values{"label": {"wider"}}, nil)
+	if resp.StatusCode == http.StatusOK || !strings.Contains(alertOf(page), "may only run browser, whoami") {
+		t.Errorf("a token from a session limited to browser, whoami: %d %q", resp.StatusCode, alertOf(page))
+	}
+	if _, ok := w.keyNamed(w.alice, "wider"); ok {
+		t.Errorf("the refused token's key is in the registry")
+	}
+	if _, page := b.get(pathKeys); !strings.Contains(html.UnescapeString(page), `"ssh-key list" is not among them`) {
+		t.Errorf("the keys page of a session limited to browser, whoami lists the keys:\n%s", page)
 	}
 }
 

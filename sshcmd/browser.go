@@ -66,6 +66,7 @@ func (s *Suite) browser(ctx context.Context, r *request, vm, path string) error 
 		UserID:           r.caller.User.ID,
 		Fingerprint:      r.caller.Key.Fingerprint,
 		OnlyVM:           r.caller.limits().VM,
+		Cmds:             r.caller.limits().Cmds,
 		TargetVM:         lim.VM,
 		Path:             path,
 		CreatedAt:        now.Truncate(time.Second),

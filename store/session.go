@@ -25,10 +25,11 @@ import (
 type LoginLink struct {
 	Hash        []byte // SHA-256 of the link's token
 	UserID      string
-	Fingerprint string // the key of the caller that minted it
-	OnlyVM      string // the caller's VM restriction, carried to the session: "" for none
-	TargetVM    string // the VM the browser goes on to after login ("" for the main host)
-	Path        string // the path it goes on to ("" for /)
+	Fingerprint string   // the key of the caller that minted it
+	OnlyVM      string   // the caller's VM restriction, carried to the session: "" for none
+	Cmds        []string // the caller's command restriction, carried to the session: nil for none
+	TargetVM    string   // the VM the browser goes on to after login ("" for the main host)
+	Path        string   // the path it goes on to ("" for /)
 	CreatedAt   time.Time
 	ExpiresAt   time.Time // the link's own expiry
 	// SessionExpiresAt is the latest the session the link starts may end:
@@ -57,11 +58,12 @@ type Session struct {
 	ID          string // "ses…": public, for `sessions revoke`
 	Hash        []byte // SHA-256 of the cookie value; the value itself is never stored
 	UserID      string
-	Host        string // host:port the cookie was minted for
-	CookieName  string // "exe-auth" or "login-with-exe-PORT"
-	VM          string // the VM of a VM host's session; "" on the main host
-	Fingerprint string // the key that minted the login link
-	OnlyVM      string // that key's VM restriction: "" for none
+	Host        string   // host:port the cookie was minted for
+	CookieName  string   // "exe-auth" or "login-with-exe-PORT"
+	VM          string   // the VM of a VM host's session; "" on the main host
+	Fingerprint string   // the key that minted the login link
+	OnlyVM      string   // that key's VM restriction: "" for none
+	Cmds        []string // the login's command restriction (a token's cmds): nil for none
 	CreatedAt   time.Time
 	ExpiresAt   time.Time
 	LastUsedAt  time.Time // zero: never; written at most once a minute
@@ -80,7 +82,7 @@ type SessionStore interface {
 	AddLoginLink(ctx context.Context, l LoginLink, e Event) error
 	// RedeemLoginLink consumes the link whose hash is given, if it has not
 	// expired at now, and starts s in its place, in one transaction. The
-	// store fills s's UserID, Fingerprint and OnlyVM from the link, ends s
+	// store fills s's UserID, Fingerprint, OnlyVM and Cmds from the link, ends s
 	// at the link's SessionExpiresAt if that comes before s.ExpiresAt (or
 	// s.ExpiresAt is zero), and fills e's ActorID, if empty, with the
 	// user. ErrNotFound when the

@@ -118,13 +118,9 @@ func (r *keyRow) key() (store.Key, error) {
 	k.LastUsedAt = fromNullUnix(r.lastUsed)
 	k.ExpiresAt = fromNullUnix(r.expires)
 	k.VM = r.vm.String
-	if r.cmds.Valid {
-		if err := json.Unmarshal([]byte(r.cmds.String), &k.Cmds); err != nil {
-			return store.Key{}, fmt.Errorf("decode cmds: %w", err)
-		}
-		if k.Cmds == nil { // stored "null": not something we write
-			return store.Key{}, errors.New("decode cmds: null")
-		}
+	var err error
+	if k.Cmds, err = decodeCmds(r.cmds); err != nil {
+		return store.Key{}, err
 	}
 	return k, nil
 }
@@ -288,4 +284,19 @@ func encodeCmds(cmds []string) (sql.NullString, error) {
 		return sql.NullString{}, fmt.Errorf("encode cmds: %w", err)
 	}
 	return sql.NullString{String: string(b), Valid: true}, nil
+}
+
+// decodeCmds is encodeCmds undone: NULL is nil, a JSON array a list.
+func decodeCmds(v sql.NullString) ([]string, error) {
+	if !v.Valid {
+		return nil, nil
+	}
+	var cmds []string
+	if err := json.Unmarshal([]byte(v.String), &cmds); err != nil {
+		return nil, fmt.Errorf("decode cmds: %w", err)
+	}
+	if cmds == nil { // stored "null": not something we write
+		return nil, errors.New("decode cmds: null")
+	}
+	return cmds, nil
 }

@@ -19,12 +19,16 @@ import (
 // AddLoginLink implements store.SessionStore. It announces nothing: a link
 // is only ever looked up by redeeming it.
 func (s *Store) AddLoginLink(ctx context.Context, l store.LoginLink, e store.Event) error {
+	cmds, err := encodeCmds(l.Cmds)
+	if err != nil {
+		return fmt.Errorf("store: add login link: %w", err)
+	}
 	return s.write(ctx, "add login link", e, nil, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `
-			INSERT INTO login_links (hash, user_id, fingerprint, only_vm, target_vm, path,
+			INSERT INTO login_links (hash, user_id, fingerprint, only_vm, cmds, target_vm, path,
 				created_at, expires_at, session_expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			l.Hash, l.UserID, l.Fingerprint, nullString(l.OnlyVM), nullString(l.TargetVM), l.Path,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			l.Hash, l.UserID, l.Fingerprint, nullString(l.OnlyVM), cmds, nullString(l.TargetVM), l.Path,
 			l.CreatedAt.Unix(), l.ExpiresAt.Unix(), l.SessionExpiresAt.Unix())
 		return err
 	})
@@ -34,19 +38,22 @@ func (s *Store) AddLoginLink(ctx context.Context, l store.LoginLink, e store.Eve
 func (s *Store) RedeemLoginLink(ctx context.Context, hash []byte, now time.Time, sess store.Session, e store.Event) (store.LoginLink, store.Session, error) {
 	var l store.LoginLink
 	err := s.writeFilling(ctx, "redeem login link", &e, func(tx *sql.Tx) ([]store.Change, error) {
-		var onlyVM, targetVM sql.NullString
+		var onlyVM, cmds, targetVM sql.NullString
 		var created, expires, sessExpires int64
 		err := tx.QueryRowContext(ctx, `
 			DELETE FROM login_links WHERE hash = $1 AND expires_at > $2
-			RETURNING hash, user_id, fingerprint, only_vm, target_vm, path, created_at, expires_at, session_expires_at`,
-			hash, now.Unix()).Scan(&l.Hash, &l.UserID, &l.Fingerprint, &onlyVM, &targetVM, &l.Path,
+			RETURNING hash, user_id, fingerprint, only_vm, cmds, target_vm, path, created_at, expires_at, session_expires_at`,
+			hash, now.Unix()).Scan(&l.Hash, &l.UserID, &l.Fingerprint, &onlyVM, &cmds, &targetVM, &l.Path,
 			&created, &expires, &sessExpires)
 		if err != nil {
 			return nil, err // ErrNotFound: unknown, used or expired
 		}
+		if l.Cmds, err = decodeCmds(cmds); err != nil {
+			return nil, err
+		}
 		l.OnlyVM, l.TargetVM = onlyVM.String, targetVM.String
 		l.CreatedAt, l.ExpiresAt, l.SessionExpiresAt = fromUnix(created), fromUnix(expires), fromUnix(sessExpires)
-		sess.UserID, sess.Fingerprint, sess.OnlyVM = l.UserID, l.Fingerprint, l.OnlyVM
+		sess.UserID, sess.Fingerprint, sess.OnlyVM, sess.Cmds = l.UserID, l.Fingerprint, l.OnlyVM, l.Cmds
 		sess.ExpiresAt = earlier(sess.ExpiresAt, l.SessionExpiresAt)
 		if e.ActorID == "" {
 			e.ActorID = l.UserID
@@ -97,18 +104,22 @@ func (s *Store) RedeemMagicSecret(ctx context.Context, hash []byte, host string,
 }
 
 func insertSession(ctx context.Context, tx *sql.Tx, s store.Session) error {
-	_, err := tx.ExecContext(ctx, `
-		INSERT INTO sessions (id, hash, user_id, host, cookie_name, vm, fingerprint, only_vm,
+	cmds, err := encodeCmds(s.Cmds)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `
+		INSERT INTO sessions (id, hash, user_id, host, cookie_name, vm, fingerprint, only_vm, cmds,
 			created_at, expires_at, last_used_at, user_agent)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-		s.ID, s.Hash, s.UserID, s.Host, s.CookieName, nullString(s.VM), s.Fingerprint, nullString(s.OnlyVM),
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		s.ID, s.Hash, s.UserID, s.Host, s.CookieName, nullString(s.VM), s.Fingerprint, nullString(s.OnlyVM), cmds,
 		s.CreatedAt.Unix(), s.ExpiresAt.Unix(), nullTime(s.LastUsedAt), s.UserAgent)
 	return err
 }
 
 const (
 	sessionColumns = `sessions.id, sessions.hash, sessions.user_id, sessions.host, sessions.cookie_name,
-	sessions.vm, sessions.fingerprint, sessions.only_vm, sessions.created_at, sessions.expires_at,
+	sessions.vm, sessions.fingerprint, sessions.only_vm, sessions.cmds, sessions.created_at, sessions.expires_at,
 	sessions.last_used_at, sessions.user_agent`
 	sessionAndUserQuery = `SELECT ` + sessionColumns + `, u.email, u.created_at
 		FROM sessions JOIN users u ON u.id = sessions.user_id WHERE sessions.hash = $1`
@@ -117,21 +128,23 @@ const (
 // sessionRow is a row of sessionColumns as scanned.
 type sessionRow struct {
 	s                store.Session
-	vm, onlyVM       sql.NullString
+	vm, onlyVM, cmds sql.NullString
 	created, expires int64
 	lastUsed         sql.NullInt64
 }
 
 func (r *sessionRow) dest() []any {
 	return []any{&r.s.ID, &r.s.Hash, &r.s.UserID, &r.s.Host, &r.s.CookieName, &r.vm, &r.s.Fingerprint,
-		&r.onlyVM, &r.created, &r.expires, &r.lastUsed, &r.s.UserAgent}
+		&r.onlyVM, &r.cmds, &r.created, &r.expires, &r.lastUsed, &r.s.UserAgent}
 }
 
-func (r *sessionRow) session() store.Session {
+func (r *sessionRow) session() (store.Session, error) {
 	s := r.s
 	s.VM, s.OnlyVM = r.vm.String, r.onlyVM.String
 	s.CreatedAt, s.ExpiresAt, s.LastUsedAt = fromUnix(r.created), fromUnix(r.expires), fromNullUnix(r.lastUsed)
-	return s
+	var err error
+	s.Cmds, err = decodeCmds(r.cmds)
+	return s, err
 }
 
 // SessionAndUser implements store.SessionStore.
@@ -143,7 +156,10 @@ func (s *Store) SessionAndUser(ctx context.Context, hash []byte) (store.Session,
 		// The hash is not the cookie, but there is no need to print it.
 		return store.Session{}, store.User{}, fmt.Errorf("store: session: %w", dbErr(err))
 	}
-	sess := r.session()
+	sess, err := r.session()
+	if err != nil {
+		return store.Session{}, store.User{}, fmt.Errorf("store: session: %w", err)
+	}
 	u.ID, u.CreatedAt = sess.UserID, fromUnix(userCreated)
 	return sess, u, nil
 }
@@ -162,7 +178,11 @@ func (s *Store) Sessions(ctx context.Context, userID string) ([]store.Session, e
 		if err := rows.Scan(r.dest()...); err != nil {
 			return nil, fmt.Errorf("store: sessions of %s: %w", userID, err)
 		}
-		ss = append(ss, r.session())
+		sess, err := r.session()
+		if err != nil {
+			return nil, fmt.Errorf("store: sessions of %s: %w", userID, err)
+		}
+		ss = append(ss, sess)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: sessions of %s: %w", userID, err)

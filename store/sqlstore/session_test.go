@@ -85,6 +85,7 @@ func testLoginLink(t *testing.T, s store.Store) {
 	addVM(t, s, "web", u)
 	l := newLink(u, k)
 	l.OnlyVM, l.TargetVM = "web", "web"
+	l.Cmds = []string{"browser", "whoami"} // a token's cmds
 	l.SessionExpiresAt = t0.Add(time.Hour) // cut short by the key's expiry
 	if err := s.AddLoginLink(ctx, l, ev(u.ID, "browser.link", "web")); err != nil {
 		t.Fatal(err)
@@ -104,18 +105,18 @@ func testLoginLink(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatalf("redeem: %v", err)
 	}
-	if gotLink.TargetVM != "web" || gotLink.Path != "/admin" || gotLink.UserID != u.ID {
+	if gotLink.TargetVM != "web" || gotLink.Path != "/admin" || gotLink.UserID != u.ID || !slices.Equal(gotLink.Cmds, l.Cmds) {
 		t.Fatalf("redeemed link %+v", gotLink)
 	}
-	if got.UserID != u.ID || got.Fingerprint != k.Fingerprint || got.OnlyVM != "web" || !got.ExpiresAt.Equal(l.SessionExpiresAt) {
-		t.Fatalf("started session %+v: want the link's user, key, VM restriction and session expiry", got)
+	if got.UserID != u.ID || got.Fingerprint != k.Fingerprint || got.OnlyVM != "web" || !slices.Equal(got.Cmds, l.Cmds) || !got.ExpiresAt.Equal(l.SessionExpiresAt) {
+		t.Fatalf("started session %+v: want the link's user, key, VM and command restrictions and session expiry", got)
 	}
 	es, _ := s.Events(ctx, 0, 1000)
 	if last := es[len(es)-1]; last.Action != "session.start" || last.ActorID != u.ID {
 		t.Fatalf("last event %+v, want session.start by %s", last, u.ID)
 	}
 	stored, su, err := s.SessionAndUser(ctx, sess.Hash)
-	if err != nil || stored.ID != sess.ID || su.Email != "ada@example.com" || stored.OnlyVM != "web" {
+	if err != nil || stored.ID != sess.ID || su.Email != "ada@example.com" || stored.OnlyVM != "web" || !slices.Equal(stored.Cmds, l.Cmds) {
 		t.Fatalf("SessionAndUser = %+v, %+v, %v", stored, su, err)
 	}
 
