@@ -48,6 +48,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
 )
 
 // LetsEncrypt is the default ACME directory: Let's Encrypt's production CA.
@@ -206,8 +207,8 @@ func New(c Config) (*Manager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		c: c, log: c.Log,
-		domain:   canonicalName(c.Domain),
-		vmSuffix: "." + canonicalName(c.VMDomain),
+		domain:   tokens.CanonicalHost(c.Domain),
+		vmSuffix: "." + tokens.CanonicalHost(c.VMDomain),
 		tlsPort:  tlsPort,
 		ctx:      ctx, cancel: cancel,
 		done:    make(chan struct{}),
@@ -342,7 +343,7 @@ func (m *Manager) TLSConfig() *tls.Config {
 // VM lookup. A VM host seen for the first time is loaded from the store,
 // or ordered (within the rate), while the handshake waits.
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	name := canonicalName(hello.ServerName)
+	name := tokens.CanonicalHost(hello.ServerName)
 	if name == "" {
 		name = m.domain
 		h := *hello
@@ -641,28 +642,11 @@ func RedirectHandler(tlsPort int) http.Handler {
 		port = ":" + strconv.Itoa(tlsPort)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := canonicalName(r.Host)
+		host := tokens.CanonicalHost(r.Host)
 		if host == "" || strings.ContainsAny(host, "/?#@\\ ") {
 			http.Error(w, "no usable Host header", http.StatusBadRequest)
 			return
 		}
 		http.Redirect(w, r, "https://"+host+port+r.URL.RequestURI(), http.StatusPermanentRedirect)
 	})
-}
-
-// canonicalName lowercases a host name (ASCII only, as the proxy does),
-// drops a port and one trailing dot.
-func canonicalName(host string) string {
-	if strings.IndexByte(host, ':') >= 0 {
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-	}
-	host = strings.Map(func(r rune) rune {
-		if 'A' <= r && r <= 'Z' {
-			return r + 'a' - 'A'
-		}
-		return r
-	}, host)
-	return strings.TrimSuffix(host, ".")
 }

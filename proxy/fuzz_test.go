@@ -108,9 +108,9 @@ func FuzzRoute(f *testing.F) {
 	}
 	h := &Handler{domain: "exe.dev", vmSuffix: ".exe.xyz"}
 	f.Fuzz(func(t *testing.T, host, p string) {
-		c := canonicalHost(host)
+		c := tokens.CanonicalHost(host)
 		if strings.ContainsAny(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") {
-			t.Fatalf("canonicalHost(%q) = %q: not lowercase", host, c)
+			t.Fatalf("tokens.CanonicalHost(%q) = %q: not lowercase", host, c)
 		}
 		if name, ok := h.vmName(c); ok {
 			if store.ValidateVMName(name) != nil || c != name+".exe.xyz" {
@@ -122,7 +122,7 @@ func FuzzRoute(f *testing.F) {
 		}
 		// The allocation-free shortcuts agree with the plain definitions.
 		if want := plainCanonicalHost(host); c != want {
-			t.Fatalf("canonicalHost(%q) = %q, plain definition %q", host, c, want)
+			t.Fatalf("tokens.CanonicalHost(%q) = %q, plain definition %q", host, c, want)
 		}
 		if got, want := isReserved(p), plainIsReserved(p); got != want {
 			t.Fatalf("isReserved(%q) = %v, plain definition %v", p, got, want)

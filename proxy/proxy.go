@@ -12,7 +12,6 @@ package proxy
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
@@ -137,7 +136,7 @@ func New(c Config) *Handler {
 		c.Transport = NewTransport()
 	}
 	errLog := slog.NewLogLogger(c.Log.Handler(), slog.LevelWarn) // ReverseProxy's own errors
-	ns := tokens.Namespaces{Domain: canonicalHost(c.Domain), VMDomain: canonicalHost(c.VMDomain)}
+	ns := tokens.Namespaces{Domain: tokens.CanonicalHost(c.Domain), VMDomain: tokens.CanonicalHost(c.VMDomain)}
 	h := &Handler{
 		c:        c,
 		ns:       ns,
@@ -165,10 +164,10 @@ func (h *Handler) ForgetVM(name string) { h.vms.forget(name) }
 // ServeHTTP routes on the canonical host: <Domain> → API, NAME.<VMDomain>
 // → that VM's proxy, anything else → 404 naming the hosts served.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	host := canonicalHost(r.Host)
+	host := tokens.CanonicalHost(r.Host)
 	// An absolute-form target ("GET http://a/ HTTP/1.1") naming another
 	// host than Host must not be routed by one and authorised by the other.
-	if r.URL.Host != "" && canonicalHost(r.URL.Host) != host {
+	if r.URL.Host != "" && tokens.CanonicalHost(r.URL.Host) != host {
 		http.Error(w, "request target and Host header disagree", http.StatusBadRequest)
 		return
 	}
@@ -193,23 +192,4 @@ func (h *Handler) vmName(host string) (string, bool) {
 		return "", false
 	}
 	return name, true
-}
-
-// canonicalHost lowercases a Host value, drops its port and one trailing
-// dot: the one value used both to route and to pick the token namespace.
-// Only ASCII letters are lowered: Unicode case mapping would turn the
-// Kelvin sign into "k" and route a host that no DNS name matches.
-func canonicalHost(host string) string {
-	if strings.IndexByte(host, ':') >= 0 { // SplitHostPort's error for no port allocates
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-	}
-	host = strings.Map(func(r rune) rune {
-		if 'A' <= r && r <= 'Z' {
-			return r + 'a' - 'A'
-		}
-		return r
-	}, host)
-	return strings.TrimSuffix(host, ".")
 }

@@ -426,5 +426,5 @@ func canonicalHostPort(v string) (host, port string, ok bool) {
 		}
 		host, port = h, strconv.Itoa(n)
 	}
-	return canonicalHost(host), port, true
+	return tokens.CanonicalHost(host), port, true
 }

@@ -762,8 +762,8 @@ func TestCanonicalHost(t *testing.T) {
 		"":                  "",
 		"\u212Aa.exe.xyz":   "\u212Aa.exe.xyz", // Kelvin sign: not lowered to "k"
 	} {
-		if got := canonicalHost(in); got != want {
-			t.Errorf("canonicalHost(%q) = %q, want %q", in, got, want)
+		if got := tokens.CanonicalHost(in); got != want {
+			t.Errorf("tokens.CanonicalHost(%q) = %q, want %q", in, got, want)
 		}
 	}
 	// A VM named "ka" is not reachable through a Unicode look-alike.

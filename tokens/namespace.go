@@ -1,5 +1,10 @@
 package tokens
 
+import (
+	"net"
+	"strings"
+)
+
 // Namespaces names the SSHSIG namespaces and hosts of one deployment:
 // the API's, v0@DOMAIN, and each VM's, v0@NAME.VMDOMAIN. Nothing else
 // spells them out.
@@ -26,4 +31,24 @@ func (n Namespaces) For(vm string) string {
 		return n.API()
 	}
 	return n.VM(vm)
+}
+
+// CanonicalHost lowercases a Host value, drops its port and one trailing
+// dot: the one value used to route a request, to pick its token namespace
+// and to choose a certificate. Only ASCII letters are lowered: Unicode case
+// mapping would turn the Kelvin sign into "k" and route a host that no DNS
+// name matches.
+func CanonicalHost(host string) string {
+	if strings.IndexByte(host, ':') >= 0 { // SplitHostPort's error for no port allocates
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+	}
+	host = strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, host)
+	return strings.TrimSuffix(host, ".")
 }
