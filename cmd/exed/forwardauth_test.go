@@ -449,8 +449,23 @@ func checkFront(t *testing.T, f *faSetup) {
 			t.Fatalf("browser printed %s, not on --public-url", link.MagicLink)
 		}
 		jar := filepath.Join(t.TempDir(), "cookies")
-		rep = f.curlFront(t, link.MagicLink, append(nav, "-L", "-c", jar, "-b", jar)...)
+		rep = f.curlFront(t, link.MagicLink, append(append(nav, "-L", "-c", jar, "-b", jar), spoofs...)...)
 		e := seen(t, rep)
+		for k, v := range exedevSeen(e) {
+			switch {
+			case k == "X-Exedev-Userid" && fmt.Sprint(v) == "["+f.aliceID+"]",
+				k == "X-Exedev-Email" && fmt.Sprint(v) == "[alice@example.com]",
+				k == "X-Exedev-Jwt-Assertion" && len(v) == 1 && strings.Count(v[0], ".") == 2,
+				k == "X-Exedev-Token-Ctx" && fmt.Sprint(v) == "[]":
+			default:
+				t.Errorf("with a session, the VM got %s: %q", k, v)
+			}
+		}
+		if a := e.Headers["X-Exedev-Jwt-Assertion"]; len(a) != 1 {
+			t.Errorf("with a session, the VM got %d assertions", len(a))
+		} else if c := f.verifyThroughFront(t, a[0]); c.AuthMethod != "cookie" || c.Email != "alice@example.com" {
+			t.Errorf("the session's assertion: %+v", c)
+		}
 		if rep.url != f.vmURL("/hello") {
 			t.Errorf("the login ended at %s", rep.url)
 		}
