@@ -75,12 +75,17 @@ func checkKeyType(typ string) error {
 }
 
 // AllowedKey reports whether a parsed key is of a type exed accepts: the
-// types listed in the package doc, RSA with a modulus of at least 2048 bits.
+// types listed in the package doc, RSA with a modulus of at least 2048 bits,
+// ed25519 (plain or FIDO) that is not a point of small order (ErrWeakKey).
 func AllowedKey(pub ssh.PublicKey) error {
 	if err := checkKeyType(pub.Type()); err != nil {
 		return err
 	}
-	if pub.Type() != ssh.KeyAlgoRSA {
+	switch pub.Type() {
+	case ssh.KeyAlgoED25519, ssh.KeyAlgoSKED25519:
+		return checkEd25519Point(ed25519Point(pub))
+	case ssh.KeyAlgoRSA:
+	default:
 		return nil
 	}
 	cpk, ok := pub.(ssh.CryptoPublicKey)
@@ -101,6 +106,19 @@ func AllowedKey(pub ssh.PublicKey) error {
 		return fmt.Errorf("keys: %w: RSA key of %d bits, need at least %d", ErrUnsupportedKey, bits, minRSABits)
 	}
 	return nil
+}
+
+// ed25519Point returns the 32-byte point of an ssh-ed25519 or
+// sk-ssh-ed25519 key, read from its wire form (which any implementation
+// has: an ssh-agent's keys carry only that), or nil if it has none.
+func ed25519Point(pub ssh.PublicKey) []byte {
+	w := wire{b: pub.Marshal()}
+	w.string() // type
+	p := w.string()
+	if w.bad {
+		return nil
+	}
+	return p
 }
 
 // ParsePublicKey parses one authorized_keys-style line, "type base64

@@ -73,6 +73,73 @@ type Signature struct {
 	application []byte // the relying party the key is bound to, usually "ssh:"
 	flags       byte
 	counter     uint32
+
+	// highS: an ECDSA signature came with s > n/2; s now holds n-s. See
+	// canonicalizeS.
+	highS bool
+}
+
+// canonicalizeS makes an ECDSA signature's s low (s <= n/2). (r, s) and
+// (r, n-s) are both valid when either is, so a high-S signature has a
+// second encoding that verifies: OpenSSH (through libcrypto) and Go emit
+// either, so both are accepted, but the signature is kept, verified and
+// re-encoded (Marshal) in its one low-S form, and HighS tells a caller
+// that what it was given was the other one.
+//
+// r and s must be below the group order n: for P-521 a value of n or more
+// still fits in the mpint's 66 bytes, and s+n would be a third encoding.
+func (s *Signature) canonicalizeS() error {
+	n := s.ecKey.Curve.Params().N
+	if new(big.Int).SetBytes(s.r).Cmp(n) >= 0 {
+		return malformed("ECDSA signature r is not below the group order")
+	}
+	v := new(big.Int).SetBytes(s.s)
+	switch {
+	case v.Cmp(n) >= 0:
+		return malformed("ECDSA signature s is not below the group order")
+	case v.Cmp(new(big.Int).Rsh(n, 1)) <= 0:
+		return nil
+	}
+	s.s = v.Sub(n, v).Bytes()
+	s.highS = true
+	return nil
+}
+
+// HighS reports whether the blob carried an ECDSA signature in its high-S
+// form: Marshal then differs from it. Always false for other key types,
+// whose signatures have one encoding.
+func (s *Signature) HighS() bool { return s.highS }
+
+// Marshal encodes s as a binary SSHSIG blob: the blob it was parsed from,
+// byte for byte, unless HighS, in which case the same signature with its s
+// in low-S form. So every valid signature has exactly one Marshal.
+func (s *Signature) Marshal() []byte {
+	var inner []byte
+	switch s.format {
+	case ssh.KeyAlgoED25519, ssh.KeyAlgoSKED25519, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSASHA512:
+		inner = s.sig
+	default:
+		inner = appendString(appendString(nil, mpint(s.r)), mpint(s.s))
+	}
+	sig := appendString(appendString(nil, s.format), inner)
+	if s.format == ssh.KeyAlgoSKED25519 || s.format == ssh.KeyAlgoSKECDSA256 {
+		sig = binary.BigEndian.AppendUint32(append(sig, s.flags), s.counter)
+	}
+	blob := append([]byte(sigMagic), 0, 0, 0, sigVersion)
+	blob = appendString(blob, s.PublicKeyBlob)
+	blob = appendString(blob, s.Namespace)
+	blob = appendString(blob, "") // reserved
+	blob = appendString(blob, s.HashAlgorithm)
+	return appendString(blob, sig)
+}
+
+// mpint is the SSH mpint of a positive magnitude m (no leading zeros): a
+// zero byte first when its top bit is set.
+func mpint(m []byte) []byte {
+	if len(m) > 0 && m[0]&0x80 != 0 {
+		return append([]byte{0}, m...)
+	}
+	return m
 }
 
 // malformed wraps ErrMalformed with a reason.
@@ -150,6 +217,9 @@ func (s *Signature) parseKey(blob []byte) error {
 		key := w.string()
 		if w.bad || len(key) != ed25519.PublicKeySize || len(w.b) != 0 {
 			return malformed("bad ssh-ed25519 public key")
+		}
+		if err := checkEd25519Point(key); err != nil {
+			return err
 		}
 		s.edKey = key
 		s.PublicKey, _ = ssh.NewPublicKey(s.edKey) // cannot fail: size checked
@@ -258,6 +328,9 @@ func (s *Signature) parseSig(b []byte) error {
 		s.s, okS = positiveMPInt(sv, size)
 		if ew.bad || len(ew.b) != 0 || !okR || !okS {
 			return malformed("bad ECDSA signature encoding")
+		}
+		if err := s.canonicalizeS(); err != nil {
+			return err
 		}
 	}
 

@@ -63,6 +63,11 @@ func (s *timedStore) AddKey(ctx context.Context, k store.Key, e store.Event) (er
 	return s.Store.AddKey(ctx, k, e)
 }
 
+func (s *timedStore) ReviveKey(ctx context.Context, k store.Key, e store.Event) (err error) {
+	defer s.observe("revive_key", time.Now(), &err)
+	return s.Store.ReviveKey(ctx, k, e)
+}
+
 func (s *timedStore) AddTokenKey(ctx context.Context, k store.Key, h *store.Exe1, e store.Event) (err error) {
 	defer s.observe("add_token_key", time.Now(), &err)
 	return s.Store.AddTokenKey(ctx, k, h, e)

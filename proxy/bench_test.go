@@ -123,3 +123,17 @@ func BenchmarkRewriteHeaders(b *testing.B) {
 		h.Set(headerCtx, string(g.Perms.Ctx))
 	}
 }
+
+// BenchmarkCheckPath: the reserved-path check on an ordinary path (the hot
+// path, no allocation) and on one with percent-encoding (every upstream
+// spelling tried).
+func BenchmarkCheckPath(b *testing.B) {
+	for _, p := range []string{"/api/v1/items/42", "/files/my%20report%2Fq3.pdf"} {
+		b.Run(p, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				checkPath(p)
+			}
+		})
+	}
+}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"strings"
@@ -75,15 +74,40 @@ func findToken(hdr http.Header, allowBasic bool) (token, carrier string, err err
 	return token, carrier, nil
 }
 
+// maxCredentialFields bounds the runs of fields holdsToken decodes.
+const maxCredentialFields = 8
+
 // holdsToken reports whether an Authorization value carries anything shaped
-// like an exe token (Bearer, or Basic user or password): such a value never
-// reaches a VM, whether it was the credential used or not.
+// like an exe token: the value itself, or its credential decoded as
+// leniently as any server might (lenientBase64), holds an exe token's
+// prefix anywhere. Such a value never reaches a VM, whether it was the
+// credential used or not.
 func holdsToken(v string) bool {
-	if t, ok := bearer(v); ok {
-		return tokens.LooksLikeToken(t)
+	if containsToken(v) {
+		return true
 	}
-	user, pass, ok := basic(v)
-	return ok && (tokens.LooksLikeToken(user) || tokens.LooksLikeToken(pass))
+	// The credential is whatever follows the scheme; a server may take
+	// any run of the fields for it (whitespace inside is dropped).
+	// Beyond a few fields (no real credential has them), only each field
+	// and the rest after the scheme are tried, so that the work stays
+	// linear in the header's size.
+	fields := strings.Fields(v)
+	if len(fields) > maxCredentialFields {
+		for _, c := range append(fields, strings.Join(fields[1:], "")) {
+			if dec, ok := lenientBase64(c); ok && containsToken(dec) {
+				return true
+			}
+		}
+		return false
+	}
+	for i := range fields {
+		for j := i + 1; j <= len(fields); j++ {
+			if dec, ok := lenientBase64(strings.Join(fields[i:j], "")); ok && containsToken(dec) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // bearer parses "Bearer TOKEN" (scheme case-insensitive).
@@ -91,17 +115,20 @@ func bearer(v string) (string, bool) {
 	return authParam(v, "bearer")
 }
 
-// basic parses "Basic base64(user:pass)" as net/http does.
+// basic parses "Basic base64(user:pass)" as leniently as holdsToken
+// decodes it (unpadded, URL alphabet, whitespace), so that a credential
+// the proxy would scrub is one it also uses: a token in it is either the
+// request's credential or a conflict, never ignored.
 func basic(v string) (user, pass string, ok bool) {
 	enc, ok := authParam(v, "basic")
 	if !ok {
 		return "", "", false
 	}
-	dec, err := base64.StdEncoding.DecodeString(enc)
-	if err != nil {
+	dec, ok := lenientBase64(enc)
+	if !ok {
 		return "", "", false
 	}
-	return strings.Cut(string(dec), ":")
+	return strings.Cut(dec, ":")
 }
 
 // authParam returns what follows scheme in an Authorization-style value.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -60,10 +61,17 @@ type execResult struct {
 	reason  error // why it was refused, for the log only
 }
 
-// exec runs one /exec request: method → token → body → split → parse →
-// verify (with the command) → rate limit → run what was parsed.
+// exec runs one /exec request: method → token → verify the credential →
+// rate limit → body (under its own read deadline) → split → parse → the
+// command's grant → run what was parsed. Nothing of the body is read for a
+// client without a valid token, or one over its rate limit, and a verified
+// token is cached only once the rate limit has let the request through.
 func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) {
+	bodyDone := false
 	fail := func(status int, msg string) execResult {
+		if !bodyDone && r.ContentLength != 0 {
+			abandonBody(w)
+		}
 		res.status, res.body = status, errorBody(msg)
 		return res
 	}
@@ -82,16 +90,38 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 	case token == "":
 		return fail(http.StatusUnauthorized, "missing token: send Authorization: Bearer with an exe0 or exe1 token")
 	}
-
 	if r.ContentLength > maxExecBody {
 		return fail(http.StatusRequestEntityTooLarge, "body over 64 KiB")
 	}
+
+	pending, err := h.c.Verifier.Begin(r.Context(), token, tokens.Target{Namespace: h.ns.API()})
+	if err != nil {
+		res.reason = err
+		return fail(http.StatusUnauthorized, "invalid token")
+	}
+	res.grant = pending.Grant()
+	if !h.limits.allow(res.grant.Key.Fingerprint, h.c.Now()) {
+		return fail(http.StatusTooManyRequests, "rate limit exceeded")
+	}
+
+	// The body of a command line arrives at once; a client trickling it
+	// holds a connection, so it gets ExecBodyTimeout (a per-route
+	// deadline: a global ReadTimeout would cut git pushes to VMs).
+	rc := http.NewResponseController(w)
+	if err := rc.SetReadDeadline(time.Now().Add(h.c.ExecBodyTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return fail(http.StatusBadRequest, "cannot read body")
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxExecBody))
+	if err == nil {
+		bodyDone = true
+		rc.SetReadDeadline(time.Time{})
+	}
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
 		return fail(http.StatusRequestEntityTooLarge, "body over 64 KiB")
 	case err != nil:
+		res.reason = fmt.Errorf("read body: %w", err)
 		return fail(http.StatusBadRequest, "cannot read body")
 	case len(body) == 0:
 		return fail(http.StatusBadRequest, "empty body: send one command line")
@@ -111,11 +141,11 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 	}
 	res.path = inv.Path()
 
-	target := tokens.Target{Namespace: h.ns.API(), Command: res.path}
+	command := res.path
 	if inv.IsHelp() {
-		target.Command = "" // --help is always allowed
+		command = "" // --help is always allowed
 	}
-	res.grant, err = h.c.Verifier.Verify(r.Context(), token, target)
+	res.grant, err = pending.Finish(command)
 	if errors.Is(err, tokens.ErrNotGranted) {
 		res.reason = err
 		return fail(http.StatusForbidden, "command not granted by this token: "+res.path)
@@ -127,14 +157,20 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 	if h.c.LastUsed != nil {
 		h.c.LastUsed.Touch(res.grant.Key.Fingerprint)
 	}
-	if !h.limits.allow(res.grant.Key.Fingerprint, h.c.Now()) {
-		return fail(http.StatusTooManyRequests, "rate limit exceeded")
-	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.c.ExecTimeout)
 	defer cancel()
 	var out bytes.Buffer
-	caller := sshcmd.Caller{User: res.grant.User, Key: res.grant.Key, RemoteAddr: r.RemoteAddr, Via: store.ViaExec}
+	// The token acts within its key's restrictions and its own exp and
+	// cmds: whatever it mints or adds is at least as restricted.
+	caller := sshcmd.Caller{
+		User:       res.grant.User,
+		Key:        res.grant.Key,
+		Limits:     tokens.Effective(res.grant.Key, &res.grant.Perms),
+		Token:      true,
+		RemoteAddr: r.RemoteAddr,
+		Via:        store.ViaExec,
+	}
 	stdio := sshcmd.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard}
 	if err := inv.Run(ctx, caller, stdio, true); err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -144,6 +180,15 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 	}
 	res.status, res.body = http.StatusOK, out.Bytes()
 	return res
+}
+
+// abandonBody gives up on a request body that was not (or not wholly)
+// read: net/http would otherwise wait for it after the reply, to reuse the
+// connection, and a client that never sends it would hold the connection
+// as long as it likes. The connection closes after the reply instead.
+func abandonBody(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	http.NewResponseController(w).SetReadDeadline(time.Now())
 }
 
 // errorBody is {"error":msg}.

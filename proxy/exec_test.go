@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -236,5 +238,73 @@ func TestExecRemovedKey(t *testing.T) {
 	}
 	if resp, _ := w.postExec("whoami", hdr); resp.StatusCode != 401 {
 		t.Errorf("after removal: status %d, want 401", resp.StatusCode)
+	}
+}
+
+// execRaw writes a raw /exec request on a fresh connection (headers, then
+// part of a body that never completes) and returns the status the server
+// answers with, or 0 if it answers nothing before the deadline.
+func (w *world) execRaw(t *testing.T, auth, partialBody string, declared int) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", w.front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "POST /exec HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\n%s", testDomain, auth, declared, partialBody)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestExecReadsBodyBeforeToken: /exec read and parsed the body before the
+// token was checked, holding a trickled body with no deadline. Now a
+// client without a valid token is answered 401 with its body unread, and a
+// trickled body gets ExecBodyTimeout.
+func TestExecReadsBodyBeforeToken(t *testing.T) {
+	w := newWorld(t, nil, func(c *Config) { c.ExecBodyTimeout = 300 * time.Millisecond })
+	start := time.Now()
+	if got := w.execRaw(t, "Bearer exe0.not.valid", "who", 1000); got != http.StatusUnauthorized {
+		t.Errorf("invalid token, body pending: status %d, want 401 before the body", got)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the 401 took %v: the server waited for the body", d)
+	}
+	tok := w.mint(w.alice.Signer, apiNamespace, `{}`)
+	if got := w.execRaw(t, "Bearer "+tok, "who", 1000); got != http.StatusBadRequest {
+		t.Errorf("valid token, trickled body: status %d, want 400 after the body deadline", got)
+	}
+	// The deadline was the body's own: the next request is served.
+	if resp, m := w.postExec("whoami", map[string]string{"Authorization": bearerHdr(tok)}); resp.StatusCode != http.StatusOK {
+		t.Errorf("after a trickled body: %d %v", resp.StatusCode, m)
+	}
+}
+
+// TestExecCachesBeforeRateLimit: /exec's rate limit ran after the
+// Verifier had cached the token, so one user filled the cache with
+// distinct tokens of one key. Now only requests the rate limit admits are
+// cached.
+func TestExecCachesBeforeRateLimit(t *testing.T) {
+	clock := testkit.NewClock(time.Now())
+	w := newWorld(t, nil, func(c *Config) {
+		c.Now = clock.Now
+		c.ExecRate = rate.Every(time.Hour)
+		c.ExecBurst = 2
+	})
+	_, _, before := w.Verifier.CacheStats()
+	var limited int
+	for i := range 20 {
+		tok := w.mint(w.alice.Signer, apiNamespace, fmt.Sprintf(`{"ctx":%d}`, i))
+		if resp, _ := w.postExec("whoami", map[string]string{"Authorization": bearerHdr(tok)}); resp.StatusCode == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	_, _, after := w.Verifier.CacheStats()
+	if limited != 18 || after-before != 2 {
+		t.Errorf("%d of 20 limited, cache grew by %d: want 18 and 2 (only admitted requests cached)", limited, after-before)
 	}
 }

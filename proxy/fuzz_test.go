@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"encoding/base64"
 	"net"
 	"net/http"
+	"net/url"
 	"path"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -148,6 +151,137 @@ func plainIsReserved(p string) bool {
 		return p+"/" == reservedPrefix || strings.HasPrefix(p, reservedPrefix)
 	}
 	return under(p) || under(path.Clean("/"+p))
+}
+
+// FuzzReservedPath: no path checkPath lets through (pathOK) becomes
+// /__exe.dev or a path under it in the hands of any upstream normalisation
+// the proxy knows of, each written here again independently of path.go
+// (net/url's unescaping, regexps), applied alone and in pairs: up to three
+// percent-decodings, '\' as '/', path parameters dropped, trailing dots and
+// spaces of segments dropped, control bytes and spaces dropped, the path
+// cut at NUL, overlong UTF-8 and fullwidth forms as ASCII, lowercase,
+// dot segments resolved.
+func FuzzReservedPath(f *testing.F) {
+	for _, s := range []string{
+		"/", "/x", "/__exe.dev/", "/__exe.dev;a/x", "/x/..;/__exe.dev/", "/%255F_exe.dev/", "/__exe.dev./",
+		"/__exe.dev%20/", "/%00/__exe.dev/", "/x%5c..%5c__exe.dev/", "/%c0%ae%c0%ae/__exe.dev/",
+		"/%ef%bc%bf_exe.dev/", "/a%2Fb", "/my%20file", "/__exe.devx",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		status := checkPath(raw)
+		if status != pathOK {
+			return
+		}
+		for _, p := range fuzzSpellings(raw) {
+			if fuzzUnderReserved(p) {
+				t.Fatalf("checkPath(%q) = ok, but it normalises to %q", raw, p)
+			}
+		}
+	})
+}
+
+var (
+	fuzzParams   = regexp.MustCompile(`;[^/]*`)
+	fuzzTrailing = regexp.MustCompile(`[. ]+(/|$)`)
+	fuzzControls = regexp.MustCompile(`[\x00-\x20\x7f]`)
+)
+
+// fuzzSpellings is FuzzReservedPath's own list of what an upstream may make
+// of raw.
+func fuzzSpellings(raw string) []string {
+	decoded := []string{raw}
+	for d := raw; len(decoded) < 4; {
+		u, err := url.PathUnescape(d)
+		if err != nil || u == d {
+			break
+		}
+		decoded = append(decoded, u)
+		d = u
+	}
+	rules := []func(string) string{
+		func(s string) string { return strings.ReplaceAll(s, `\`, "/") },
+		func(s string) string { return fuzzParams.ReplaceAllString(s, "") },
+		func(s string) string {
+			// Keep "." and ".." segments: they are not trailing dots.
+			parts := strings.Split(s, "/")
+			for i, p := range parts {
+				if p != "." && p != ".." {
+					parts[i] = fuzzTrailing.ReplaceAllString(p, "$1")
+				}
+			}
+			return strings.Join(parts, "/")
+		},
+		func(s string) string { return fuzzControls.ReplaceAllString(s, "") },
+		func(s string) string { s, _, _ = strings.Cut(s, "\x00"); return s },
+		func(s string) string {
+			s = strings.ReplaceAll(s, "\xc0\xae", ".")
+			s = strings.ReplaceAll(s, "\xc0\xaf", "/")
+			return strings.Map(func(r rune) rune {
+				if r >= 0xff01 && r <= 0xff5e {
+					return r - 0xfee0
+				}
+				return r
+			}, s)
+		},
+	}
+	var out []string
+	for _, d := range decoded {
+		out = append(out, d)
+		for _, a := range rules {
+			out = append(out, a(d))
+			for _, b := range rules {
+				out = append(out, b(a(d)))
+			}
+		}
+	}
+	return out
+}
+
+func fuzzUnderReserved(p string) bool {
+	p = strings.ToLower(path.Clean("/" + p))
+	return p == "/__exe.dev" || strings.HasPrefix(p, "/__exe.dev/")
+}
+
+// FuzzBasicDecoding: whatever an Authorization value is, if any of the
+// ways a server may decode its credential (either alphabet, padded or not,
+// whitespace dropped) gives something holding an exe token, holdsToken
+// says so (scrubHeaders then drops it); and a Basic credential whose
+// password is a token is the request's credential.
+func FuzzBasicDecoding(f *testing.F) {
+	f.Add("Basic", "git", "exe0.a.b", byte(0))
+	f.Add("basic", "", "exe1.ABCDEFGHIJKLMNOPQRSTUVWXYZ", byte(1))
+	f.Add("Basic", "exe0.x.y", "", byte(2))
+	f.Add("BASIC", "me", "hunter2", byte(3))
+	f.Fuzz(func(t *testing.T, scheme, user, pass string, how byte) {
+		cred := user + ":" + pass
+		encs := []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding}
+		enc := encs[int(how)%len(encs)].EncodeToString([]byte(cred))
+		if how&4 != 0 && len(enc) > 4 {
+			enc = enc[:4] + " \t" + enc[4:]
+		}
+		v := scheme + " " + enc
+		if containsToken(cred) && !holdsToken(v) {
+			t.Fatalf("holdsToken(%q) = false; it decodes to %q", v, cred)
+		}
+		hdr := http.Header{"Authorization": {v}}
+		scrubHeaders(hdr)
+		for _, left := range hdr.Values("Authorization") {
+			for _, e := range encs {
+				_, c, _ := strings.Cut(left, " ")
+				if b, err := e.DecodeString(strings.Join(strings.Fields(c), "")); err == nil && containsToken(string(b)) {
+					t.Fatalf("%q survived scrubHeaders", left)
+				}
+			}
+		}
+		if strings.EqualFold(scheme, "basic") && tokens.LooksLikeToken(pass) && !strings.Contains(user, ":") {
+			tok, carrier, err := findToken(http.Header{"Authorization": {v}}, true)
+			if err == nil && (tok != pass || carrier != carrierBasic) {
+				t.Fatalf("findToken(%q) = %q, %q: want the password as a Basic credential", v, tok, carrier)
+			}
+		}
+	})
 }
 
 // FuzzShareLinkIn: never panics; what it finds is a well-formed link token

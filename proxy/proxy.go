@@ -35,6 +35,9 @@ const (
 	// one command a second, in bursts of up to 60; past them, 429.
 	DefaultExecRate  rate.Limit = 1
 	DefaultExecBurst            = 60
+	// DefaultExecBodyTimeout bounds reading a /exec body, one command
+	// line, which a real client sends right behind its headers.
+	DefaultExecBodyTimeout = 10 * time.Second
 )
 
 // Registry is what the handler reads and writes in the store itself: VMs
@@ -69,6 +72,8 @@ type Config struct {
 	ExecTimeout time.Duration // 0 → DefaultExecTimeout
 	ExecRate    rate.Limit    // per signing key; 0 → DefaultExecRate
 	ExecBurst   int           // 0 → DefaultExecBurst
+	// ExecBodyTimeout bounds reading a /exec body; 0 → DefaultExecBodyTimeout.
+	ExecBodyTimeout time.Duration
 
 	Transport http.RoundTripper // to the VMs' upstreams; nil → NewTransport()
 
@@ -121,6 +126,9 @@ func New(c Config) *Handler {
 	}
 	if c.ExecBurst <= 0 {
 		c.ExecBurst = DefaultExecBurst
+	}
+	if c.ExecBodyTimeout <= 0 {
+		c.ExecBodyTimeout = DefaultExecBodyTimeout
 	}
 	if c.Transport == nil {
 		c.Transport = NewTransport()

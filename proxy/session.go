@@ -399,9 +399,13 @@ func stripDomain(v string) string {
 	return strings.Join(out, ";")
 }
 
-// modifyResponse is the ReverseProxy's ModifyResponse: cookie hygiene on
-// what a VM answers.
+// modifyResponse is the ReverseProxy's ModifyResponse: a 101 must be a
+// real WebSocket handshake (checkUpgrade), and cookie hygiene on what a VM
+// answers.
 func modifyResponse(resp *http.Response) error {
+	if err := checkUpgrade(resp); err != nil {
+		return err
+	}
 	filterSetCookies(resp.Header)
 	return nil
 }

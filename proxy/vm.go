@@ -140,12 +140,21 @@ type vmRequest struct {
 type vmRequestKey struct{}
 
 // checkRequest refuses what is never forwarded, whoever asks: the reserved
-// path, CONNECT, and protocol upgrades other than WebSocket (Go's
+// path (under any spelling an upstream would normalise to it: checkPath),
+// CONNECT, and protocol upgrades other than WebSocket (Go's
 // ReverseProxy would forward any, and h2c and the like take the
 // connection out of the proxy's hands).
 func checkRequest(r *http.Request) (status int, msg string) {
 	if isReserved(r.URL.Path) {
 		return http.StatusNotFound, "404 page not found"
+	}
+	switch checkPath(r.URL.EscapedPath()) {
+	case pathReserved:
+		return http.StatusNotFound, "404 page not found"
+	case pathAmbiguous:
+		// Some upstream would read it as a reserved path: refused rather
+		// than guessed at.
+		return http.StatusBadRequest, "ambiguous path"
 	}
 	if r.Method == http.MethodConnect {
 		return http.StatusMethodNotAllowed, "method not allowed"
@@ -212,8 +221,8 @@ func (h *Handler) authorize(r *http.Request, vm *vmEntry, a *access) {
 		h.c.LastUsed.Touch(grant.Key.Fingerprint)
 	}
 	a.grant = grant
-	if !validHeaderValue(grant.Perms.Ctx) {
-		refuse(http.StatusBadRequest, "token ctx cannot be sent as a header", errors.New("token ctx holds a control byte"))
+	if err := tokens.CheckCtxHeader(grant.Perms.Ctx); err != nil {
+		refuse(http.StatusBadRequest, "token ctx cannot be sent as a header", err)
 	}
 }
 
@@ -223,12 +232,14 @@ func (h *Handler) authorize(r *http.Request, vm *vmEntry, a *access) {
 // downloads); a flush after every write of the others only costs.
 func newReverseProxy(transport http.RoundTripper, bufs httputil.BufferPool, errLog *log.Logger) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Rewrite:        rewriteVM,
-		Transport:      transport,
-		FlushInterval:  0,
-		BufferPool:     bufs,
-		ErrorLog:       errLog,
-		ErrorHandler:   upstreamError,
+		Rewrite:       rewriteVM,
+		Transport:     transport,
+		FlushInterval: 0,
+		BufferPool:    bufs,
+		ErrorLog:      errLog,
+		ErrorHandler:  upstreamError,
+		// exed's cookies filtered out of Set-Cookie; a 101 tunnelled only
+		// once it is a real WebSocket handshake.
 		ModifyResponse: modifyResponse,
 	}
 }
@@ -269,8 +280,11 @@ func upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 // client header can remove what is set here.
 func rewrite(pr *httputil.ProxyRequest, vm *vmEntry, grant *tokens.Grant) {
 	pr.SetURL(vm.target)
-	pr.SetXForwarded()
+	// Scrubbed first, so that no client spelling of what is set here
+	// (X_Forwarded_For beside X-Forwarded-For) survives beside it.
 	scrubHeaders(pr.Out.Header)
+	scrubTrailers(pr.Out)
+	pr.SetXForwarded()
 	if grant == nil {
 		return
 	}
@@ -286,12 +300,14 @@ func rewrite(pr *httputil.ProxyRequest, vm *vmEntry, grant *tokens.Grant) {
 }
 
 // scrubHeaders drops every client-sent X-ExeDev-* header in any spelling
-// (X-Exedev-Authorization among them) and every Authorization value that
-// carries something shaped like an exe token.
+// (X-Exedev-Authorization among them), every forwarding header the proxy
+// sets or an app would believe (X-Forwarded-*, Forwarded, X-Real-IP…) in any
+// spelling, and every Authorization value that carries something shaped
+// like an exe token.
 func scrubHeaders(hdr http.Header) {
 	for name, vals := range hdr {
 		switch {
-		case isExedevHeader(name):
+		case isExedevHeader(name), isForwardingHeader(name):
 			delete(hdr, name)
 		case http.CanonicalHeaderKey(name) == "Authorization":
 			kept := vals[:0:0]
@@ -306,6 +322,25 @@ func scrubHeaders(hdr http.Header) {
 				hdr[name] = kept
 			}
 		}
+	}
+}
+
+// scrubTrailers applies scrubHeaders to the request's trailers, and drops
+// any that its Trailer announcement names by a scrubbed name, explicitly
+// rather than by trusting how ReverseProxy and the transport copy them: an
+// identity header or a token sent as a trailer never reaches the VM.
+func scrubTrailers(out *http.Request) {
+	if len(out.Trailer) == 0 {
+		return
+	}
+	scrubHeaders(out.Trailer)
+	for name := range out.Trailer {
+		if http.CanonicalHeaderKey(name) == "Authorization" {
+			delete(out.Trailer, name) // even an empty announcement
+		}
+	}
+	if len(out.Trailer) == 0 {
+		out.Trailer = nil
 	}
 }
 
@@ -344,18 +379,6 @@ func isReserved(p string) bool {
 		p = "/" + p
 	}
 	return under(p) || under(path.Clean(p)) // Clean allocates only when p is not clean
-}
-
-// validHeaderValue reports whether b can travel as an HTTP header value
-// (RFC 9110 field-value: no control bytes but tab). JSON allows a raw DEL
-// in strings, which the transport would refuse.
-func validHeaderValue(b []byte) bool {
-	for _, c := range b {
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // logAttrsCap holds a log line's attributes on the stack: the fixed

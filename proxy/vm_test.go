@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/exed-dev/exed/internal/testkit/testreg"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
 )
 
 func TestCarriers(t *testing.T) {
@@ -445,7 +447,24 @@ func TestUpgrades(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Seen-User: %s\r\n\r\n", r.Header.Get("X-Exedev-Userid"))
+		sum := sha1.Sum([]byte(r.Header.Get("Sec-Websocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+		accept := base64.StdEncoding.EncodeToString(sum[:])
+		upgrade, connection := "websocket", "Upgrade"
+		switch r.URL.Query().Get("bad") { // an upstream whose 101 is no WebSocket handshake
+		case "accept":
+			accept = "c3VyZWx5IG5vdA=="
+		case "noaccept":
+			accept = ""
+		case "upgrade":
+			upgrade = "h2c"
+		case "connection":
+			connection = "keep-alive"
+		}
+		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: %s\r\n", upgrade, connection)
+		if accept != "" {
+			fmt.Fprintf(brw, "Sec-WebSocket-Accept: %s\r\n", accept)
+		}
+		fmt.Fprintf(brw, "X-Seen-User: %s\r\n\r\n", r.Header.Get("X-Exedev-Userid"))
 		brw.Flush()
 		io.Copy(conn, brw) // echo every byte back
 	})
@@ -478,6 +497,29 @@ func TestUpgrades(t *testing.T) {
 			if _, err := io.ReadFull(br, buf); err != nil || string(buf) != msg {
 				t.Fatalf("echo = %q, %v; want %q", buf, err, msg)
 			}
+		}
+	})
+
+	// TestUpgrades/fake 101: an upstream's 101 that is no real WebSocket
+	// handshake for the client's key was tunnelled; now it is a 502, and
+	// no byte passes.
+	t.Run("fake 101", func(t *testing.T) {
+		for _, bad := range []string{"accept", "noaccept", "upgrade", "connection"} {
+			conn, err := net.Dial("tcp", w.front.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(conn, "GET /ws?bad=%s HTTP/1.1\r\nHost: web.exe.xyz\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Exedev-Authorization: Bearer %s\r\n\r\n", bad, tok)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("bad=%s: status %d, want 502", bad, resp.StatusCode)
+			}
+			conn.Close()
 		}
 	})
 
@@ -769,7 +811,14 @@ func TestCtxHeaderBytes(t *testing.T) {
 	// ctx null counts as absent: no header.
 	wantIdentity(t, w.echo("web.exe.xyz", map[string]string{"X-Exedev-Authorization": bearerHdr(w.vmToken("web", `{"ctx":null}`))}), w.alice, "")
 
-	tok := w.vmToken("web", "{\"ctx\":\"a\x7fb\"}")
+	// MintExe0 refuses such a ctx (tokens.CheckCtxHeader); one signed
+	// elsewhere, as ssh-keygen would, is refused at use.
+	p := []byte("{\"ctx\":\"a\x7fb\"}")
+	blob, err := keys.Sign(w.alice.Signer, vmNamespace("web"), keys.HashSHA512, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := tokens.FormatExe0(p, blob)
 	resp, _ := w.get("web.exe.xyz", "/", map[string]string{"X-Exedev-Authorization": bearerHdr(tok)})
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("ctx with DEL: status %d, want 400", resp.StatusCode)

@@ -77,6 +77,9 @@ func (s *Suite) generateAPIKey(ctx context.Context, r *request, label string, li
 				`ssh HOST "ssh-key generate-api-key --ctx='{\"role\":\"deploy\"}'"`, err)
 		}
 	}
+	if err := tokens.CheckCtxHeader(tokenCtx); err != nil {
+		return fmt.Errorf("--ctx: %v", err)
+	}
 	var exp int64
 	if !lim.ExpiresAt.IsZero() {
 		exp = lim.ExpiresAt.Unix()
@@ -250,7 +253,14 @@ func (s *Suite) checkAPIKey(ctx context.Context, r *request, vm string) error {
 }
 
 // target is what a token is checked for: a VM of the caller's, or the API.
+// A caller restricted to one VM names only that one (without --vm, it is
+// the default), as everywhere else.
 func (s *Suite) target(ctx context.Context, r *request, vm string) (tokens.Target, error) {
+	lim, err := r.caller.limits().Within(tokens.Restrictions{VM: vm})
+	if err != nil {
+		return tokens.Target{}, fmt.Errorf("%s %w", r.caller.subject(), err)
+	}
+	vm = lim.VM
 	if vm == "" {
 		return tokens.Target{Namespace: s.ns.API()}, nil
 	}

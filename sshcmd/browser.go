@@ -34,12 +34,6 @@ func (s *Suite) browserCommand() *command {
 	}
 }
 
-// callerLimits are the restrictions the caller acts within: its key's.
-// A link it mints, and the browser session that link starts, carry them.
-func callerLimits(c Caller) tokens.Restrictions {
-	return tokens.KeyRestrictions(c.Key)
-}
-
 func (s *Suite) browser(ctx context.Context, r *request, vm, path string) error {
 	if err := noArgs(r); err != nil {
 		return err
@@ -52,9 +46,11 @@ func (s *Suite) browser(ctx context.Context, r *request, vm, path string) error 
 	if path != "" && store.SafePath(path) != path {
 		return errors.New("--path: give a path on the site: one leading /, no spaces, backslashes or control characters")
 	}
-	lim, err := callerLimits(r.caller).Within(tokens.Restrictions{VM: vm})
+	// A link, and the browser session it starts, carry the caller's
+	// effective restrictions (key ∩ token): a login never widens them.
+	lim, err := r.caller.limits().Within(tokens.Restrictions{VM: vm})
 	if err != nil {
-		return fmt.Errorf("key %q %w", r.caller.Key.Name, err)
+		return fmt.Errorf("%s %w", r.caller.subject(), err)
 	}
 	now := r.now.UTC()
 	// The latest the session may end: the key's expiry, or a full
@@ -69,7 +65,7 @@ func (s *Suite) browser(ctx context.Context, r *request, vm, path string) error 
 		Hash:             h[:],
 		UserID:           r.caller.User.ID,
 		Fingerprint:      r.caller.Key.Fingerprint,
-		OnlyVM:           callerLimits(r.caller).VM,
+		OnlyVM:           r.caller.limits().VM,
 		TargetVM:         lim.VM,
 		Path:             path,
 		CreatedAt:        now.Truncate(time.Second),

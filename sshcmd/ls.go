@@ -43,7 +43,7 @@ func (s *Suite) ls(ctx context.Context, r *request) error {
 	if err != nil {
 		return fmt.Errorf("list shared VMs: %w", err)
 	}
-	kr := tokens.KeyRestrictions(r.caller.Key)
+	kr := r.caller.limits()
 	list := make([]vmJSON, 0, len(vms))
 	for _, vm := range vms {
 		if !kr.AllowsVM(vm.Name) || tokens.Reach(&vm, uid) == tokens.NoAccess {

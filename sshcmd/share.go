@@ -64,13 +64,13 @@ func errNotOwned(name string) error {
 }
 
 // ownedVM returns the VM called name if the caller owns it (Reach) and the
-// caller's key may act on it (a key restricted to one VM shares only that
+// caller may act on it (Caller.Limits: a key restricted to one VM shares only that
 // one).
 func (s *Suite) ownedVM(ctx context.Context, r *request, name string) (store.VM, error) {
 	if err := store.ValidateVMName(name); err != nil {
 		return store.VM{}, err
 	}
-	if !tokens.KeyRestrictions(r.caller.Key).AllowsVM(name) {
+	if !r.caller.limits().AllowsVM(name) {
 		return store.VM{}, errNotOwned(name)
 	}
 	vm, err := s.env.Store.VM(ctx, name)

@@ -65,13 +65,36 @@ type Env struct {
 
 // Caller is who runs a command: the key that completed SSH
 // authentication, or the key that signed the /exec token, and its user.
+//
+// Limits are the caller's effective restrictions (tokens.Effective): the
+// key's own over SSH, the key's intersected with the token's exp and cmds
+// over /exec. The command gate, and everything a command makes or acts on
+// (minting, adding, removing and renaming keys, the VMs it may name), go by
+// them, never by the raw key; the key's own restrictions always apply as
+// well, so a Caller whose Limits were left zero is limited by its key alone.
 type Caller struct {
 	User       store.User
 	Key        store.Key
+	Limits     tokens.Restrictions
+	Token      bool // the caller is a token Key signed (/exec), not a session of Key's
 	RemoteAddr string
 	// Via is where the command came in (store.ViaSSH, ViaExec, ViaWeb),
 	// as the audit log records it.
 	Via string
+}
+
+// subject names the caller in a refusal: `key "laptop"`, or for a token
+// `token of key "laptop"` (its limits may be the token's, not the key's).
+func (c Caller) subject() string {
+	if c.Token {
+		return fmt.Sprintf("token of key %q", c.Key.Name)
+	}
+	return fmt.Sprintf("key %q", c.Key.Name)
+}
+
+// limits is what c may do: its Limits within its key's own restrictions.
+func (c Caller) limits() tokens.Restrictions {
+	return tokens.KeyRestrictions(c.Key).Intersect(c.Limits)
 }
 
 // IO is a command's standard streams.
@@ -367,18 +390,18 @@ var keyAdmin = []string{"ssh-key add", "ssh-key remove", "ssh-key rename",
 	"share add", "share remove", "share set-public", "share set-private", "share add-link", "share remove-link"}
 
 // authorize is the gate every command passes (the parent carries it, so a
-// new command cannot forget it): the caller key's own restrictions.
+// new command cannot forget it): the caller's effective restrictions (its
+// key's, and over /exec its token's too).
 func (s *Suite) authorize(c Caller, path string, now time.Time) error {
-	k := c.Key
-	kr := tokens.KeyRestrictions(k)
-	if kr.Expired(now) {
-		return fmt.Errorf("key %q expired at %s", k.Name, rfc3339(k.ExpiresAt))
+	lim := c.limits()
+	if lim.Expired(now) {
+		return fmt.Errorf("%s expired at %s", c.subject(), rfc3339(lim.ExpiresAt))
 	}
-	if !kr.AllowsCommand(path) {
-		return fmt.Errorf("key %q may only run %s: %q is not among them", k.Name, listOrNothing(k.Cmds), path)
+	if !lim.AllowsCommand(path) {
+		return fmt.Errorf("%s may only run %s: %q is not among them", c.subject(), listOrNothing(lim.Cmds), path)
 	}
-	if slices.Contains(keyAdmin, path) && kr.Any() && !tokens.CommandAllowed(k.Cmds, path) {
-		return fmt.Errorf("key %q is restricted (%s): it cannot run %q unless its cmds name it", k.Name, kr, path)
+	if slices.Contains(keyAdmin, path) && lim.Any() && !tokens.CommandAllowed(lim.Cmds, path) {
+		return fmt.Errorf("%s is restricted (%s): it cannot run %q unless its cmds name it", c.subject(), lim, path)
 	}
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -48,28 +47,30 @@ func (s *Suite) sshKeyList(ctx context.Context, r *request) error {
 func (s *Suite) sshKeyAddCommand() *command {
 	return &command{
 		path:    "ssh-key add",
-		usage:   "[--name N] [--vm V] [--cmds a,b] [--exp D] [PUBKEY]",
+		usage:   "[--name N] [--vm V] [--cmds a,b] [--exp D] [--revive] [PUBKEY]",
 		summary: "register a key (argument or stdin), optionally restricted (a deploy key for CI)",
 		details: "PUBKEY is one line of a .pub file; without it the key is read from standard input:\n" +
 			"  ssh HOST ssh-key add --name laptop < ~/.ssh/id_ed25519.pub\n" +
-			"A key made by a restricted key is at least as restricted.",
+			"A key made by a restricted key (or token) is at least as restricted. A removed token key\n" +
+			"stays revoked; a removed login key comes back only with --revive.",
 		flags: func(fs *pflag.FlagSet) handler {
 			name := fs.String("name", "", "the key's `NAME` (default: its comment, else key-N)")
 			vm := fs.String("vm", "", "restrict the key to this `VM` (yours, or shared with you)")
 			cmds := fs.StringSlice("cmds", nil, "restrict the key to these `COMMANDS` (comma-separated)")
 			exp := fs.String("exp", "never", "the key expires after `D`: never, or N followed by h, d, w, m (30 days) or y (365 days)")
+			revive := fs.Bool("revive", false, "add back a login key you removed before: the tokens it signed before its removal work again")
 			return func(ctx context.Context, r *request) error {
 				want, err := s.requestedLimits(ctx, r, fs, *vm, *cmds, *exp)
 				if err != nil {
 					return err
 				}
-				return s.sshKeyAdd(ctx, r, *name, want)
+				return s.sshKeyAdd(ctx, r, *name, want, *revive)
 			}
 		},
 	}
 }
 
-func (s *Suite) sshKeyAdd(ctx context.Context, r *request, name string, lim tokens.Restrictions) error {
+func (s *Suite) sshKeyAdd(ctx context.Context, r *request, name string, lim tokens.Restrictions, revive bool) error {
 	line, err := keyArgument(r)
 	if err != nil {
 		return err
@@ -114,7 +115,13 @@ func (s *Suite) sshKeyAdd(ctx context.Context, r *request, name string, lim toke
 		ExpiresAt:   lim.ExpiresAt,
 	}
 	ev := s.event(r, "key.add", fp)
-	switch err := s.env.Store.AddKey(ctx, k, ev); {
+	add := s.env.Store.AddKey
+	if revive {
+		add = s.env.Store.ReviveKey
+	}
+	switch err := add(ctx, k, ev); {
+	case errors.Is(err, store.ErrRevoked):
+		return RevokedKeyError(err, uid, "ssh-key add --revive")
 	case errors.Is(err, store.ErrExists):
 		return fmt.Errorf("a key named %q or with fingerprint %s already exists", name, fp)
 	case err != nil:
@@ -161,19 +168,11 @@ func keyArgument(r *request) ([]byte, error) {
 	return data, nil
 }
 
-// keyNamePattern is what a key name may be: short, no spaces or colons
-// (so a name never looks like a fingerprint or a public key line).
-var keyNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
-
 // keyNameRule says what a key name (a token's label) may contain.
-const keyNameRule = "use 1-64 letters, digits and . _ @ + - (starting with a letter or digit)"
+const keyNameRule = store.KeyNameRule
 
-func validKeyName(name string) error {
-	if !keyNamePattern.MatchString(name) {
-		return errors.New("invalid key name: " + keyNameRule)
-	}
-	return nil
-}
+// validKeyName is store.ValidateKeyName: one name rule on every path.
+func validKeyName(name string) error { return store.ValidateKeyName(name) }
 
 // defaultKeyName is the key's comment when it makes a valid, free name,
 // else the first free "key-N".
@@ -238,7 +237,7 @@ func (s *Suite) sshKeyRemove(ctx context.Context, r *request) error {
 	if err != nil {
 		return err
 	}
-	if err := covers(r.caller.Key, k); err != nil {
+	if err := covers(r.caller, k); err != nil {
 		return err
 	}
 	switch err := s.env.Store.RemoveKey(ctx, r.caller.User.ID, k.Fingerprint, s.event(r, "key.remove", k.Fingerprint)); {
@@ -290,7 +289,7 @@ func (s *Suite) sshKeyRename(ctx context.Context, r *request) error {
 	if err != nil {
 		return err
 	}
-	if err := covers(r.caller.Key, k); err != nil {
+	if err := covers(r.caller, k); err != nil {
 		return err
 	}
 	newName := r.args[1]
@@ -334,7 +333,7 @@ func (s *Suite) event(r *request, action, subject string) store.Event {
 }
 
 // requestedLimits reads --vm, --cmds and --exp, checks each, and fits them
-// within the caller key's own restrictions. Cmds nil means --cmds was not
+// within the caller's effective restrictions (Caller.Limits). Cmds nil means --cmds was not
 // given: no cmds restriction (for a token, the default list).
 func (s *Suite) requestedLimits(ctx context.Context, r *request, fs *pflag.FlagSet, vm string, cmds []string, exp string) (tokens.Restrictions, error) {
 	var want tokens.Restrictions
@@ -361,22 +360,23 @@ func (s *Suite) requestedLimits(ctx context.Context, r *request, fs *pflag.FlagS
 		return tokens.Restrictions{}, fmt.Errorf("--exp: %w", err)
 	}
 	want.ExpiresAt = t
-	got, err := tokens.KeyRestrictions(r.caller.Key).Within(want)
+	got, err := r.caller.limits().Within(want)
 	if err != nil {
-		return tokens.Restrictions{}, fmt.Errorf("key %q %w", r.caller.Key.Name, err)
+		return tokens.Restrictions{}, fmt.Errorf("%s %w", r.caller.subject(), err)
 	}
 	return got, nil
 }
 
-// covers refuses a restricted caller key c acting on a key k that is less
-// restricted than c itself: a deploy key granted "ssh-key remove" to revoke
-// its own tokens must not be able to remove its owner's other keys.
-func covers(c, k store.Key) error {
-	if c.Fingerprint == k.Fingerprint {
+// covers refuses a restricted caller c acting on a key k that is less
+// restricted than c's effective restrictions: a deploy key (or a token)
+// granted "ssh-key remove" to revoke its own tokens must not be able to
+// remove its owner's other keys. A caller may always act on its own key.
+func covers(c Caller, k store.Key) error {
+	if c.Key.Fingerprint == k.Fingerprint {
 		return nil
 	}
-	if err := tokens.KeyRestrictions(c).Covers(tokens.KeyRestrictions(k)); err != nil {
-		return fmt.Errorf("key %q %w, so it cannot act on key %q", c.Name, err, k.Name)
+	if err := c.limits().Covers(tokens.KeyRestrictions(k)); err != nil {
+		return fmt.Errorf("%s %w, so it cannot act on key %q", c.subject(), err, k.Name)
 	}
 	return nil
 }
@@ -396,4 +396,23 @@ func (s *Suite) reachableVM(ctx context.Context, userID, name string) (store.VM,
 		return store.VM{}, fmt.Errorf("look up VM: %w", err)
 	}
 	return vm, nil
+}
+
+// RevokedKeyError is the one message for a key that was removed and is
+// registered again (store.ErrRevoked), for ssh-key add and exed user add:
+// a token key stays revoked; a login key of userID's own may come back
+// with the revive command named, knowing that the tokens it signed before
+// its removal would work again. Another user's removed key is refused
+// without saying more.
+func RevokedKeyError(err error, userID, revive string) error {
+	var re *store.RevokedError
+	switch {
+	case !errors.As(err, &re):
+		return fmt.Errorf("that key was removed before and cannot be registered again")
+	case re.Generated:
+		return fmt.Errorf("key %s was a token key and was removed: it stays revoked, with every token it signed (make a new one)", re.Fingerprint)
+	case re.UserID == userID && revive != "":
+		return fmt.Errorf("key %s was removed at %s: tokens it signed before then would work again; to add it anyway, run %s", re.Fingerprint, rfc3339(re.RemovedAt), revive)
+	}
+	return fmt.Errorf("key %s was removed before and cannot be registered again (use a new key)", re.Fingerprint)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -1006,4 +1007,124 @@ func TestCommandGateExpiryBoundary(t *testing.T) {
 	if _, err := e.run(callerOf(ci), "whoami", ""); err == nil || !strings.Contains(err.Error(), "expired at") {
 		t.Errorf("at its expiry: %v, want expired", err)
 	}
+}
+
+// TestVMRestrictedKeyActsOnOtherVM: a key restricted to one VM acts only on
+// that VM everywhere, exe0-to-exe1 --vm and check-api-key --vm included
+// (they took any of the user's VMs); without --vm they default to its VM.
+func TestVMRestrictedKeyActsOnOtherVM(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.AddUser("alice@example.com", 1)
+	web := e.AddVM("web", alice, false)
+	e.AddVM("db", alice, false)
+	vmOnly := e.AddKey(alice, "vmonly", 4, func(k *store.Key) {
+		k.VM = "web"
+		k.Cmds = []string{"exe0-to-exe1", "ssh-key check-api-key"}
+	})
+	mint := func(ns string) string {
+		t.Helper()
+		tok, err := tokens.MintExe0(alice.Signer, ns, []byte(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	dbToken, webToken := mint("v0@db.exe.xyz"), mint("v0@web.exe.xyz")
+	for _, line := range []string{
+		"exe0-to-exe1 --vm db " + dbToken,
+		"ssh-key check-api-key --vm db " + dbToken,
+	} {
+		if out, err := e.run(callerOf(vmOnly), line, ""); err == nil || !strings.Contains(err.Error(), `key "vmonly" is restricted to VM web: --vm db is outside it`) {
+			t.Errorf("%.30q: %q, %v; want the VM restriction", line, out, err)
+		}
+	}
+	// Without --vm, its own VM is the target.
+	m, _ := testkit.JSONObject(t, e.mustRun(callerOf(vmOnly), "exe0-to-exe1 --json "+webToken, ""))
+	if _, err := e.Verifier.Verify(e.ctx, m["token"].(string), tokens.Target{Namespace: "v0@web.exe.xyz", VM: &web}); err != nil {
+		t.Errorf("exe1 for web: %v", err)
+	}
+	m, _ = testkit.JSONObject(t, e.mustRun(callerOf(vmOnly), "ssh-key check-api-key --json "+webToken, ""))
+	if m["valid"] != true {
+		t.Errorf("check-api-key without --vm by a web-only key = %v", m)
+	}
+}
+
+// TestRemovedTokenKeyReAdded: ssh-key add of a removed generated key's
+// public key brought its revoked tokens back to life. A revoked token key
+// stays revoked (for anyone, --revive or not); a removed login key comes
+// back only with --revive, by its own user, whose old tokens then work
+// again (what --revive says).
+func TestRemovedTokenKeyReAdded(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.AddUser("alice@example.com", 1)
+	bob := e.AddUser("bob@example.com", 2)
+	c := callerOf(alice)
+	m, _ := testkit.JSONObject(t, e.mustRun(c, "ssh-key generate-api-key --json --exe0 --label t", ""))
+	token := m["token"].(string)
+	k, err := e.Store.Key(e.ctx, m["fingerprint"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := tokens.Target{Namespace: "v0@exe.dev"}
+	e.mustRun(c, "ssh-key remove t", "")
+	if _, err := e.Verifier.Verify(e.ctx, token, api); err == nil {
+		t.Fatal("token valid after its key was removed")
+	}
+	for _, tt := range []struct {
+		who  Caller
+		line string
+	}{
+		{c, "ssh-key add --name back " + k.PublicKey},
+		{c, "ssh-key add --revive --name back " + k.PublicKey},
+		{callerOf(bob), "ssh-key add --name back " + k.PublicKey},
+	} {
+		_, err := e.run(tt.who, tt.line, "")
+		if err == nil || !strings.Contains(err.Error(), "was a token key and was removed: it stays revoked") {
+			t.Errorf("%s: %q: %v, want the revoked refusal", tt.who.Key.Name, tt.line, err)
+		}
+	}
+	if _, err := e.Verifier.Verify(e.ctx, token, api); err == nil {
+		t.Fatal("the revoked token came back")
+	}
+
+	// A login key: refused without --revive, and for another user.
+	second := e.AddKey(alice, "second", 3, nil)
+	old, err := tokens.MintExe0(second.Signer, "v0@exe.dev", []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.mustRun(c, "ssh-key remove second", "")
+	pub := testkit.PubLine(second.Signer)
+	if _, err := e.run(c, "ssh-key add "+pub, ""); err == nil || !strings.Contains(err.Error(), "tokens it signed before then would work again; to add it anyway, run ssh-key add --revive") {
+		t.Errorf("re-add of a removed login key: %v", err)
+	}
+	if _, err := e.run(callerOf(bob), "ssh-key add --revive "+pub, ""); err == nil || !strings.Contains(err.Error(), "was removed before and cannot be registered again") {
+		t.Errorf("bob reviving alice's removed key: %v", err)
+	}
+	e.mustRun(c, "ssh-key add --revive --name second "+pub, "")
+	if _, err := e.Verifier.Verify(e.ctx, old, api); err != nil {
+		t.Errorf("a revived login key's old token: %v (--revive says it works again)", err)
+	}
+}
+
+// TestCtxThatCannotTravelInHeaderMinted: a ctx that no header can carry
+// (a raw DEL in a JSON string, another control byte) was minted and then
+// refused by every request; generate-api-key refuses it with one line and
+// stores nothing.
+func TestCtxThatCannotTravelInHeaderMinted(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.AddUser("alice@example.com", 1)
+	before, _ := e.Store.Keys(e.ctx, alice.User.ID)
+	for _, ctx := range []string{"\"a\x7fb\"", "[\"\x7f\"]"} {
+		err := e.suite.Run(e.ctx, callerOf(alice), []string{"ssh-key", "generate-api-key", "--ctx", ctx},
+			IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: io.Discard}, false)
+		if err == nil || !strings.HasPrefix(err.Error(), "--ctx: ") || !strings.Contains(err.Error(), "cannot travel in a header") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("--ctx %q: %v, want one line refusing it", ctx, err)
+		}
+	}
+	if after, _ := e.Store.Keys(e.ctx, alice.User.ID); len(after) != len(before) {
+		t.Errorf("refused mints stored keys: %d → %d", len(before), len(after))
+	}
+	// A tab between values is a header's business too, and fine.
+	e.mustRun(callerOf(alice), "ssh-key generate-api-key --ctx '[1,\t2]'", "")
 }

@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
-
-	"github.com/exed-dev/exed/tokens"
 )
 
 func (s *Suite) whoamiCommand() *command {
@@ -38,7 +36,7 @@ func (s *Suite) whoami(ctx context.Context, r *request) error {
 		}{u.ID, u.Email, keyObjects(ks, r.caller.Key.Fingerprint)})
 	}
 	fmt.Fprintf(r.out, "%s (%s)\nkey: %s %s\n", u.Email, u.ID, r.caller.Key.Name, r.caller.Key.Fingerprint)
-	if kr := tokens.KeyRestrictions(r.caller.Key); kr.Any() {
+	if kr := r.caller.limits(); kr.Any() {
 		fmt.Fprintf(r.out, "restricted: %s\n", kr)
 	}
 	fmt.Fprintf(r.out, "\n")

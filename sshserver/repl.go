@@ -14,6 +14,7 @@ import (
 
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
 )
 
 // replWords are what the REPL itself understands, besides the commands.
@@ -89,7 +90,7 @@ func (s *Server) repl(ctx context.Context, sess ssh.Session, c sshcmd.Caller, wi
 			fmt.Fprintln(t, unavailableMessage)
 			continue
 		}
-		c.Key = k
+		c.Key, c.Limits = k, tokens.Effective(k, nil)
 		s.run(ctx, c, args, sshcmd.IO{Stdin: strings.NewReader(""), Stdout: t, Stderr: t})
 	}
 }

@@ -201,3 +201,10 @@ func (s *Server) connect(ctx ssh.Context, conn net.Conn) net.Conn {
 	})
 	return hc
 }
+
+// openConns is the number of connections the server holds now.
+func (s *Server) openConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}

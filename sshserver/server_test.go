@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/exed-dev/exed/internal/testkit"
 	"github.com/exed-dev/exed/keys"
@@ -911,6 +913,129 @@ func TestLoginExpiryBoundary(t *testing.T) {
 	if c, err := gossh.Dial("tcp", ts.addr, ts.config(gossh.PublicKeys(ci.Signer))); err == nil {
 		c.Close()
 		t.Error("a key logged in at the instant it expires")
+	}
+}
+
+// TestWindowChangeLeaksSessionGoroutine: a window-change on a command
+// session with a pty blocked gliderlabs' request loop for good (a channel
+// of one slot that only the REPL reads), so every such session left its
+// goroutines behind after the client had gone. After many such sessions
+// the goroutine count comes back to where it was.
+func TestWindowChangeLeaksSessionGoroutine(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.AddUser("alice@example.com", 1)
+	ts := e.startServer(t, nil)
+	// Warm up: the server's and the client library's own goroutines.
+	warm := ts.dial(t, alice.Signer)
+	execSSH(t, warm, "whoami", "")
+	warm.Close()
+	testkit.WaitFor(t, "the warm-up connection to go", func() bool { return ts.srv.openConns() == 0 })
+	base := runtime.NumGoroutine()
+
+	const sessions = 60
+	for i := range sessions {
+		c, err := gossh.Dial("tcp", ts.addr, ts.config(gossh.PublicKeys(alice.Signer)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RequestPty("xterm", 40, 120, gossh.TerminalModes{}); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		s.Stdout = &out
+		if err := s.Start("whoami"); err != nil {
+			t.Fatal(err)
+		}
+		for w := range 3 {
+			s.WindowChange(50+w, 100)
+		}
+		if err := s.Wait(); err != nil || !strings.Contains(out.String(), "alice@example.com") {
+			t.Fatalf("session %d: %q, %v", i, out.String(), err)
+		}
+		c.Close()
+	}
+	testkit.WaitFor(t, fmt.Sprintf("the goroutines of %d pty sessions with window changes to end (%d before)", sessions, base), func() bool {
+		return runtime.NumGoroutine() <= base+5
+	})
+}
+
+// TestUnsupportedSessionRequestsRefused: env requests accumulated without
+// bound, and agent forwarding (and X11) were answered "success"; each is
+// now refused, and the session still runs its command.
+func TestUnsupportedSessionRequestsRefused(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.AddUser("alice@example.com", 1)
+	ts := e.startServer(t, nil)
+	c := ts.dial(t, alice.Signer)
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 100 {
+		if err := s.Setenv(fmt.Sprintf("V%d", i), strings.Repeat("x", 1000)); err == nil {
+			t.Fatalf("env request %d accepted", i)
+		}
+	}
+	if err := agent.RequestAgentForwarding(s); err == nil {
+		t.Error("agent forwarding accepted")
+	}
+	if ok, err := s.SendRequest("x11-req", true, gossh.Marshal(struct {
+		Single        bool
+		Proto, Cookie string
+		Screen        uint32
+	}{false, "MIT-MAGIC-COOKIE-1", "00", 0})); ok || err != nil {
+		t.Errorf("x11-req: %v, %v; want refused", ok, err)
+	}
+	out, err := s.Output("whoami")
+	if err != nil || !strings.Contains(string(out), "alice@example.com") {
+		t.Errorf("whoami after refused requests: %q, %v", out, err)
+	}
+	// Port forwarding: refused too (no handler for it).
+	if _, err := c.Listen("tcp", "127.0.0.1:0"); err == nil {
+		t.Error("remote port forwarding accepted")
+	}
+	if _, err := c.Dial("tcp", ts.addr); err == nil {
+		t.Error("local port forwarding accepted")
+	}
+}
+
+// TestHandshakeTimeoutTrickledVersion: a client that keeps sending, a byte
+// at a time, and never finishes its version line (a pre-KEX stall that
+// resets every read deadline) is still cut at the handshake timeout.
+func TestHandshakeTimeoutTrickledVersion(t *testing.T) {
+	e := newTestEnv(t)
+	const timeout = time.Second
+	ts := e.startServer(t, func(c *ServerConfig) { c.HandshakeTimeout = timeout; c.IdleTimeout = time.Hour })
+	conn, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	closed := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, conn)
+		close(closed)
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-closed:
+			if d := time.Since(start); d < timeout || d > 10*timeout {
+				t.Errorf("closed after %v, want about %v", d, timeout)
+			}
+			return
+		case <-tick.C:
+			conn.Write([]byte{"SSH-2.0-"[i%8]})
+		case <-time.After(10 * time.Second):
+			t.Fatal("a trickling client outlived the handshake timeout")
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
+	"github.com/exed-dev/exed/tokens"
 )
 
 // sessionChannel wraps gliderlabs' session handler with the per-connection
@@ -78,7 +79,70 @@ func (c slotChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return releasingChannel{ch, c.release}, reqs, nil
+	return releasingChannel{ch, c.release}, filterRequests(reqs), nil
+}
+
+// filterRequests stands between a session's requests and gliderlabs'
+// session handler, which gets wrong what exed does not support:
+//
+//   - env: gliderlabs keeps every one, without bound; exed uses none, so
+//     each is refused;
+//   - auth-agent-req@openssh.com: gliderlabs answers "success" to agent
+//     forwarding, which exed does not do; x11-req likewise: refused;
+//   - window-change: gliderlabs hands each to a channel of one slot that
+//     only the REPL reads, so on a command session with a pty the second
+//     one blocks its request loop for good, and the session's goroutines
+//     (and its slot in the connection's bound) outlive the connection.
+//     Only a REPL's window changes go through (its reader drains them
+//     until the session ends); the others are answered here and dropped.
+//
+// Everything else passes unchanged, in order.
+func filterRequests(in <-chan *gossh.Request) <-chan *gossh.Request {
+	out := make(chan *gossh.Request)
+	go func() {
+		defer close(out)
+		var (
+			pty, repl bool
+			pending   *gossh.Request // the last window change before the REPL began
+		)
+		for req := range in {
+			switch req.Type {
+			case "env", "auth-agent-req@openssh.com", "x11-req":
+				req.Reply(false, nil)
+				continue
+			case "pty-req":
+				pty = true
+			case "shell", "exec":
+				var cmd struct{ Value string }
+				gossh.Unmarshal(req.Payload, &cmd) // shell has none: ""
+				started := repl
+				repl = pty && cmd.Value == "" // what handle runs as a REPL
+				out <- req
+				if repl && !started && pending != nil {
+					out <- pending
+					pending = nil
+				}
+				continue
+			case "window-change":
+				switch {
+				case !pty:
+					req.Reply(false, nil)
+				case repl:
+					out <- req
+				default:
+					// A command session's terminal size changes nothing;
+					// before a REPL starts, only the latest counts.
+					if req.WantReply {
+						req.Reply(true, nil)
+					}
+					pending = &gossh.Request{Type: req.Type, Payload: req.Payload}
+				}
+				continue
+			}
+			out <- req
+		}
+	}()
+	return out
 }
 
 // releasingChannel calls release before exit-status, exit-signal or close.
@@ -158,7 +222,7 @@ func (s *Server) caller(ctx ssh.Context, sess ssh.Session) (sshcmd.Caller, error
 	case k.Generated:
 		return sshcmd.Caller{}, errors.New("token keys cannot log in")
 	}
-	return sshcmd.Caller{User: u, Key: k, RemoteAddr: sess.RemoteAddr().String(), Via: store.ViaSSH}, nil
+	return sshcmd.Caller{User: u, Key: k, Limits: tokens.Effective(k, nil), RemoteAddr: sess.RemoteAddr().String(), Via: store.ViaSSH}, nil
 }
 
 // run runs one command line and returns its exit status, printing a

@@ -33,7 +33,28 @@ var (
 	ErrExists = errors.New("already exists")
 	// ErrLastKey: the removal would leave the user without a login key.
 	ErrLastKey = errors.New("last login key")
+	// ErrRevoked: the key was removed once and may not be registered
+	// again (see RevokedError for whose it was and what it was).
+	ErrRevoked = errors.New("key was removed")
 )
+
+// RevokedError is the ErrRevoked of AddKey, AddUser and ReviveKey: the
+// fingerprint was removed before. A generated key stays revoked for good;
+// a login key may come back to the user it was removed from, through
+// ReviveKey.
+type RevokedError struct {
+	Fingerprint string
+	UserID      string // whose key it was
+	Generated   bool
+	RemovedAt   time.Time
+}
+
+func (e *RevokedError) Error() string {
+	return "key " + e.Fingerprint + " was removed at " + e.RemovedAt.UTC().Format(time.RFC3339)
+}
+
+// Is makes errors.Is(err, ErrRevoked) true.
+func (e *RevokedError) Is(target error) bool { return target == ErrRevoked }
 
 // User is an account. ID is stable ("usr…") and never reused.
 type User struct {
@@ -122,8 +143,15 @@ type UserStore interface {
 
 // KeyStore holds the SSH keys registered to users.
 type KeyStore interface {
-	// AddKey registers a key (login or generated) on k.UserID.
+	// AddKey registers a key (login or generated) on k.UserID. A key that
+	// was removed before is refused with a *RevokedError (ErrRevoked): the
+	// tokens it signed stay revoked.
 	AddKey(ctx context.Context, k Key, e Event) error
+	// ReviveKey is AddKey for a login key that k.UserID itself removed
+	// before, asked for explicitly: the tokens it signed before its removal
+	// verify again. A removed generated key, or another user's, is still
+	// refused (ErrRevoked); a key never removed is simply added.
+	ReviveKey(ctx context.Context, k Key, e Event) error
 	// AddTokenKey registers a generated key and, when h is not nil, its
 	// exe1 handle, in one transaction: generate-api-key's single write.
 	AddTokenKey(ctx context.Context, k Key, h *Exe1, e Event) error
@@ -140,8 +168,9 @@ type KeyStore interface {
 	// Keys lists a user's keys, oldest first.
 	Keys(ctx context.Context, userID string) ([]Key, error)
 	// RemoveKey deletes one of userID's keys and every exe1 handle it
-	// signed. ErrNotFound when userID has no such key; ErrLastKey when it
-	// is userID's last login (non-generated) key.
+	// signed, and records its fingerprint as revoked (see AddKey).
+	// ErrNotFound when userID has no such key; ErrLastKey when it is
+	// userID's last login (non-generated) key.
 	RemoveKey(ctx context.Context, userID, fingerprint string, e Event) error
 	// RenameKey renames one of userID's keys; ErrExists if the name is taken.
 	RenameKey(ctx context.Context, userID, fingerprint, newName string, e Event) error

@@ -5,9 +5,30 @@ import (
 	"fmt"
 	"net/mail"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 )
+
+// keyNamePattern is what a key name may be: short, printable ASCII, no
+// spaces or colons (so a name never looks like a fingerprint or a public
+// key line, and never carries a terminal escape or a newline to whoever
+// lists it).
+var keyNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
+
+// KeyNameRule says, for error messages, what a key name may contain.
+const KeyNameRule = "use 1-64 letters, digits and . _ @ + - (starting with a letter or digit)"
+
+// ValidateKeyName is the one rule for a key's name, on every path a name
+// comes in by (ssh-key add --name or the key's comment, rename,
+// generate-api-key --label, exed user add). The error does not repeat the
+// name: it may hold control bytes.
+func ValidateKeyName(name string) error {
+	if !keyNamePattern.MatchString(name) {
+		return errors.New("invalid key name: " + KeyNameRule)
+	}
+	return nil
+}
 
 // maxEmailLen is the longest address SMTP can carry (RFC 5321 §4.5.3.1.3:
 // a 256-octet path, less its angle brackets).

@@ -56,7 +56,16 @@ type Exe0 struct {
 	Payload []byte // P, the exact bytes that were signed
 	Perms   Permissions
 	Sig     *keys.Signature
+
+	canonical string // see Canonical
 }
+
+// Canonical is the token in its one canonical encoding: the string it was
+// parsed from, except for an ECDSA signature given in its high-S form
+// (keys.Signature.HighS), which is re-encoded low-S. Both verify; the
+// Verifier caches a token under its canonical form only, so that one
+// signature is one token.
+func (x *Exe0) Canonical() string { return x.canonical }
 
 // ParseExe0 applies every rule of the exe0 format, in order: size at most
 // MaxTokenLen, prefix "exe0.", exactly two parts, strict unpadded base64url,
@@ -93,7 +102,11 @@ func ParseExe0(token string) (*Exe0, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tokens: %w: signature: %w", ErrMalformed, err)
 	}
-	return &Exe0{Payload: payload, Perms: perms, Sig: sig}, nil
+	x := &Exe0{Payload: payload, Perms: perms, Sig: sig, canonical: token}
+	if sig.HighS() {
+		x.canonical = FormatExe0(payload, sig.Marshal())
+	}
+	return x, nil
 }
 
 // decodeBase64 decodes one part strictly. The alphabet is checked first
@@ -128,10 +141,15 @@ func FormatExe0(payload, sigBlob []byte) string {
 // MintExe0 signs payload in namespace with hash sha512 (ssh-keygen's
 // default) and formats the token. For an ed25519 key the result is
 // byte-identical to the documented ssh-keygen shell recipe. A payload
-// that breaks the P rules is refused rather than signed into a token
-// nobody would accept.
+// that breaks the P rules, or whose ctx could never reach a VM
+// (CheckCtxHeader), is refused rather than signed into a token nobody
+// would accept.
 func MintExe0(signer ssh.Signer, namespace string, payload []byte) (string, error) {
-	if _, err := ParsePermissions(payload); err != nil {
+	perms, err := ParsePermissions(payload)
+	if err != nil {
+		return "", fmt.Errorf("tokens: mint: %w", err)
+	}
+	if err := CheckCtxHeader(perms.Ctx); err != nil {
 		return "", fmt.Errorf("tokens: mint: %w", err)
 	}
 	blob, err := keys.Sign(signer, namespace, keys.HashSHA512, payload)

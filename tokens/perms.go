@@ -213,6 +213,25 @@ func jsonError(err error) error {
 	return malformed("payload: invalid JSON at offset %d: %.80s", se.ByteOffset, se.Err)
 }
 
+// ErrCtxHeader: a ctx that could never be sent to a VM in the
+// X-ExeDev-Token-Ctx header.
+var ErrCtxHeader = errors.New("ctx cannot travel in a header")
+
+// CheckCtxHeader is the one rule for what a ctx may hold to reach a VM:
+// its bytes must make an HTTP header value (RFC 9110 field-value: no
+// control byte but tab). JSON allows a raw DEL (0x7f) inside strings, and
+// tab, CR and LF between values, which the P rules only partly refuse: a
+// token with such a ctx is refused at minting (generate-api-key, exed token
+// mint, MintExe0) and, if minted elsewhere, by the proxy on every use.
+func CheckCtxHeader(ctx []byte) error {
+	for _, c := range ctx {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return fmt.Errorf("tokens: %w: it holds the control byte 0x%02x (escape it in a JSON string: \\u%04x)", ErrCtxHeader, c, c)
+		}
+	}
+	return nil
+}
+
 // BuildPayload makes P, as generate-api-key and token mint do:
 // {"exp":…,"nbf":…,"cmds":[…],"ctx":…} in that order, leaving out a zero exp
 // or nbf, cmds when hasCmds is false, and a nil ctx. ctx is inserted

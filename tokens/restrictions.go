@@ -27,6 +27,79 @@ func KeyRestrictions(k store.Key) Restrictions {
 	return Restrictions{VM: k.VM, Cmds: k.Cmds, ExpiresAt: k.ExpiresAt}
 }
 
+// Effective is what a caller may do: the one place that computes it, for
+// the command gate, minting and adding keys, over SSH, /exec and the web
+// page alike. perms is nil for an SSH session, where only the key counts;
+// for a token it is the token's permissions, and the result is the
+// intersection of the key's restrictions and the token's own limits:
+//
+//   - expiry: the earlier of the key's ExpiresAt and the token's exp. A
+//     token is valid through the second exp; it is taken as expiring at
+//     exp itself (one second early for the gate), so that whatever it
+//     mints carries an exp no later than its own;
+//   - cmds: the token's cmds (absent: the default list), intersected with
+//     the key's;
+//   - VM: the key's (a token's namespace is checked by the Verifier).
+//
+// So a token minted by a token, or a key added by one, is at least as
+// restricted as the token that made it (attenuation): it cannot outlive
+// it nor run a command it may not.
+func Effective(key store.Key, perms *Permissions) Restrictions {
+	r := KeyRestrictions(key)
+	if perms == nil {
+		return r
+	}
+	var tok Restrictions
+	if perms.Exp != 0 {
+		tok.ExpiresAt = time.Unix(perms.Exp, 0).UTC()
+	}
+	if perms.HasCmds {
+		tok.Cmds = slices.Clone(perms.Cmds)
+		if tok.Cmds == nil {
+			tok.Cmds = []string{}
+		}
+	} else {
+		tok.Cmds = DefaultCmds()
+	}
+	return r.Intersect(tok)
+}
+
+// noVM is a VM name no VM can have (VM names are DNS labels): the VM of an
+// intersection of two different VM restrictions, which allows no VM.
+const noVM = "-"
+
+// Intersect is what both r and other allow: the narrower VM (two different
+// VMs leave none, and then no command either), the commands in both lists
+// (in r's order; nil is every command), the earlier expiry.
+func (r Restrictions) Intersect(other Restrictions) Restrictions {
+	out := Restrictions{VM: r.VM, ExpiresAt: r.ExpiresAt}
+	switch {
+	case r.VM == "":
+		out.VM = other.VM
+	case other.VM != "" && other.VM != r.VM:
+		out.VM = noVM
+	}
+	switch {
+	case out.VM == noVM:
+		out.Cmds = []string{}
+	case r.Cmds == nil:
+		out.Cmds = slices.Clone(other.Cmds)
+	case other.Cmds == nil:
+		out.Cmds = slices.Clone(r.Cmds)
+	default:
+		out.Cmds = []string{}
+		for _, c := range r.Cmds {
+			if CommandAllowed(other.Cmds, c) && !slices.Contains(out.Cmds, c) {
+				out.Cmds = append(out.Cmds, c)
+			}
+		}
+	}
+	if !other.ExpiresAt.IsZero() && (out.ExpiresAt.IsZero() || other.ExpiresAt.Before(out.ExpiresAt)) {
+		out.ExpiresAt = other.ExpiresAt
+	}
+	return out
+}
+
 // Any reports whether r restricts anything at all.
 func (r Restrictions) Any() bool {
 	return r.VM != "" || r.Cmds != nil || !r.ExpiresAt.IsZero()

@@ -188,3 +188,65 @@ func TestNamespaces(t *testing.T) {
 		t.Errorf("namespaces: %s %s %s", n.API(), n.VM("web"), n.VMHost("web"))
 	}
 }
+
+// TestEffectiveAttenuates: a token's effective restrictions are its key's
+// intersected with its own exp and cmds (absent: the default list), so
+// nothing made under them can outlive the token or run more than it may.
+func TestEffectiveAttenuates(t *testing.T) {
+	keyExp := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	tokExp := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	plain := store.Key{Name: "laptop"}
+	ci := store.Key{Name: "ci", VM: "web", Cmds: []string{"ls", "whoami", "ssh-key add"}, ExpiresAt: keyExp}
+
+	for _, tt := range []struct {
+		name  string
+		key   store.Key
+		perms *Permissions
+		want  Restrictions
+	}{
+		{"SSH: the key alone", ci, nil, KeyRestrictions(ci)},
+		{"SSH: an unrestricted key", plain, nil, Restrictions{}},
+		{"token without cmds: the default list", plain, &Permissions{}, Restrictions{Cmds: DefaultCmds()}},
+		{"token's exp and cmds", plain, &Permissions{Exp: tokExp.Unix(), Cmds: []string{"ssh-key add"}, HasCmds: true},
+			Restrictions{Cmds: []string{"ssh-key add"}, ExpiresAt: tokExp}},
+		{"cmds []: nothing", plain, &Permissions{Cmds: []string{}, HasCmds: true}, Restrictions{Cmds: []string{}}},
+		{"key ∩ token: the earlier expiry, the common cmds, the key's VM", ci,
+			&Permissions{Exp: tokExp.Unix(), Cmds: []string{"whoami", "ssh-key list"}, HasCmds: true},
+			Restrictions{VM: "web", Cmds: []string{"whoami"}, ExpiresAt: tokExp}},
+		{"a token outliving its key ends with it", ci, &Permissions{Exp: keyExp.Unix() + 3600},
+			Restrictions{VM: "web", Cmds: []string{"ls", "whoami"}, ExpiresAt: keyExp}},
+	} {
+		got := Effective(tt.key, tt.perms)
+		if got.String() != tt.want.String() || (got.Cmds == nil) != (tt.want.Cmds == nil) {
+			t.Errorf("%s: Effective = %v (cmds %#v), want %v", tt.name, got, got.Cmds, tt.want)
+		}
+	}
+}
+
+func TestIntersect(t *testing.T) {
+	a := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	b := a.Add(time.Hour)
+	for _, tt := range []struct {
+		name     string
+		r, other Restrictions
+		want     Restrictions
+	}{
+		{"none ∩ none", Restrictions{}, Restrictions{}, Restrictions{}},
+		{"VM from either", Restrictions{}, Restrictions{VM: "web"}, Restrictions{VM: "web"}},
+		{"nil cmds take the other's", Restrictions{}, Restrictions{Cmds: []string{"ls"}}, Restrictions{Cmds: []string{"ls"}}},
+		{"common cmds in r's order", Restrictions{Cmds: []string{"whoami", "ls", "help"}}, Restrictions{Cmds: []string{"help", "ls"}},
+			Restrictions{Cmds: []string{"ls", "help"}}},
+		{"disjoint cmds: nothing", Restrictions{Cmds: []string{"ls"}}, Restrictions{Cmds: []string{"whoami"}}, Restrictions{Cmds: []string{}}},
+		{"the earlier expiry", Restrictions{ExpiresAt: b}, Restrictions{ExpiresAt: a}, Restrictions{ExpiresAt: a}},
+		{"expiry from either", Restrictions{ExpiresAt: b}, Restrictions{}, Restrictions{ExpiresAt: b}},
+	} {
+		if got := tt.r.Intersect(tt.other); got.String() != tt.want.String() {
+			t.Errorf("%s: %v ∩ %v = %v, want %v", tt.name, tt.r, tt.other, got, tt.want)
+		}
+	}
+	// Two different VMs leave no VM and no command.
+	none := Restrictions{VM: "web"}.Intersect(Restrictions{VM: "db"})
+	if none.AllowsVM("web") || none.AllowsVM("db") || none.AllowsVM("") || none.AllowsCommand("ls") {
+		t.Errorf("web ∩ db = %v allows something", none)
+	}
+}

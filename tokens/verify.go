@@ -103,7 +103,10 @@ type Config struct {
 	Registry  Registry
 	Now       func() time.Time // nil → time.Now
 	CacheSize int              // max cached positive results; 0 → DefaultCacheSize; < 0 → no cache
-	CacheTTL  time.Duration    // max age of a cached result; ≤ 0 → DefaultCacheTTL
+	// CacheBytes bounds the cache's estimated memory (every string and
+	// slice an entry holds, a large ctx included); 0 → DefaultCacheBytes.
+	CacheBytes int64
+	CacheTTL   time.Duration // max age of a cached result; ≤ 0 → DefaultCacheTTL
 	// OnVerify, if set, is told the outcome of every Verify (not Explain):
 	// "" for a valid token, else the refusal's Reason. It runs on the
 	// request path, so it must be cheap (a metrics counter).
@@ -114,8 +117,13 @@ type Config struct {
 const (
 	// DefaultCacheSize covers every token in active use on a busy
 	// instance (the cache fills only if that many distinct tokens arrive
-	// within one TTL) while bounding memory: an entry is about 1 KB.
+	// within one TTL). An entry is about 0.6 KB with an ed25519 key and
+	// no ctx, and up to about 7 KB with the largest ctx a token can hold,
+	// so memory is bounded by bytes as well (DefaultCacheBytes).
 	DefaultCacheSize = 100_000
+	// DefaultCacheBytes bounds the cache's estimated memory: 64 MiB, a
+	// hundred thousand ordinary entries or nine thousand of the largest.
+	DefaultCacheBytes = 64 << 20
 	// DefaultCacheTTL bounds how long a key removed through another
 	// instance sharing the registry keeps working here: a removed key is
 	// refused everywhere within one second.
@@ -145,11 +153,14 @@ func NewVerifier(c Config) *Verifier {
 	if v.ttl <= 0 {
 		v.ttl = DefaultCacheTTL
 	}
+	if c.CacheBytes <= 0 {
+		c.CacheBytes = DefaultCacheBytes
+	}
 	switch {
 	case c.CacheSize == 0:
-		v.cache = newCache(DefaultCacheSize)
+		v.cache = newCache(DefaultCacheSize, c.CacheBytes, v.ttl)
 	case c.CacheSize > 0:
-		v.cache = newCache(c.CacheSize)
+		v.cache = newCache(c.CacheSize, c.CacheBytes, v.ttl)
 	}
 	return v
 }
@@ -175,17 +186,73 @@ func NewVerifier(c Config) *Verifier {
 // Errors are *Error. Callers answer clients only "invalid token" (401),
 // except errors.Is(err, ErrNotGranted), which /exec answers 403.
 func (v *Verifier) Verify(ctx context.Context, token string, t Target) (*Grant, error) {
-	g, err := v.run(ctx, token, t, nil)
-	if v.onVerify != nil {
-		var reason Reason
-		if e, ok := err.(*Error); ok {
-			reason = e.Reason
-		} else if err != nil {
-			reason = ReasonInternal // not reached: run returns only *Error
-		}
-		v.onVerify(reason)
-	}
+	g, err := v.run(ctx, token, t, nil, nil)
+	v.report(err)
 	return g, err
+}
+
+// report tells OnVerify the outcome of one verification.
+func (v *Verifier) report(err error) {
+	if v.onVerify == nil {
+		return
+	}
+	var reason Reason
+	if e, ok := err.(*Error); ok {
+		reason = e.Reason
+	} else if err != nil {
+		reason = ReasonInternal // not reached: run returns only *Error
+	}
+	v.onVerify(reason)
+}
+
+// Pending is a token that passed every check of Verify but the command's,
+// and is not cached yet: /exec holds one while it applies its rate limit
+// and reads the body, which names the command. Finish completes it.
+type Pending struct {
+	v     *Verifier
+	grant *Grant
+	t     Target
+	put   func() // caches the result; nil when there is nothing to cache
+}
+
+// Grant is what the token proves so far: its key and user (the rate limit
+// goes by the key). Treat it as read-only.
+func (p *Pending) Grant() *Grant { return p.grant }
+
+// Begin is the first half of Verify for a caller that checks the
+// credential before it knows the command (/exec, which must not read a
+// body for a client without a valid token): every check but t.Command's,
+// without caching. A failure is reported (OnVerify) at once. Finish, once
+// the caller has admitted the request (its rate limit), checks the
+// command, reports the outcome and caches a valid result: so nothing a
+// rate-limited request brings is cached.
+func (v *Verifier) Begin(ctx context.Context, token string, t Target) (*Pending, error) {
+	t.Command = ""
+	p := &Pending{v: v, t: t}
+	g, err := v.run(ctx, token, t, nil, p)
+	if err != nil {
+		v.report(err)
+		return nil, err
+	}
+	p.grant = g
+	return p, nil
+}
+
+// Finish checks that command (a canonical path; "" for none: --help) is
+// allowed by the token and its key, reports the outcome, and caches the
+// result if it is valid. Errors are *Error, as Verify's.
+func (p *Pending) Finish(command string) (*Grant, error) {
+	t := p.t
+	t.Command = command
+	err := checkUse(p.v.now(), &p.grant.Key, &p.grant.Perms, t, nil)
+	p.v.report(err)
+	if err != nil {
+		return nil, err
+	}
+	if p.put != nil {
+		p.put()
+	}
+	return p.grant, nil
 }
 
 // Explain runs Verify's steps (the same code, bypassing the cache so every
@@ -194,7 +261,7 @@ func (v *Verifier) Verify(ctx context.Context, token string, t Target) (*Grant, 
 // (vm, command) are left out.
 func (v *Verifier) Explain(ctx context.Context, token string, t Target) []Check {
 	r := &report{}
-	v.run(ctx, token, t, r)
+	v.run(ctx, token, t, r, nil)
 	return r.checks
 }
 
@@ -219,9 +286,20 @@ func (v *Verifier) CacheStats() (hits, misses uint64, size int) {
 	return v.cache.stats()
 }
 
-// run is Verify and Explain. r is nil for Verify: then nothing is
-// reported and the cache is used.
-func (v *Verifier) run(ctx context.Context, token string, t Target, r *report) (*Grant, error) {
+// CacheUsage reports the cache's estimated bytes (bounded by
+// Config.CacheBytes) and the most entries its map has held since it was
+// last rebuilt.
+func (v *Verifier) CacheUsage() (bytes int64, peak int) {
+	if v.cache == nil {
+		return 0, 0
+	}
+	return v.cache.usage()
+}
+
+// run is Verify, Begin and Explain. r is nil for Verify and Begin: then
+// nothing is reported and the cache is used; with hold (Begin), a result to
+// cache is left in hold.put instead of being cached.
+func (v *Verifier) run(ctx context.Context, token string, t Target, r *report, hold *Pending) (*Grant, error) {
 	now := v.now()
 	useCache := r == nil && v.cache != nil && len(token) <= MaxTokenLen
 	var (
@@ -255,6 +333,17 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report) (
 		}
 		if r != nil {
 			r.pass(CheckFormat, fmt.Sprintf("exe0 token, %s key, hash %s", x.Sig.PublicKey.Type(), x.Sig.HashAlgorithm))
+		}
+		if useCache && x.Sig.HighS() {
+			// The other encoding of an ECDSA signature: cached (and found)
+			// under the canonical one only, so one signature is one entry.
+			ck = cacheKeyOf(x.Canonical())
+			if e := v.cache.get(ck, t.Namespace, now); e != nil {
+				if err := checkUse(now, &e.grant.Key, &e.grant.Perms, t, nil); err != nil {
+					return nil, err
+				}
+				return &e.grant, nil
+			}
 		}
 	}
 
@@ -302,7 +391,12 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report) (
 	}
 	if useCache {
 		e.expires = v.expiry(now, &key, &x.Perms)
-		v.cache.put(ck, e, gen, now)
+		put := func() { v.cache.put(ck, e, gen, now) }
+		if hold != nil {
+			hold.put = put
+		} else {
+			put()
+		}
 	}
 	return &e.grant, nil
 }

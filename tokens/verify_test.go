@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math/big"
 	"strings"
 	"sync"
 	"testing"
@@ -720,4 +721,56 @@ func mustECDSA(t testing.TB) *ecdsa.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestECDSAHighSTokenIsSecondEntry: an ECDSA token and its other encoding
+// (s → n-s) are one token: both verify, Canonical is the same, and the
+// cache holds one entry for the two (a second string was a second entry).
+func TestECDSAHighSTokenIsSecondEntry(t *testing.T) {
+	f := newFixture(t, Config{CacheTTL: time.Hour})
+	ctx := context.Background()
+	ec, err := ssh.NewSignerFromKey(mustECDSA(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.addKey(ec, "ecdsa", func(*store.Key) {})
+	tok := mint(t, ec, apiNS, `{}`)
+	x, err := ParseExe0(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The other encoding: the same P, the signature with s' = n - s.
+	blob, _ := b64.DecodeString(strings.Split(tok, ".")[2])
+	var parts struct {
+		Magic                   [6]byte
+		Version                 uint32
+		Key, NS, Reserved, Hash []byte
+		Sig                     []byte
+	}
+	if err := ssh.Unmarshal(blob, &parts); err != nil {
+		t.Fatal(err)
+	}
+	var sig ssh.Signature
+	ssh.Unmarshal(parts.Sig, &sig)
+	var rs struct{ R, S *big.Int }
+	ssh.Unmarshal(sig.Blob, &rs)
+	rs.S.Sub(mustECDSA(t).Curve.Params().N, rs.S)
+	sig.Blob = ssh.Marshal(rs)
+	parts.Sig = ssh.Marshal(sig)
+	other := FormatExe0(x.Payload, ssh.Marshal(parts))
+	y, err := ParseExe0(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Canonical() != y.Canonical() || (x.Canonical() != tok && y.Canonical() != other) {
+		t.Fatal("the two encodings do not share one canonical form, itself one of them")
+	}
+	for _, s := range []string{tok, other, tok, other} {
+		if _, err := f.v.Verify(ctx, s, Target{Namespace: apiNS}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, size := f.v.CacheStats(); size != 1 {
+		t.Errorf("cache holds %d entries for one signature's two encodings, want 1", size)
+	}
 }

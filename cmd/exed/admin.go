@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/exed-dev/exed/keys"
+	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/store/sqlstore"
 )
@@ -71,6 +72,8 @@ func (a *app) userAdd(ctx context.Context, args []string) error {
 	keyName := *name
 	if keyName == "" {
 		keyName = keyNameFromComment(comment, "login")
+	} else if err := store.ValidateKeyName(keyName); err != nil {
+		return fmt.Errorf("user add: --name: %w", err)
 	}
 
 	s, err := sqlstore.Open(ctx, *db, *data)
@@ -89,6 +92,9 @@ func (a *app) userAdd(ctx context.Context, args []string) error {
 	}
 	ev := store.Event{Time: now, ActorID: adminActor, Via: store.ViaAdmin, Action: "user.add", Subject: *email}
 	if err := s.AddUser(ctx, u, k, ev); err != nil {
+		if errors.Is(err, store.ErrRevoked) {
+			return fmt.Errorf("user add: %w", sshcmd.RevokedKeyError(err, u.ID, ""))
+		}
 		if errors.Is(err, store.ErrExists) {
 			return fmt.Errorf("user add: a user with that email, or that key, already exists")
 		}
@@ -106,10 +112,12 @@ func (a *app) userAdd(ctx context.Context, args []string) error {
 	return nil
 }
 
-// keyNameFromComment derives a key name from an authorized_keys comment.
+// keyNameFromComment derives a key name from an authorized_keys comment:
+// the comment if it is a valid key name (the one rule, store.ValidateKeyName:
+// no terminal escapes, newlines or spaces reach `ssh-key list` or the
+// admin's terminal), else def.
 func keyNameFromComment(comment, def string) string {
-	comment = strings.TrimSpace(comment)
-	if comment == "" || strings.ContainsAny(comment, " \t") {
+	if store.ValidateKeyName(comment) != nil {
 		return def
 	}
 	return comment

@@ -125,3 +125,30 @@ func TestAdminCommands(t *testing.T) {
 		t.Errorf("after rm, vms = %+v", got)
 	}
 }
+
+// TestUserAddKeyNameFromUnvalidatedComment: `exed user add` names the key
+// by the one key-name rule: a .pub comment with a terminal escape or a
+// newline gives the default name, never reaching the admin's terminal or
+// `ssh-key list`; an invalid --name is refused.
+func TestUserAddKeyNameFromUnvalidatedComment(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"EXED_DATA=" + filepath.Join(dir, "data")}
+	key := testkit.SSHKeygen(t, dir, "ed25519", 0)
+	pub, _ := os.ReadFile(key + ".pub")
+	fields := strings.Fields(string(pub))
+	evil := fields[0] + " " + fields[1] + " \x1b]0;owned\x07\x1b[31mroot"
+	if err := os.WriteFile(key+".evil.pub", []byte(evil+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := mustRun(t, env, "user", "add", "--email", "alice@example.com", "--key-file", key+".evil.pub")
+	if strings.ContainsAny(out, "\x1b\x07") || !strings.Contains(out, " with key login SHA256:") {
+		t.Errorf("user add printed %q: want the default name login, no escapes", out)
+	}
+	for _, name := range []string{"a\nb", "\x1b[2J", "has space"} {
+		key2 := testkit.SSHKeygen(t, t.TempDir(), "ed25519", 0)
+		r := run(t, env, "", "user", "add", "--email", "bob@example.com", "--key-file", key2+".pub", "--name", name)
+		if r.code == 0 || !strings.Contains(r.stderr, "invalid key name") || strings.ContainsAny(r.stderr, "\x1b") {
+			t.Errorf("--name %q: exit %d, %q", name, r.code, r.stderr)
+		}
+	}
+}

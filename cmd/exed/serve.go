@@ -23,6 +23,7 @@ import (
 	"github.com/exed-dev/exed/certs"
 	"github.com/exed-dev/exed/keys"
 	"github.com/exed-dev/exed/metrics"
+	"github.com/exed-dev/exed/netlimit"
 	"github.com/exed-dev/exed/proxy"
 	"github.com/exed-dev/exed/sshcmd"
 	"github.com/exed-dev/exed/sshserver"
@@ -40,6 +41,14 @@ const (
 	defaultDomain   = "exe.localhost"
 	defaultVMDomain = "vm.localhost"
 )
+
+// defaultSSHPerSource bounds SSH connections from one address: far more
+// than a person or a CI runner behind one address opens at once, far fewer
+// than a flood needs to matter.
+const defaultSSHPerSource = 64
+
+// adminMaxConns bounds the admin listener (health checks and scrapes).
+const adminMaxConns = 64
 
 // acmeConfig is serve's --acme flags.
 type acmeConfig struct {
@@ -64,6 +73,9 @@ type serveConfig struct {
 	logFormat         string
 	shutdownTimeout   time.Duration
 	cacheTTL          time.Duration
+	sshMaxConns       int
+	sshMaxPerSource   int
+	httpMaxConns      int
 	assertion         bool
 	assertionTTL      time.Duration
 	assertionRefresh  time.Duration
@@ -95,6 +107,9 @@ func (a *app) serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests and sessions may take to finish on SIGTERM")
 	fs.DurationVar(&c.cacheTTL, "cache-ttl", time.Second, "how long a verified token is trusted without asking the registry again")
+	fs.IntVar(&c.sshMaxConns, "ssh-max-conns", 0, "SSH connections open at once, authenticated or not; 0: a quarter of the open-file limit left after a reserve")
+	fs.IntVar(&c.sshMaxPerSource, "ssh-max-conns-per-source", defaultSSHPerSource, "SSH connections open at once from one address (an IPv6 /64)")
+	fs.IntVar(&c.httpMaxConns, "http-max-conns", 0, "HTTP connections open at once; 0: a quarter of the open-file limit left after a reserve")
 	fs.BoolVar(&c.assertion, "assertion", true, "sign each request forwarded with an identity (X-ExeDev-Jwt-Assertion) and serve the JWKS")
 	fs.DurationVar(&c.assertionTTL, "assertion-ttl", assertion.DefaultTTL, "lifetime of an identity assertion (whole seconds, at most 10m)")
 	fs.StringVar(&c.secretKeyFile, "secret-key-file", "", "server secret sealing the assertion signing keys (default: DATA/"+secretKeyFile+", created on first start); instances sharing a database must share it")
@@ -180,6 +195,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	bounds := limitListeners(lns, c, log)
 
 	// Metrics exist only where they can be read: with --admin-addr. A nil
 	// *metrics.Metrics records nothing.
@@ -250,9 +266,13 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	})
 	defer followChanges(st, verifier, front, acme)()
 	httpSrv := &http.Server{
-		Handler:           front,
+		Handler: front,
+		// Header, idle and (for /exec, per route) body timeouts; no
+		// global read or write timeout, which would cut long proxied
+		// streams (git pushes, server-sent events, WebSocket).
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		TLSConfig:         tlsConfig,
 	}
@@ -349,7 +369,8 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		}
 	}
 	serving.Store(true)
-	attrs := []any{"ssh", lns.ssh.Addr().String(), "http", lns.http.Addr().String()}
+	attrs := []any{"ssh", lns.ssh.Addr().String(), "http", lns.http.Addr().String(),
+		"ssh_max_conns", bounds.ssh.Total, "ssh_max_conns_per_source", bounds.ssh.PerSource, "http_max_conns", bounds.http.Total}
 	if lns.admin != nil {
 		attrs = append(attrs, "admin", lns.admin.Addr().String())
 	}
@@ -424,6 +445,50 @@ func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler, ac
 	})
 }
 
+// bounds are the connection limits serve put on its listeners.
+type bounds struct{ ssh, http netlimit.Limits }
+
+// limitListeners bounds the listeners' connections, sized from the
+// open-file limit (raised to its hard limit first) unless the flags say:
+// SSH in total and per source address, HTTP in total, the admin listener
+// to adminMaxConns, with a reserve for everything else, so that idle
+// connections piling up on one cannot take the others' file descriptors.
+// Refusals are logged at most once a second.
+func limitListeners(lns *listeners, c *serveConfig, log *slog.Logger) bounds {
+	files, err := netlimit.RaiseFileLimit()
+	if err != nil {
+		log.Warn("open-file limit unknown: sizing connection bounds for 1024", "err", err)
+		files = 1024
+	}
+	sshMax, httpMax := netlimit.Budget(files)
+	if c.sshMaxConns > 0 {
+		sshMax = c.sshMaxConns
+	}
+	if c.httpMaxConns > 0 {
+		httpMax = c.httpMaxConns
+	}
+	var last atomic.Int64
+	refuse := func(listener string) func(string) {
+		return func(reason string) {
+			if now := time.Now().Unix(); last.Swap(now) != now {
+				log.Warn("connection refused: at its bound", "listener", listener, "bound", reason)
+			}
+		}
+	}
+	b := bounds{
+		ssh:  netlimit.Limits{Total: sshMax, PerSource: c.sshMaxPerSource, OnRefuse: refuse("ssh")},
+		http: netlimit.Limits{Total: httpMax, OnRefuse: refuse("http")},
+	}
+	lns.ssh = netlimit.Listen(lns.ssh, b.ssh)
+	lns.http = netlimit.Listen(lns.http, b.http)
+	if lns.admin != nil {
+		lns.admin = netlimit.Listen(lns.admin, netlimit.Limits{Total: adminMaxConns, OnRefuse: refuse("admin")})
+	}
+	log.Info("connection bounds", "open_files", files, "ssh_max_conns", sshMax, "ssh_max_conns_per_source", c.sshMaxPerSource, "http_max_conns", httpMax, "admin_max_conns", adminMaxConns)
+	return b
+}
+
+// listeners are serve's open sockets; admin is nil without --admin-addr.
 // checkTLSFlags checks the TLS flags against each other: certificate
 // files or ACME, not both; the --acme-* flags only with --acme; a
 // plain-HTTP listener only when there is HTTPS to send it to.

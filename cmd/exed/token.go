@@ -81,8 +81,12 @@ func (a *app) tokenMint(args []string) error {
 			return fmt.Errorf("token mint: %w", err)
 		}
 	}
-	if _, err := tokens.ParsePermissions(payload); err != nil {
+	parsed, err := tokens.ParsePermissions(payload)
+	if err != nil {
 		return fmt.Errorf("token mint: permissions: %w", err)
+	}
+	if err := tokens.CheckCtxHeader(parsed.Ctx); err != nil {
+		return fmt.Errorf("token mint: ctx: %w", err)
 	}
 
 	namespace := tokens.Namespaces{Domain: *domain, VMDomain: *vmDomain}.For(*vm)

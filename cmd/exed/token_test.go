@@ -133,3 +133,21 @@ func TestTokenInspectRefusals(t *testing.T) {
 }
 
 func b64url(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// TestTokenMintCtxThatCannotTravelInHeader: `exed token mint` refuses a
+// ctx no header can carry (a raw DEL), given as --ctx or inside --perms,
+// with one line and no token: the same rule (tokens.CheckCtxHeader) the
+// proxy applies to a token minted elsewhere.
+func TestTokenMintCtxThatCannotTravelInHeader(t *testing.T) {
+	dir := t.TempDir()
+	key := testkit.SSHKeygen(t, dir, "ed25519", 0)
+	for _, args := range [][]string{
+		{"--ctx", "\"a\x7fb\""},
+		{"--perms", "{\"ctx\":[\"\x7f\"]}"},
+	} {
+		r := run(t, nil, "", append([]string{"token", "mint", "--key", key}, args...)...)
+		if r.code == 0 || r.stdout != "" || !strings.Contains(r.stderr, "cannot travel in a header") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+			t.Errorf("token mint %q: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
+		}
+	}
+}

@@ -17,13 +17,50 @@ func insertKey(ctx context.Context, tx *sql.Tx, k store.Key) error {
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `
+	if _, err = tx.ExecContext(ctx, `
 		INSERT INTO keys (fingerprint, user_id, name, public_key, added_at, last_used_at,
 			generated, vm, cmds, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		k.Fingerprint, k.UserID, k.Name, k.PublicKey, k.AddedAt.Unix(), nullTime(k.LastUsedAt),
-		k.Generated, nullString(k.VM), cmds, nullTime(k.ExpiresAt))
-	return err
+		k.Generated, nullString(k.VM), cmds, nullTime(k.ExpiresAt)); err != nil {
+		return err
+	}
+	if k.Generated {
+		return nil // made fresh by generate-api-key: never removed before
+	}
+	// After the insert, in a statement of its own: under PostgreSQL's read
+	// committed, an insert racing the key's removal waits for it on the
+	// primary key, and this then sees the revoked row that removal wrote.
+	return checkNotRevoked(ctx, tx, k.Fingerprint)
+}
+
+// checkNotRevoked returns a *store.RevokedError if fingerprint was removed.
+func checkNotRevoked(ctx context.Context, tx *sql.Tx, fingerprint string) error {
+	e := &store.RevokedError{Fingerprint: fingerprint}
+	var removed int64
+	err := tx.QueryRowContext(ctx,
+		`SELECT user_id, generated, removed_at FROM revoked_keys WHERE fingerprint = $1`, fingerprint).
+		Scan(&e.UserID, &e.Generated, &removed)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return err
+	}
+	e.RemovedAt = fromUnix(removed)
+	return e
+}
+
+// ReviveKey implements store.KeyStore; it announces KeyChanged.
+func (s *Store) ReviveKey(ctx context.Context, k store.Key, e store.Event) error {
+	return s.write(ctx, "revive key "+k.Fingerprint, e, keyChanged(k.Fingerprint), func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx,
+			`DELETE FROM revoked_keys WHERE fingerprint = $1 AND user_id = $2 AND NOT generated`,
+			k.Fingerprint, k.UserID); err != nil {
+			return err
+		}
+		return insertKey(ctx, tx, k)
+	})
 }
 
 // AddKey implements store.KeyStore; it announces KeyChanged.
@@ -178,8 +215,16 @@ func (s *Store) RemoveKey(ctx context.Context, userID, fingerprint string, e sto
 			}
 		}
 		// exe1 rows go with the key (ON DELETE CASCADE).
-		return mustAffect(tx.ExecContext(ctx,
-			`DELETE FROM keys WHERE fingerprint = $1 AND user_id = $2`, fingerprint, userID))
+		if err := mustAffect(tx.ExecContext(ctx,
+			`DELETE FROM keys WHERE fingerprint = $1 AND user_id = $2`, fingerprint, userID)); err != nil {
+			return err
+		}
+		// Revoked for good: the fingerprint cannot be registered again
+		// (a key revived and removed again has no row left to conflict).
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO revoked_keys (fingerprint, user_id, generated, removed_at) VALUES ($1, $2, $3, $4)`,
+			fingerprint, userID, generated, e.Time.Unix())
+		return err
 	})
 }
 

@@ -42,6 +42,7 @@ func TestStore(t *testing.T) {
 		{"TouchKeys", testTouchKeys},
 		{"Restrictions", testRestrictions},
 		{"TimesUTC", testTimesUTC},
+		{"RemovedTokenKeyReAdded", testRemovedTokenKeyReAdded},
 		{"CertBlobs", testCertBlobs},
 		{"CertLocks", testCertLocks},
 		{"CertLockRace", testCertLockRace},
@@ -860,4 +861,72 @@ func TestEventsAppendOnly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testRemovedTokenKeyReAdded: a removed generated (token) key can never be
+// registered again (ssh-key add of its public key brought its revoked
+// tokens back to life), by anyone, through AddKey, AddUser or ReviveKey; a
+// removed login key comes back only through ReviveKey, for its own user.
+func testRemovedTokenKeyReAdded(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	ada, _ := addUser(t, s, "ada@example.com")
+	bob, _ := addUser(t, s, "bob@example.com")
+	second := newKey(ada.ID, "second")
+	if err := s.AddKey(ctx, second, ev(ada.ID, "key.add", second.Fingerprint)); err != nil {
+		t.Fatal(err)
+	}
+	gen := newKey(ada.ID, "api-key")
+	gen.Generated = true
+	if err := s.AddTokenKey(ctx, gen, nil, ev(ada.ID, "token.generate", gen.Fingerprint)); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []store.Key{gen, second} {
+		if err := s.RemoveKey(ctx, ada.ID, k.Fingerprint, ev(ada.ID, "key.remove", k.Fingerprint)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := eventCount(t, s)
+
+	again := gen
+	again.Generated, again.Name = false, "readded"
+	err := s.AddKey(ctx, again, ev(ada.ID, "key.add", gen.Fingerprint))
+	wantErr(t, "AddKey(removed token key)", err, store.ErrRevoked)
+	var re *store.RevokedError
+	if !errors.As(err, &re) || !re.Generated || re.UserID != ada.ID || !re.RemovedAt.Equal(t0) {
+		t.Errorf("RevokedError = %+v", re)
+	}
+	wantErr(t, "ReviveKey(removed token key)", s.ReviveKey(ctx, again, ev(ada.ID, "key.add", gen.Fingerprint)), store.ErrRevoked)
+	theirs := again
+	theirs.UserID = bob.ID
+	wantErr(t, "AddKey(another user adds it)", s.AddKey(ctx, theirs, ev(bob.ID, "key.add", gen.Fingerprint)), store.ErrRevoked)
+	carol := store.User{ID: store.NewUserID(), Email: "carol@example.com", CreatedAt: t0}
+	first := again
+	first.UserID = carol.ID
+	wantErr(t, "AddUser(with it)", s.AddUser(ctx, carol, first, ev("admin", "user.add", carol.Email)), store.ErrRevoked)
+	if _, err := s.UserByEmail(ctx, carol.Email); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("AddUser refused, yet the user exists: %v", err)
+	}
+
+	// The removed login key: refused by AddKey, and by ReviveKey for
+	// anyone but ada; ada may revive it.
+	wantErr(t, "AddKey(removed login key)", s.AddKey(ctx, second, ev(ada.ID, "key.add", second.Fingerprint)), store.ErrRevoked)
+	bobs := second
+	bobs.UserID = bob.ID
+	wantErr(t, "ReviveKey(by another user)", s.ReviveKey(ctx, bobs, ev(bob.ID, "key.add", second.Fingerprint)), store.ErrRevoked)
+	if got := eventCount(t, s); got != before {
+		t.Errorf("refusals wrote %d events", got-before)
+	}
+	for _, k := range []store.Key{gen, second} {
+		if _, err := s.Key(ctx, k.Fingerprint); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("refused key %s is registered: %v", k.Name, err)
+		}
+	}
+	if err := s.ReviveKey(ctx, second, ev(ada.ID, "key.add", second.Fingerprint)); err != nil {
+		t.Fatalf("ReviveKey(own login key): %v", err)
+	}
+	// Removed again, it is revoked again.
+	if err := s.RemoveKey(ctx, ada.ID, second.Fingerprint, ev(ada.ID, "key.remove", second.Fingerprint)); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "AddKey(removed twice)", s.AddKey(ctx, second, ev(ada.ID, "key.add", second.Fingerprint)), store.ErrRevoked)
 }
