@@ -180,8 +180,8 @@ func (h *Handler) loginExpired(w http.ResponseWriter, vm string) {
 	})
 }
 
-// serveMain serves the login routes of the main host; anything else is
-// 404, as before.
+// serveMain serves the main host's login routes and account pages;
+// anything else is 404.
 func (h *Handler) serveMain(w http.ResponseWriter, r *http.Request) {
 	if h.sessions == nil {
 		writeJSON(w, http.StatusNotFound, errorBody("not found"))
@@ -189,9 +189,15 @@ func (h *Handler) serveMain(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
+	route := "web" // the account pages (web.go)
+	switch r.URL.Path {
+	case "/auth", "/auth/verify", "/logout", "/logged-out":
+		route = "login"
+	}
 	defer func() {
-		h.c.Log.LogAttrs(context.Background(), slog.LevelInfo, "login",
-			slog.String("route", "login"), slog.String("path", r.URL.Path), slog.String("method", r.Method),
+		// The path only: a query may carry a login secret, a form a token.
+		h.c.Log.LogAttrs(context.Background(), slog.LevelInfo, route,
+			slog.String("route", route), slog.String("path", r.URL.Path), slog.String("method", r.Method),
 			slog.Int("status", sw.status), slog.Duration("duration", time.Since(start)), slog.String("remote_addr", r.RemoteAddr))
 	}()
 	switch r.URL.Path {
@@ -205,12 +211,10 @@ func (h *Handler) serveMain(w http.ResponseWriter, r *http.Request) {
 		if allowMethods(sw, r, http.MethodGet, http.MethodHead) {
 			h.render(sw, http.StatusOK, "loggedout", pageData{Title: "Logged out"})
 		}
-	case "/":
-		if allowMethods(sw, r, http.MethodGet, http.MethodHead) {
-			h.serveHome(sw, r)
-		}
 	default:
-		writeJSON(sw, http.StatusNotFound, errorBody("not found"))
+		if !h.serveWeb(sw, r) { // the account pages (web.go)
+			writeJSON(sw, http.StatusNotFound, errorBody("not found"))
+		}
 	}
 }
 
@@ -225,14 +229,6 @@ func (h *Handler) mainSession(r *http.Request) *sessionEntry {
 		h.touch(e)
 	}
 	return e
-}
-
-func (h *Handler) serveHome(w http.ResponseWriter, r *http.Request) {
-	d := pageData{Title: "exed", SSHLine: h.sshLine("", "")}
-	if e := h.mainSession(r); e != nil {
-		d.Email = e.u.Email
-	}
-	h.render(w, http.StatusOK, "home", d)
 }
 
 // serveAuth is /auth: GET decides, POST (the confirm page's button)

@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/exed-dev/exed/store"
 )
 
 // The pages a browser sees while it logs in: small, server-rendered,
@@ -17,16 +21,36 @@ import (
 //go:embed templates/*.html
 var templateFS embed.FS
 
-// pageNames are the pages, by their file name less ".html".
+// pageNames are the login flow's pages, by their file name less ".html";
+// they show a pageData.
 var pageNames = []string{"login", "confirm", "forbidden", "loggedout", "logout", "home", "error"}
+
+// webPageNames are the account pages (web.go); they show a webData.
+var webPageNames = []string{"account", "keys", "keyrename", "keyremove", "tokennew", "tokenshown", "sessions", "vms", "vm", "linkshown", "log"}
 
 // pages holds each page parsed with the base layout.
 type pages map[string]*template.Template
 
-func parsePages() pages {
-	p := make(pages, len(pageNames))
-	for _, name := range pageNames {
-		p[name] = template.Must(template.ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
+// parsePages parses every page with the base layout and the functions the
+// pages call; now is the handler's clock (what has expired).
+func parsePages(now func() time.Time) pages {
+	funcs := template.FuncMap{
+		"humanTime":   humanTime,
+		"shortTime":   shortTime,
+		"day":         day,
+		"defaultCmds": defaultCmds,
+		"keyNameRule": func() string { return store.KeyNameRule },
+		"browserOf":   browserOf,
+		"expired": func(rfc3339 string) bool {
+			t, err := time.Parse(time.RFC3339, rfc3339)
+			return err == nil && !now().Before(t)
+		},
+		"cmdsText":      cmdsText,
+		"expiryChoices": func() any { return expiryChoices },
+	}
+	p := make(pages, len(pageNames)+len(webPageNames))
+	for _, name := range append(slices.Clone(pageNames), webPageNames...) {
+		p[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	return p
 }
@@ -49,20 +73,50 @@ type pageData struct {
 	// through a redirect (CSP form-action covers redirects): the main host
 	// after a VM host's logout, the VM host after the confirm page.
 	FormRedirect string
+	// Nav is the account page's section ("keys", "sessions"…): the layout
+	// then shows the navigation bar. "" on the login flow's pages.
+	Nav string
+	// Script is the URL of the one script the page loads (the copy
+	// buttons), which its CSP then allows, and nothing else; "" for none.
+	Script string
 }
 
-// pageCSP allows the pages what they use and nothing else: no script at
-// all, their one inline style, forms posting to their own origin (and
-// redirected on to FormRedirect), and no framing (the confirm button must
-// not be clickjacked).
+// pageCSP allows the pages what they use and nothing else: no script (but
+// Script, where a page has one), their one inline style, forms posting to
+// their own origin (and redirected on to FormRedirect), and no framing (the
+// confirm button must not be clickjacked).
 const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
-// render writes page name with status. Nothing a page shows is cached, and
-// no page sends a Referer on: login URLs carry one-time secrets.
+// csp is the Content-Security-Policy of a page showing d.
+func (d *pageData) csp() string {
+	csp := pageCSP
+	if d.FormRedirect != "" {
+		csp += " " + d.FormRedirect
+	}
+	if d.Script != "" {
+		csp += "; script-src " + d.Script
+	}
+	return csp
+}
+
+// render writes page name with status.
 func (h *Handler) render(w http.ResponseWriter, status int, name string, d pageData) {
 	d.Domain = h.domain
+	h.writePage(w, status, name, &d, d.csp())
+}
+
+// renderWeb writes account page name with status.
+func (h *Handler) renderWeb(w http.ResponseWriter, status int, name string, d *webData) {
+	d.Domain = h.domain
+	h.writePage(w, status, name, d, d.csp())
+}
+
+// writePage executes page name over data and writes it with status.
+// Nothing a page shows is cached, and no page sends a Referer on: login
+// URLs carry one-time secrets, and account pages show tokens once.
+func (h *Handler) writePage(w http.ResponseWriter, status int, name string, data any, csp string) {
 	var buf bytes.Buffer
-	if err := h.pages[name].ExecuteTemplate(&buf, "base", d); err != nil {
+	if err := h.pages[name].ExecuteTemplate(&buf, "base", data); err != nil {
 		h.c.Log.Error("render page", "page", name, "err", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
@@ -71,10 +125,6 @@ func (h *Handler) render(w http.ResponseWriter, status int, name string, d pageD
 	hdr.Set("Content-Type", "text/html; charset=utf-8")
 	hdr.Set("Content-Length", strconv.Itoa(buf.Len()))
 	noStore(hdr)
-	csp := pageCSP
-	if d.FormRedirect != "" {
-		csp += " " + d.FormRedirect
-	}
 	hdr.Set("Content-Security-Policy", csp)
 	hdr.Set("X-Frame-Options", "DENY")
 	hdr.Set("X-Content-Type-Options", "nosniff")

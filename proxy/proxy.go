@@ -42,12 +42,15 @@ const (
 
 // Registry is what the handler reads and writes in the store itself: VMs
 // by name, with their shares, through a short-lived cache (see
-// Handler.ForgetVM), and share links redeemed (see redeemShareLink).
-// Tokens are checked by the Verifier, and /exec commands run by the Suite,
-// over their own views of the store. store.Store satisfies it.
+// Handler.ForgetVM), share links redeemed (see redeemShareLink), and the
+// key a browser session was logged in with (the web page's caller, see
+// web.go). Tokens are checked by the Verifier, and /exec and web page
+// commands run by the Suite, over their own views of the store.
+// store.Store satisfies it.
 type Registry interface {
 	VM(ctx context.Context, name string) (store.VM, error)
 	UseShareLink(ctx context.Context, vm string, id []byte, userID string, at time.Time, e store.Event) (store.ShareLink, error)
+	Key(ctx context.Context, fingerprint string) (store.Key, error)
 }
 
 // Config holds the handler's dependencies, passed in explicitly.
@@ -144,7 +147,7 @@ func New(c Config) *Handler {
 		limits:   newLimiters(c.ExecRate, c.ExecBurst),
 		rp:       newReverseProxy(c.Transport, &bufferPool{}, errLog),
 		cop:      http.NewCrossOriginProtection(),
-		pages:    parsePages(),
+		pages:    parsePages(c.Now),
 	}
 	if c.Sessions != nil {
 		h.sessions = newSessionCache(c.Sessions, c.Now)

@@ -64,14 +64,16 @@ type Env struct {
 }
 
 // Caller is who runs a command: the key that completed SSH
-// authentication, or the key that signed the /exec token, and its user.
+// authentication, the key that signed the /exec token, or the key that
+// logged a browser in (the web page), and its user.
 //
 // Limits are the caller's effective restrictions (tokens.Effective): the
 // key's own over SSH, the key's intersected with the token's exp and cmds
-// over /exec. The command gate, and everything a command makes or acts on
-// (minting, adding, removing and renaming keys, the VMs it may name), go by
-// them, never by the raw key; the key's own restrictions always apply as
-// well, so a Caller whose Limits were left zero is limited by its key alone.
+// over /exec, those the browser's login carried on the web page. The
+// command gate, and everything a command makes or acts on (minting,
+// adding, removing and renaming keys, the VMs it may name), go by them,
+// never by the raw key; the key's own restrictions always apply as well,
+// so a Caller whose Limits were left zero is limited by its key alone.
 type Caller struct {
 	User       store.User
 	Key        store.Key
@@ -81,6 +83,10 @@ type Caller struct {
 	// Via is where the command came in (store.ViaSSH, ViaExec, ViaWeb),
 	// as the audit log records it.
 	Via string
+	// Credential is what the audit log records the change was made with,
+	// when it is not Key itself: the browser session's id for the web
+	// page. "" means Key's fingerprint.
+	Credential string
 }
 
 // subject names the caller in a refusal: `key "laptop"`, or for a token

@@ -321,10 +321,14 @@ func (s *Suite) sshKeyRename(ctx context.Context, r *request) error {
 
 // event is the audit row for a change made by r's caller.
 func (s *Suite) event(r *request, action, subject string) store.Event {
+	cred := r.caller.Credential
+	if cred == "" {
+		cred = r.caller.Key.Fingerprint
+	}
 	return store.Event{
 		Time:       r.now.UTC(),
 		ActorID:    r.caller.User.ID,
-		Credential: r.caller.Key.Fingerprint,
+		Credential: cred,
 		Via:        r.caller.Via,
 		Action:     action,
 		Subject:    subject,

@@ -6,7 +6,6 @@ import (
 	"net"
 	"syscall"
 	"testing"
-	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -73,38 +72,29 @@ func TestQuickAckSetAfterRead(t *testing.T) {
 	}
 }
 
-// TestNagleClientNoDelayedACKStall pins the cold-login stall: a client with
-// Nagle's algorithm on (as OpenSSH's is until a session opens) waited at
-// least one 40 ms delayed ACK per login. With quick ACKs a whole login and
-// command takes a few milliseconds; the fastest of several tries is
-// compared with the 40 ms that a single stall would cost, so a busy machine
-// does not make the test fail.
-func TestNagleClientNoDelayedACKStall(t *testing.T) {
-	e := newTestEnv(t)
+// BenchmarkNagleClientLogin measures the cold-login stall quick ACKs
+// remove: a client with Nagle's algorithm on (as OpenSSH's is until a
+// session opens) used to wait at least one 40 ms delayed ACK per login.
+// Timing is measured here, never asserted in a test; TestQuickAckSetAfterRead
+// pins the behaviour.
+func BenchmarkNagleClientLogin(b *testing.B) {
+	e := newTestEnv(b)
 	alice := e.AddUser("alice@example.com", 1)
-	ts := e.startServer(t, nil)
-	const tries = 5
-	best := time.Hour
-	for range tries {
-		start := time.Now()
+	ts := e.startServerB(b)
+	for b.Loop() {
 		c, err := net.Dial("tcp", ts.addr)
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 		c.(*net.TCPConn).SetNoDelay(false) // Nagle on, as OpenSSH during login
 		sc, chans, reqs, err := gossh.NewClientConn(c, ts.addr, ts.config(gossh.PublicKeys(alice.Signer)))
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 		client := gossh.NewClient(sc, chans, reqs)
-		if _, errOut, code := execSSH(t, client, "whoami", ""); code != 0 {
-			t.Fatalf("whoami: %s", errOut)
+		if _, errOut, code := execSSH(b, client, "whoami", ""); code != 0 {
+			b.Fatalf("whoami: %s", errOut)
 		}
 		client.Close()
-		best = min(best, time.Since(start))
-	}
-	// The kernel's shortest delayed ACK is 40 ms (TCP_DELACK_MIN).
-	if best >= 35*time.Millisecond {
-		t.Errorf("fastest of %d logins with Nagle on took %v: a delayed-ACK stall", tries, best)
 	}
 }

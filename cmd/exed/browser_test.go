@@ -2,19 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,119 +19,6 @@ import (
 
 // The browser's side of browser sessions: headless Chromium against the
 // real `exed serve` over TLS.
-
-// Names the browser test serves under: .test is reserved (RFC 2606), and
-// Chromium's host resolver rules send every name to 127.0.0.1 anyway.
-const (
-	browserDomain   = "exe.test"
-	browserVMDomain = "vm.test"
-)
-
-// testCA makes a CA and, signed by it, a certificate for names; it writes
-// the leaf and its key to dir and returns their paths and the base64
-// SHA-256 of the leaf's public key (SPKI), which Chromium is told to trust.
-func testCA(t *testing.T, dir string, names ...string) (certFile, keyFile, spki string) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	ca := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "exed test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &leafKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(leafKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})...)
-	if err := os.WriteFile(certFile, chain, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	parsed, _ := x509.ParseCertificate(leafDER)
-	sum := sha256.Sum256(parsed.RawSubjectPublicKeyInfo)
-	return certFile, keyFile, base64.StdEncoding.EncodeToString(sum[:])
-}
-
-// findChromium returns Debian's chromium, or ends the test (Unavailable:
-// a failure under CI=true).
-func findChromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	testkit.Unavailable(t, "chromium not installed")
-	return ""
-}
-
-// newChromium starts headless Chromium with a fresh profile, every name
-// resolved to 127.0.0.1, and the test certificate trusted by its SPKI
-// hash, at a phone's window size.
-func newChromium(t *testing.T, spki string) context.Context {
-	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(findChromium(t)),
-		chromedp.Headless,
-		chromedp.NoSandbox, // tests run as root in a container
-		chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(412, 915),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("no-default-browser-check", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-features", "HttpsUpgrades,HttpsFirstBalancedModeAutoEnable"),
-		chromedp.Flag("host-resolver-rules", "MAP * 127.0.0.1"),
-		chromedp.Flag("ignore-certificate-errors-spki-list", spki),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	if err := chromedp.Do(ctx); err != nil { // start the browser now, outside any timeout
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
-// shots is where screenshots go: $EXED_SCREENSHOTS to keep them, else the
-// test's temp dir.
-func shots(t *testing.T) string {
-	if d := os.Getenv("EXED_SCREENSHOTS"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	return t.TempDir()
-}
 
 // TestBrowserLogin drives a real browser through the whole login: a
 // private VM page → the login page (401) → the `browser` link, minted with
@@ -176,43 +52,8 @@ func TestBrowserLogin(t *testing.T) {
 	vmOrigin := "https://web." + browserVMDomain + ":" + port
 	page := vmOrigin + "/private/page?x=1"
 
-	step := func(name string, a chromedp.Action[chromedp.Void]) *network.Response {
-		t.Helper()
-		c, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		resp, err := chromedp.RunResponse(c, a)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		return resp
-	}
-	shot := func(name string) {
-		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(shotDir, name+".png"), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	eval := func(js string) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
-		if err != nil {
-			t.Fatalf("evaluate %s: %v", js, err)
-		}
-		return v
-	}
-	location := func() string {
-		t.Helper()
-		loc, err := chromedp.Run(ctx, chromedp.Location())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return loc
-	}
-	text := func() string { return eval(`document.body.innerText`) }
+	b := newTab(t, ctx, shotDir)
+	step, shot, eval, location, text := b.step, b.shot, b.eval, b.location, b.text
 	wantLoginPage := func(when string) {
 		t.Helper()
 		resp := step(when, chromedp.Navigate(page))

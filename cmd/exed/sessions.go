@@ -18,8 +18,9 @@ const sessionPurgeInterval = time.Minute
 // runSessionUpkeep starts what browser sessions need beside the front: a
 // last-used writer for them (at most one write a minute per session) and
 // the periodic purge of what expired. stop ends both, after a last flush.
-func runSessionUpkeep(st store.SessionStore, log *slog.Logger) (lastUsed *store.LastUsedWriter, stop func()) {
-	lastUsed = store.NewLastUsedFunc(st.TouchSessions, time.Minute, time.Now)
+// lastUsedEvery is the writer's interval (--last-used-interval).
+func runSessionUpkeep(st store.SessionStore, lastUsedEvery time.Duration, log *slog.Logger) (lastUsed *store.LastUsedWriter, stop func()) {
+	lastUsed = store.NewLastUsedFunc(st.TouchSessions, lastUsedEvery, time.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {

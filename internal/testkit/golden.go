@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -113,4 +114,43 @@ func Mask(s string) string {
 		s = b.String() + s[last:]
 	}
 	return s
+}
+
+// Times as a page shows them: an element <time datetime=…>…</time>
+// (whatever its text: a day, a time to the minute), and a time to the
+// minute in a sentence, with or without its zone.
+var (
+	timeElement = regexp.MustCompile(`<time datetime="[^"]*">[^<]*</time>`)
+	humanTime   = regexp.MustCompile(`\b\d{4}-\d\d-\d\d \d\d:\d\d(?: UTC)?`)
+	numbered    = regexp.MustCompile(`<(time|when)-\d+>`)
+)
+
+// escapedFingerprint is a fingerprint percent-encoded in a URL's query.
+var escapedFingerprint = regexp.MustCompile(`SHA256%3[aA][A-Za-z0-9%]+`)
+
+// MaskHTML is Mask for a web page, whose escaping it sees through first
+// (html/template writes "+" as "&#43;", and a fingerprint in a link's
+// query percent-encoded). Its times are many, and a few milliseconds
+// apart may fall in two seconds or minutes: each is masked alike, without
+// a number — every <time> element as <time>, every other time to the
+// minute ("2025-06-01 14:03 UTC") as <when>.
+func MaskHTML(s string) string {
+	s = strings.ReplaceAll(s, "&#43;", "+")
+	s = escapedFingerprint.ReplaceAllStringFunc(s, func(v string) string {
+		if u, err := url.QueryUnescape(v); err == nil {
+			return u
+		}
+		return v
+	})
+	s = timeElement.ReplaceAllString(s, "<time>")
+	s = Mask(s)
+	s = humanTime.ReplaceAllString(s, "<when>")
+	return numbered.ReplaceAllString(s, "<$1>")
+}
+
+// GoldenHTML is Golden for a web page, masked (MaskHTML): what a browser
+// shows is public too.
+func GoldenHTML(t testing.TB, name, page string, update bool) {
+	t.Helper()
+	Golden(t, name, MaskHTML(page), update)
 }

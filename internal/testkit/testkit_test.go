@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -33,6 +34,20 @@ func TestMask(t *testing.T) {
 		`"name":"exe0-to-exe1","email":"user@example.com"}`
 	if got := Mask(in); got != want {
 		t.Errorf("Mask:\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestMaskHTML: a page's times are masked alike, whatever their form; a
+// fingerprint is masked through the page's escaping; a date in a sentence
+// is left.
+func TestMaskHTML(t *testing.T) {
+	fp := "SHA256:" + strings.Repeat("a", 20) + "+/" + strings.Repeat("b", 21)
+	in := `<time datetime="2025-06-01T12:00:00Z">2025-06-01 12:00</time> <time datetime="2025-06-02T12:00:00Z">2025-06-02</time>` +
+		` 2025-06-01 12:00 UTC, 2025-06-02 08:30; at 2025-06-01T12:00:01Z on 2025-06-01` +
+		` <code>` + strings.ReplaceAll(fp, "+", "&#43;") + `</code> <a href="/k?key=` + url.QueryEscape(fp) + `">`
+	want := `<time> <time> <when>, <when>; at <time> on 2025-06-01 <code><fingerprint-1></code> <a href="/k?key=<fingerprint-1>">`
+	if got := MaskHTML(in); got != want {
+		t.Errorf("MaskHTML:\n got %s\nwant %s", got, want)
 	}
 }
 
