@@ -67,6 +67,12 @@ type Metrics struct {
 		requests prometheus.Counter
 		duration prometheus.Observer
 	}
+	faRequests *prometheus.CounterVec   // class
+	faDuration *prometheus.HistogramVec // class
+	faByClass  [len(classes)]struct {   // resolved once, indexed like classes
+		requests prometheus.Counter
+		duration prometheus.Observer
+	}
 	execRequests *prometheus.CounterVec // command, code
 
 	sshConns        prometheus.Counter
@@ -93,6 +99,15 @@ func New() *Metrics {
 	m.proxyDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "proxy_request_duration_seconds",
 		Help:    "Time from a VM request's arrival to the end of its response, by status class.",
+		Buckets: proxyBuckets,
+	}, []string{"class"})
+	m.faRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "forward_auth_requests_total",
+		Help: "Questions a front proxy asked the forward-auth listener (GET /auth), by status class of the answer (2xx: let through, 4xx: refused).",
+	}, []string{"class"})
+	m.faDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "forward_auth_request_duration_seconds",
+		Help:    "Time to answer a forward-auth question, by status class.",
 		Buckets: proxyBuckets,
 	}, []string{"class"})
 	m.execRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -126,7 +141,7 @@ func New() *Metrics {
 	}, []string{"method", "result"})
 
 	m.reg.MustRegister(
-		m.verifications, m.proxyRequests, m.proxyDuration, m.execRequests,
+		m.verifications, m.proxyRequests, m.proxyDuration, m.faRequests, m.faDuration, m.execRequests,
 		m.sshConns, m.sshOpen, m.sshSessions, m.sshAuthFailures, m.sshCommands,
 		m.storeDuration,
 		collectors.NewGoCollector(),
@@ -141,6 +156,8 @@ func New() *Metrics {
 	for i, class := range classes {
 		m.byClass[i].requests = m.proxyRequests.WithLabelValues(class)
 		m.byClass[i].duration = m.proxyDuration.WithLabelValues(class)
+		m.faByClass[i].requests = m.faRequests.WithLabelValues(class)
+		m.faByClass[i].duration = m.faDuration.WithLabelValues(class)
 	}
 	return m
 }
@@ -265,6 +282,19 @@ func (m *Metrics) ProxyRequest(status int, d time.Duration) {
 		return
 	}
 	c := &m.byClass[classIndex(status)]
+	c.requests.Inc()
+	c.duration.Observe(d.Seconds())
+}
+
+// ForwardAuthRequest counts one forward-auth question that was answered
+// with status after d. They are not proxy requests: the front proxy, not
+// exed, then forwards the request (or not), and their time ends with the
+// answer, not with the VM's response.
+func (m *Metrics) ForwardAuthRequest(status int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	c := &m.faByClass[classIndex(status)]
 	c.requests.Inc()
 	c.duration.Observe(d.Seconds())
 }

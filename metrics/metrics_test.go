@@ -200,7 +200,7 @@ func TestStoreChanges(t *testing.T) {
 	}
 }
 
-// TestFrontCounters: the proxy, /exec and SSH hooks land on their series
+// TestFrontCounters: the proxy, forward-auth, /exec and SSH hooks land on their series
 // with labels from fixed sets.
 func TestFrontCounters(t *testing.T) {
 	m := New()
@@ -209,6 +209,9 @@ func TestFrontCounters(t *testing.T) {
 	m.ProxyRequest(401, time.Millisecond)
 	m.ProxyRequest(502, 2*time.Second)
 	m.ProxyRequest(0, 0) // nothing sensible: "other", never a new label
+	m.ForwardAuthRequest(200, time.Millisecond)
+	m.ForwardAuthRequest(401, time.Millisecond)
+	m.ForwardAuthRequest(404, time.Millisecond)
 	m.ExecRequest("whoami", 200)
 	m.ExecRequest("", 401)
 	m.ExecRequest("ssh-key generate-api-key", 403)
@@ -229,6 +232,10 @@ func TestFrontCounters(t *testing.T) {
 	want(t, got, "exed_proxy_requests_total{class=other}", 1)
 	want(t, got, "exed_proxy_request_duration_seconds_count{class=2xx}", 2)
 	want(t, got, "exed_proxy_request_duration_seconds_sum{class=5xx}", 2)
+	want(t, got, "exed_forward_auth_requests_total{class=2xx}", 1)
+	want(t, got, "exed_forward_auth_requests_total{class=4xx}", 2)
+	want(t, got, "exed_forward_auth_requests_total{class=5xx}", 0)
+	want(t, got, "exed_forward_auth_request_duration_seconds_count{class=4xx}", 2)
 	want(t, got, "exed_exec_requests_total{code=200,command=whoami}", 1)
 	want(t, got, "exed_exec_requests_total{code=401,command=unknown}", 1)
 	want(t, got, "exed_exec_requests_total{code=403,command=ssh-key generate-api-key}", 1)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"net/http"
+	"strconv"
 
 	"github.com/exed-dev/exed/assertion"
 	"github.com/exed-dev/exed/tokens"
@@ -59,8 +60,13 @@ func tokenIdentity(g *tokens.Grant, vm *vmEntry) assertion.Identity {
 
 // requestAudience is the VM origin a request to vm came in on: its
 // scheme, and the port of the listener it reached (not the Host header's,
-// which the client picks).
+// which the client picks); behind a front proxy, the origin it says the
+// browser used (forwardedOrigin).
 func requestAudience(r *http.Request, vm string) assertion.Audience {
+	if o, ok := forwardedOrigin(r); ok {
+		n, _ := strconv.Atoi(o.port)
+		return assertion.Audience{VM: vm, TLS: o.scheme == "https", Port: n}
+	}
 	aud := assertion.Audience{VM: vm, TLS: r.TLS != nil}
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok {
 		aud.Port = a.Port
@@ -71,8 +77,8 @@ func requestAudience(r *http.Request, vm string) assertion.Audience {
 // identityAssertion returns the X-ExeDev-Jwt-Assertion value for id
 // calling through aud, or "" when assertions are off (or the assertion
 // cannot be made: then the request goes on without one, and the log says
-// why). Every identity the proxy forwards (a token, a browser session;
-// forward auth later) gets its assertion here.
+// why). Every identity the proxy forwards or forward auth answers (a
+// token, a browser session) gets its assertion here.
 func (h *Handler) identityAssertion(id *assertion.Identity, aud assertion.Audience) string {
 	if h.c.Assertions == nil {
 		return ""
@@ -85,22 +91,22 @@ func (h *Handler) identityAssertion(id *assertion.Identity, aud assertion.Audien
 	return jwt
 }
 
-// attachAssertion sets rq's assertion for a request to vm by the identity
+// attachAssertion sets a's assertion for a request to vm by the identity
 // authorize found; anonymous requests get none.
-func (h *Handler) attachAssertion(r *http.Request, rq *vmRequest) {
+func (h *Handler) attachAssertion(r *http.Request, vm *vmEntry, a *access) {
 	if h.c.Assertions == nil {
 		return
 	}
 	var id assertion.Identity
 	switch {
-	case rq.grant != nil:
-		id = tokenIdentity(rq.grant, rq.vm)
-	case rq.session != nil:
-		id = sessionIdentity(rq.session, rq.vm)
+	case a.grant != nil:
+		id = tokenIdentity(a.grant, vm)
+	case a.session != nil:
+		id = sessionIdentity(a.session, vm)
 	default:
 		return
 	}
-	rq.assertion[0] = h.identityAssertion(&id, requestAudience(r, rq.vm.vm.Name))
+	a.assertion[0] = h.identityAssertion(&id, requestAudience(r, vm.vm.Name))
 }
 
 // sessionIdentity is who a browser session says is calling vm: no key

@@ -68,11 +68,12 @@ func isBrowserNavigation(r *http.Request) bool {
 	return false
 }
 
-// redirectToLogin sends a browser from a private VM page to the VM host's
-// login route, remembering where it was going.
-func (h *Handler) redirectToLogin(w http.ResponseWriter, r *http.Request, vm string) {
+// loginURL is where a browser refused on a private VM page is sent: the
+// VM host's login route, on the origin the browser used, remembering where
+// it was going.
+func (h *Handler) loginURL(r *http.Request, vm string) string {
 	o := requestOrigin(r)
-	redirect(w, o.url(h.ns.VMHost(vm))+pathVMLogin+"?redirect="+url.QueryEscape(r.URL.RequestURI()), http.StatusTemporaryRedirect)
+	return o.url(h.ns.VMHost(vm)) + pathVMLogin + "?redirect=" + url.QueryEscape(r.URL.RequestURI())
 }
 
 // redirect answers status with Location loc, and no body to speak of.

@@ -11,11 +11,10 @@ import (
 // reaches exed by its address: each says what exed does serve, so that the
 // next try can be the right one.
 
-// noSuchVM answers a VM-shaped host for which there is no VM. name is a
-// valid VM name (lowercase letters, digits, '-'), so it is safe to repeat.
-func noSuchVM(w http.ResponseWriter, name string) {
-	http.Error(w, fmt.Sprintf("no VM named %q", name), http.StatusNotFound)
-}
+// noSuchVMText is the 404 of a VM-shaped host for which there is no VM.
+// name is a valid VM name (lowercase letters, digits, '-'), so it is safe
+// to repeat.
+func noSuchVMText(name string) string { return fmt.Sprintf("no VM named %q", name) }
 
 // maxEchoedHost bounds the Host value repeated in a 404 and its log line.
 const maxEchoedHost = 100

@@ -34,7 +34,8 @@ const (
 )
 
 // origin is how the browser reached this server: the scheme, and the port
-// in the Host header (or the scheme's default). Every URL exed sends a
+// in the Host header (or the scheme's default); behind a front proxy,
+// what the front proxy says of both (forwardedOrigin). Every URL exed sends a
 // browser to is built from it, so that a redirect never changes scheme or
 // port, and cookies are named and bound by it.
 type origin struct {
@@ -43,6 +44,9 @@ type origin struct {
 }
 
 func requestOrigin(r *http.Request) origin {
+	if o, ok := forwardedOrigin(r); ok {
+		return o
+	}
 	o := origin{scheme: "http", port: "80"}
 	if r.TLS != nil {
 		o = origin{scheme: "https", port: "443"}

@@ -35,8 +35,8 @@ const reservedPrefix = "/__exe.dev/"
 // challenge it understands.
 const authRealm = `Basic realm="exed"`
 
-// serveVM is the auth proxy for VM name: check the request's shape, look
-// the VM up, authorize, forward.
+// serveVM is the auth proxy for VM name: the reserved routes, then the
+// one authentication (authenticateVM), then the share link or the upstream.
 func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 	start := time.Now()
 	rq := &vmRequest{w: statusWriter{ResponseWriter: w}}
@@ -48,7 +48,7 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		}
 		d := time.Since(start)
 		h.c.Metrics.ProxyRequest(status, d)
-		h.logVM(r, name, status, d, sw.bytes, &rq.access)
+		h.logVM(r, routeVM, name, status, d, sw.bytes, &rq.access)
 	}()
 
 	if r.URL.Path == vmJWKSPath {
@@ -59,50 +59,72 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		h.serveVMLogin(sw, r, name)
 		return
 	}
-	if status, msg := checkRequest(r); status != 0 {
-		if status == http.StatusMethodNotAllowed {
-			sw.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-		}
-		http.Error(sw, msg, status)
-		return
-	}
-	vm, err := h.vms.get(r.Context(), name)
-	if errors.Is(err, store.ErrNotFound) {
-		rq.reason = err
-		noSuchVM(sw, name)
-		return
-	}
-	if err != nil {
-		rq.reason = err
-		http.Error(sw, "service unavailable", http.StatusServiceUnavailable)
-		return
-	}
-	if h.authorize(r, vm, &rq.access); rq.status != 0 {
-		if rq.login && h.sessions != nil && isBrowserNavigation(r) {
-			h.redirectToLogin(sw, r, name)
-			return
-		}
-		if rq.status == http.StatusUnauthorized {
-			sw.Header().Set("WWW-Authenticate", authRealm)
-		}
-		http.Error(sw, rq.msg, rq.status)
+	vm := h.authenticateVM(r, name, &rq.access)
+	if rq.status != 0 {
+		refuseVM(sw, &rq.access)
 		return
 	}
 	if token, rest, ok := shareLinkIn(r.URL.RawQuery); ok {
-		var userID, credential string
-		if g := rq.grant; g != nil {
-			userID, credential = g.User.ID, g.Key.Fingerprint
-		} else if e := rq.session; e != nil {
-			userID, credential = e.s.UserID, e.s.ID
+		if h.redeemShareLink(sw, r, vm, token, &rq.access) {
+			sw.Header().Set("Location", sameURLWithout(r, rest))
+			sw.WriteHeader(http.StatusFound)
 		}
-		h.redeemShareLink(sw, r, vm, userID, credential, token, rest, &rq.access)
 		return
 	}
 	rq.vm = vm
-	h.attachAssertion(r, rq)
 	// The Handler's one ReverseProxy finds rq in the context (see rewriteVM).
 	ctx := context.WithValue(r.Context(), vmRequestKey{}, rq)
 	h.rp.ServeHTTP(sw, r.WithContext(ctx))
+}
+
+// authenticateVM is the one authentication of a request for the VM host of
+// name, which the reverse proxy (serveVM) and forward auth
+// (serveForwardAuth) both call: the request's shape (checkRequest), the VM
+// (404 when there is none), its credential (authorize: the token carriers
+// through the Verifier, else the VM host's session cookie, each through
+// Reach), and for an identity its signed assertion. r is the request as
+// the client made it: forward auth rebuilds it from the front proxy's
+// headers (forwardedRequest). A refusal sets a.status and a.msg, and
+// a.loginURL when a browser should be sent to log in instead; the VM is
+// returned whenever it was found.
+func (h *Handler) authenticateVM(r *http.Request, name string, a *access) *vmEntry {
+	if status, msg := checkRequest(r); status != 0 {
+		a.status, a.msg = status, msg
+		return nil
+	}
+	vm, err := h.vms.get(r.Context(), name)
+	if errors.Is(err, store.ErrNotFound) {
+		a.status, a.msg, a.reason = http.StatusNotFound, noSuchVMText(name), err
+		return nil
+	}
+	if err != nil {
+		a.status, a.msg, a.reason = http.StatusServiceUnavailable, "service unavailable", err
+		return nil
+	}
+	if h.authorize(r, vm, a); a.status != 0 {
+		if a.login && h.sessions != nil && isBrowserNavigation(r) {
+			a.loginURL = h.loginURL(r, name)
+		}
+		return vm
+	}
+	h.attachAssertion(r, vm, a)
+	return vm
+}
+
+// refuseVM answers what authenticateVM refused: a browser is sent to log
+// in (307), git gets the Basic challenge with its 401, and everyone the
+// one line of a.msg.
+func refuseVM(w http.ResponseWriter, a *access) {
+	switch {
+	case a.loginURL != "":
+		redirect(w, a.loginURL, http.StatusTemporaryRedirect)
+		return
+	case a.status == http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+	case a.status == http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", authRealm)
+	}
+	http.Error(w, a.msg, a.status)
 }
 
 // vmRequest is one request to a VM on its way through the proxy: one
@@ -112,7 +134,6 @@ type vmRequest struct {
 	w  statusWriter
 	vm *vmEntry // set once authorized
 	access
-	assertion [1]string // X-ExeDev-Jwt-Assertion's value, once authorized; "" for none
 }
 
 // vmRequestKey is the context key of a forwarded request's *vmRequest.
@@ -144,7 +165,7 @@ func checkRequest(r *http.Request) (status int, msg string) {
 	return 0, ""
 }
 
-// access is what authorize decided for one request to a VM.
+// access is what authenticateVM decided for one request to a VM.
 type access struct {
 	grant   *tokens.Grant // nil: no token (anonymous, or a session)
 	session *sessionEntry // the browser session that let the user in, if no token did
@@ -153,6 +174,12 @@ type access struct {
 	status  int           // non-zero: refused with this status and msg
 	msg     string
 	reason  error // why it was refused (or the upstream failed), for the log only
+	// loginURL is where a browser refused for want of any credential is
+	// sent to log in ("" for every other client and refusal).
+	loginURL string
+	// assertion is X-ExeDev-Jwt-Assertion's value once authorized; "" for
+	// none (anonymous, or assertions off).
+	assertion [1]string
 }
 
 // authorize finds the request's token and verifies it for vm; without a
@@ -358,9 +385,17 @@ func isReserved(p string) bool {
 // seven, carrier, user and fingerprint, reason and detail.
 const logAttrsCap = 12
 
-// logVM writes the one log line of a proxied request: bytes is the size of
-// the response body sent to the client. Never the token.
-func (h *Handler) logVM(r *http.Request, vm string, status int, d time.Duration, bytes int64, a *access) {
+// The routes of logVM's lines.
+const (
+	routeVM          = "vm"           // the reverse proxy
+	routeForwardAuth = "forward_auth" // a front proxy's question (forwardauth.go)
+)
+
+// logVM writes the one log line of a request for a VM host, proxied
+// (routeVM) or asked about by a front proxy (routeForwardAuth): r is the
+// request as the client made it, bytes the size of the response body sent
+// back. Never the token.
+func (h *Handler) logVM(r *http.Request, route, vm string, status int, d time.Duration, bytes int64, a *access) {
 	level := slog.LevelInfo
 	if a.reason != nil && status >= 500 {
 		level = slog.LevelWarn
@@ -371,7 +406,7 @@ func (h *Handler) logVM(r *http.Request, vm string, status int, d time.Duration,
 	}
 	var buf [logAttrsCap]slog.Attr
 	attrs := append(buf[:0],
-		slog.String("route", "vm"),
+		slog.String("route", route),
 		slog.String("vm", vm),
 		slog.String("method", r.Method),
 		slog.Int("status", status),

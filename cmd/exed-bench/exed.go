@@ -44,13 +44,18 @@ type exedProc struct {
 	cmd      *exec.Cmd
 	sshAddr  string
 	httpAddr string
+	faAddr   string // the forward-auth listener, with --forward-auth-addr
 	logFile  *os.File
 	exited   chan struct{} // closed when the process has gone
 	waitErr  error         // set before exited closes
 }
 
-// servingLine matches exed's start-up log line.
-var servingLine = regexp.MustCompile(`msg="exed serving" ssh=(\S+) http=(\S+)`)
+// servingLine matches exed's start-up log line; forwardAuthAddr the
+// forward-auth listener's address in it.
+var (
+	servingLine     = regexp.MustCompile(`msg="exed serving" ssh=(\S+) http=(\S+)`)
+	forwardAuthAddr = regexp.MustCompile(`msg="exed serving" .*forward_auth=(\S+)`)
+)
 
 // startExed starts `exed serve` (with the extra flags) on loopback ports
 // the kernel picks, logging to a file (so its log costs exed, not the
@@ -77,6 +82,9 @@ func startExed(ctx context.Context, bin, data, logPath string, extra ...string) 
 		data, _ := os.ReadFile(logPath)
 		if m := servingLine.FindSubmatch(data); m != nil {
 			p.sshAddr, p.httpAddr = string(m[1]), string(m[2])
+			if fa := forwardAuthAddr.FindSubmatch(data); fa != nil {
+				p.faAddr = string(fa[1])
+			}
 			return p, nil
 		}
 		select {

@@ -257,7 +257,8 @@ func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err 
 	}
 	defer bare.stop()
 
-	exed, err := startExed(ctx, bin, data, filepath.Join(b.tmp, "exed.log"))
+	// The main exed also answers forward auth, for scenario 2's nginx rows.
+	exed, err := startExed(ctx, bin, data, filepath.Join(b.tmp, "exed.log"), "--forward-auth-addr", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -349,6 +350,18 @@ func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err 
 		ts.junkCookie = junkCookies(max(b.o.junk/3, 1))
 		addrs := proxyAddrs{upstream: upstream.addrs[0], exed: exed.httpAddr,
 			bare: bare.addrs[0], bareDefault: bare.addrs[1], bareFlush: bare.addrs[2]}
+		if bin := findNginx(); bin != "" && b.want("2") {
+			ng, err := startNginx(ctx, bin, b.dir("nginx"), upstream.addrs[0], exed.faAddr)
+			if err != nil {
+				return nil, nil, fmt.Errorf("nginx: %w", err)
+			}
+			defer ng.stop()
+			addrs.nginxPlain, addrs.nginxAuth, addrs.nginxCached = ng.plain, ng.auth, ng.cached
+			v, _ := exec.Command(bin, "-v").CombinedOutput()
+			notes = append(notes, fmt.Sprintf("nginx rows: %s, worker_processes auto, keep-alive connections to the upstream and to exed's forward-auth listener (upstream keepalive 64), access log buffered (64 KiB, flushed every second) as exed's is; \"auth_request\" asks exed's GET /auth about every request with the docs' config (docs/forward-auth.md), \"auth cache\" adds its proxy_cache lines (answers kept 5 s). Both carry the cached token; the exed answering them is the main one.", strings.TrimSpace(strings.TrimPrefix(string(v), "nginx version: "))))
+		} else if b.want("2") {
+			notes = append(notes, "nginx rows: not measured (nginx is not installed).")
+		}
 		if pair[0] != nil {
 			addrs.exedOn, addrs.exedOff = pair[0].httpAddr, pair[1].httpAddr
 			addrs.exedOnPID, addrs.exedOffPID, addrs.upstreamPID = pair[0].pid(), pair[1].pid(), upstream.cmd.Process.Pid

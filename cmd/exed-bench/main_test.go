@@ -60,6 +60,16 @@ func TestSmoke(t *testing.T) {
 	if _, err := exec.LookPath("ssh"); err == nil {
 		want = append(want, "3 cold ssh|exed whoami vs bare gliderlabs whoami")
 	}
+	switch {
+	case findNginx() != "":
+		for _, c := range []string{"1 conn", "32 conns"} {
+			want = append(want, "2 proxy, "+c+"|nginx, plain proxy_pass",
+				"2 proxy, "+c+"|nginx + auth_request → exed forward auth, cached token",
+				"2 proxy, "+c+"|nginx + auth_request → exed forward auth, auth cache 5 s")
+		}
+	case os.Getenv("CI") == "true":
+		t.Error("nginx not installed (Debian: nginx-light): CI must provide it for the nginx rows")
+	}
 	for _, w := range want {
 		scen, what, _ := strings.Cut(w, "|")
 		found := false

@@ -145,6 +145,9 @@ type proxyAddrs struct {
 	bare                               string // the baseline
 	bareDefault                        string // … with Go's default transport
 	bareFlush                          string // … with FlushInterval -1, as exed has it
+	// nginx as a plain proxy, and asking exed's forward auth first,
+	// without and with its auth cache; "" when nginx is not installed.
+	nginxPlain, nginxAuth, nginxCached string
 }
 
 func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, exedPID int) ([]row, error) {
@@ -161,10 +164,11 @@ func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, ex
 	forged := &proxyVariant{name: "exed, 50% forged signatures (dearest junk): its valid requests", addr: a.exed, host: vmHost, src: ts.mixSrc(ts.forged), only32: true}
 	cookie := &proxyVariant{name: "exed, valid browser session cookie", addr: a.exed, host: vmHost, src: ts.cookieSrc}
 	junkCookie := &proxyVariant{name: "exed, 50% junk session cookies: its valid requests", addr: a.exed, host: vmHost, src: ts.mixSrc(ts.junkCookie), only32: true}
-	variants := []*proxyVariant{direct, bare, bareDef, bareFlush, cached, cachedOn, cachedOff, fresh, junk, malformed, forged, cookie, junkCookie}
-	if a.exedOff == "" {
-		variants = slices.DeleteFunc(variants, func(v *proxyVariant) bool { return v == cachedOn || v == cachedOff })
-	}
+	ngPlain := &proxyVariant{name: "nginx, plain proxy_pass", addr: a.nginxPlain, host: vmHost, src: noToken}
+	ngAuth := &proxyVariant{name: "nginx + auth_request → exed forward auth, cached token", addr: a.nginxAuth, host: vmHost, src: ts.cachedSrc}
+	ngCached := &proxyVariant{name: "nginx + auth_request → exed forward auth, auth cache 5 s", addr: a.nginxCached, host: vmHost, src: ts.cachedSrc}
+	variants := []*proxyVariant{direct, bare, bareDef, bareFlush, cached, cachedOn, cachedOff, fresh, junk, malformed, forged, cookie, junkCookie, ngPlain, ngAuth, ngCached}
+	variants = slices.DeleteFunc(variants, func(v *proxyVariant) bool { return v.addr == "" })
 
 	var cells []cell
 	for _, conns := range []int{1, 32} {
@@ -264,6 +268,10 @@ func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, ex
 				rows = append(rows, rw)
 				rows = append(rows, cpuRows(scen, cpu[cell{cachedOn, conns}], cpu[cell{cachedOff, conns}])...)
 				continue
+			case ngPlain:
+				rw.ratio = fmtRatios(ratios(v, bare), "bare")
+			case ngAuth, ngCached:
+				rw.ratio = fmtRatios(ratios(v, bare), "bare") + "; " + fmtRatios(ratios(v, ngPlain), "nginx plain")
 			case fresh:
 				xs := ratios(fresh, bare)
 				rw.ratio, rw.target, rw.met = fmtRatios(xs, "bare"), "≥ 0.65× bare", judge(median(xs), 0.65, false)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -66,6 +67,8 @@ type serveConfig struct {
 	tlsCert, tlsKey   string
 	acme              acmeConfig
 	redirectAddr      string
+	forwardAuthAddr   string
+	publicURL         string
 	demo              bool
 	logFormat         string
 	shutdownTimeout   time.Duration
@@ -99,6 +102,8 @@ func (a *app) serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.acme.directory, "acme-directory", certs.LetsEncrypt, "ACME directory URL; using it agrees to that CA's terms of service")
 	fs.IntVar(&c.acme.rate, "acme-rate", certs.DefaultRate, "at most this many new names ordered per hour, across every instance sharing the registry (renewals do not count)")
 	fs.StringVar(&c.redirectAddr, "http-redirect-addr", "", "plain-HTTP listen address (e.g. :80): ACME HTTP-01 challenges, and a 308 to HTTPS for every other request; needs --acme or --tls-cert")
+	fs.StringVar(&c.forwardAuthAddr, "forward-auth-addr", "", "forward-auth listen address for a front proxy of your own (nginx auth_request, Caddy forward_auth, Traefik forwardAuth: docs/forward-auth.md), e.g. 127.0.0.1:9091; loopback or a private network only; off when empty")
+	fs.StringVar(&c.publicURL, "public-url", "", "the URL users reach the main host at when a front proxy stands before exed (e.g. https://exe.example.com): the links and URLs the commands print take its scheme and port (default: --http-addr's)")
 	fs.BoolVar(&c.demo, "demo", false, "create a demo user, key and VM (with a built-in echo upstream) and print commands to try")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests and sessions may take to finish on SIGTERM")
@@ -227,6 +232,12 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	}
 	vmURL := vmURLFunc(c.vmDomain, lns.http.Addr(), tlsConfig != nil)
 	apiURL := hostURL(c.domain, lns.http.Addr(), tlsConfig != nil)
+	if c.publicURL != "" {
+		if apiURL, vmURL, err = publicURLs(c.publicURL, c.domain, c.vmDomain); err != nil {
+			lns.closeAll()
+			return fmt.Errorf("serve: --public-url: %w", err)
+		}
+	}
 	verifier := tokens.NewVerifier(tokens.Config{Registry: st, CacheTTL: c.cacheTTL, OnVerify: m.TokenVerified})
 	m.WatchVerifierCache(verifier.CacheStats)
 	lastUsed := store.NewLastUsedWriter(st, c.lastUsedInterval, time.Now)
@@ -307,7 +318,19 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		}
 	}
 
-	errc := make(chan error, 4) // one per listener
+	// The forward-auth listener: the front proxy's questions, and what it
+	// forwards to exed, with the origin it says the browser used.
+	var faSrv *http.Server
+	if lns.forwardAuth != nil {
+		faSrv = &http.Server{
+			Handler:           front.ForwardAuth(),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+	}
+
+	errc := make(chan error, 5) // one per listener
 	go func() { errc <- sshSrv.Serve(lns.ssh) }()
 	go func() {
 		if tlsConfig != nil {
@@ -318,6 +341,9 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	}()
 	if redirectSrv != nil {
 		go func() { errc <- redirectSrv.Serve(lns.redirect) }()
+	}
+	if faSrv != nil {
+		go func() { errc <- faSrv.Serve(lns.forwardAuth) }()
 	}
 	if acme != nil {
 		acme.Start() // the main host's certificate: the listeners answer its challenges
@@ -337,8 +363,10 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		if err != nil {
 			sshSrv.Shutdown(context.Background())
 			httpSrv.Close()
-			if redirectSrv != nil {
-				redirectSrv.Close()
+			for _, srv := range []*http.Server{redirectSrv, faSrv} {
+				if srv != nil {
+					srv.Close()
+				}
 			}
 			if adminSrv != nil {
 				adminSrv.Close()
@@ -355,6 +383,9 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	if lns.redirect != nil {
 		attrs = append(attrs, "http_redirect", lns.redirect.Addr().String())
 	}
+	if lns.forwardAuth != nil {
+		attrs = append(attrs, "forward_auth", lns.forwardAuth.Addr().String())
+	}
 	log.Info("exed serving", append(attrs, "tls", tlsConfig != nil, "acme", acme != nil,
 		"host_key", keys.Fingerprint(hostKey.PublicKey()), "domain", c.domain, "vm_domain", c.vmDomain)...)
 
@@ -366,7 +397,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	stop() // a second signal now ends the process at once
 	serving.Store(false)
 	log.Info("shutting down", "timeout", c.shutdownTimeout)
-	shutdown(c.shutdownTimeout, log, httpSrv, redirectSrv, sshSrv, stopDemo)
+	shutdown(c.shutdownTimeout, log, httpSrv, []*http.Server{redirectSrv, faSrv}, sshSrv, stopDemo)
 	cancelRun() // the last-used writer flushes what it holds, then returns
 	stopSessions()
 	if ferr := <-lastUsedDone; ferr != nil {
@@ -534,14 +565,15 @@ func redirectHandler(acme *certs.Manager, https net.Addr) http.Handler {
 }
 
 // listeners are serve's open sockets; admin is nil without --admin-addr,
-// redirect without --http-redirect-addr.
+// redirect without --http-redirect-addr, forwardAuth without
+// --forward-auth-addr.
 type listeners struct {
-	ssh, http, admin, redirect net.Listener
+	ssh, http, admin, redirect, forwardAuth net.Listener
 }
 
 // closeAll closes the listeners that are open.
 func (lns *listeners) closeAll() {
-	for _, ln := range []net.Listener{lns.ssh, lns.http, lns.admin, lns.redirect} {
+	for _, ln := range []net.Listener{lns.ssh, lns.http, lns.admin, lns.redirect, lns.forwardAuth} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -572,15 +604,22 @@ func listen(c *serveConfig) (*listeners, error) {
 			return nil, fmt.Errorf("http redirect: %w", err)
 		}
 	}
+	if c.forwardAuthAddr != "" {
+		if lns.forwardAuth, err = net.Listen("tcp", c.forwardAuthAddr); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("forward auth: %w", err)
+		}
+	}
 	return &lns, nil
 }
 
 // shutdown stops both fronts at once: no new connections, then in-flight
 // HTTP requests and SSH sessions get until timeout to finish. Past it,
 // what is left is cut; that is logged, and the process still exits 0,
-// since the operator chose the timeout. The demo's upstreams go last
-// (stopDemo), once nothing is proxied to them.
-func shutdown(timeout time.Duration, log *slog.Logger, httpSrv, redirectSrv *http.Server, sshSrv *sshserver.Server, stopDemo func()) {
+// since the operator chose the timeout. The side listeners (the plain-HTTP
+// redirect, forward auth; nil when off) drain alongside. The demo's
+// upstreams go last (stopDemo), once nothing is proxied to them.
+func shutdown(timeout time.Duration, log *slog.Logger, httpSrv *http.Server, side []*http.Server, sshSrv *sshserver.Server, stopDemo func()) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var (
@@ -588,12 +627,14 @@ func shutdown(timeout time.Duration, log *slog.Logger, httpSrv, redirectSrv *htt
 		httpErr, sshErr error
 	)
 	wg.Go(func() { httpErr = httpSrv.Shutdown(ctx) })
-	if redirectSrv != nil {
-		wg.Go(func() {
-			if redirectSrv.Shutdown(ctx) != nil {
-				redirectSrv.Close()
-			}
-		})
+	for _, srv := range side {
+		if srv != nil {
+			wg.Go(func() {
+				if srv.Shutdown(ctx) != nil {
+					srv.Close()
+				}
+			})
+		}
 	}
 	wg.Go(func() { sshErr = sshSrv.Shutdown(ctx) }) // closes what is left itself
 	wg.Wait()
@@ -712,6 +753,36 @@ func (r *certReloader) statLocked() (certStamp, error) {
 		st[i].size, st[i].mtime = fi.Size(), fi.ModTime().UnixNano()
 	}
 	return st, nil
+}
+
+// publicURLs are the main host's URL and the VMs' under --public-url: its
+// scheme and port (dropped when the scheme's default), on DOMAIN and
+// NAME.VM-DOMAIN. Its host must be DOMAIN, and it has no path.
+func publicURLs(raw, domain, vmDomain string) (api string, vm func(string) string, err error) {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return "", nil, err
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", nil, fmt.Errorf("%q: the scheme must be http or https", raw)
+	case !strings.EqualFold(u.Hostname(), domain):
+		return "", nil, fmt.Errorf("%q: the host must be --domain, %s", raw, domain)
+	case u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return "", nil, fmt.Errorf("%q: only scheme://%s[:port]", raw, domain)
+	}
+	port := u.Port()
+	if port == "443" && u.Scheme == "https" || port == "80" && u.Scheme == "http" {
+		port = ""
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", nil, fmt.Errorf("%q: bad port", raw)
+		}
+		port = ":" + port
+	}
+	return u.Scheme + "://" + domain + port, func(name string) string {
+		return u.Scheme + "://" + name + "." + vmDomain + port
+	}, nil
 }
 
 // vmURLFunc returns the URL at which users reach a VM through this server:

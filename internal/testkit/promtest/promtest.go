@@ -7,6 +7,8 @@ package promtest
 
 import (
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -52,4 +54,18 @@ func Series(t testing.TB, r io.Reader) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// Scrape fetches /metrics from an admin handler in the text format and
+// returns its Series.
+func Scrape(t testing.TB, h http.Handler) map[string]float64 {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	r.Header.Set("Accept", Accept)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("/metrics: %d", rec.Code)
+	}
+	return Series(t, rec.Body)
 }
