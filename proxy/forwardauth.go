@@ -197,7 +197,7 @@ func (h *Handler) serveForwarded(w http.ResponseWriter, r *http.Request) {
 	f, err := readForwarded(r.Header)
 	host := f.host
 	if host == "" {
-		host = canonicalHost(r.Host) // a front proxy that passes the Host header on
+		host = tokens.CanonicalHost(r.Host) // a front proxy that passes the Host header on
 	}
 	if r.URL.Path == forwardAuthPath && host != h.domain {
 		h.serveForwardAuth(w, r, &f, err)
