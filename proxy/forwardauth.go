@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/exed-dev/exed/tokens"
 )
 
 // Forward auth (exed serve --forward-auth-addr): a front proxy of the

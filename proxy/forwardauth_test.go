@@ -477,7 +477,7 @@ func FuzzReadForwarded(f *testing.F) {
 			if fw.origin.scheme != "http" && fw.origin.scheme != "https" || perr != nil || n < 1 || n > 65535 || strconv.Itoa(n) != fw.origin.port {
 				t.Fatalf("origin %+v", fw.origin)
 			}
-			if fw.host != canonicalHost(fw.host) || strings.ContainsAny(fw.host, "/\\@?#[] \t") {
+			if fw.host != tokens.CanonicalHost(fw.host) || strings.ContainsAny(fw.host, "/\\@?#[] \t") {
 				t.Fatalf("host %q", fw.host)
 			}
 			if fw.uri != "" && fw.uri[0] != '/' || !isToken(fw.method) {
