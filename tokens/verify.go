@@ -51,6 +51,11 @@ const (
 	ReasonVM           Reason = "vm"            // the signer's user may not reach the VM
 	ReasonNotGranted   Reason = "not_granted"   // command not granted by the token's cmds
 	ReasonInternal     Reason = "internal"      // the registry failed; not the token's fault
+	// ReasonThrottled: the signing key is past its budget of failed
+	// signatures (a forged-token flood), so a token not already known
+	// valid is refused without a signature check. Not the token's fault
+	// either: callers answer 429 with Retry-After (ErrThrottled).
+	ReasonThrottled Reason = "throttled"
 )
 
 // Names of the checks, in the order they run. They appear in Error.Check
@@ -72,6 +77,14 @@ const (
 // ReasonNotGranted: /exec answers it 403 rather than 401.
 var ErrNotGranted = errors.New("tokens: command not granted")
 
+// ErrThrottled matches (errors.Is) an *Error whose Reason is
+// ReasonThrottled: callers answer it 429 with a Retry-After of
+// ThrottleRetryAfter, not 401.
+var ErrThrottled = errors.New("tokens: signing key throttled after failed signatures")
+
+// ThrottleRetryAfter is what a throttled client is told to wait.
+const ThrottleRetryAfter = time.Second
+
 // Error is a verification failure. Its text is precise, for logs and
 // check-api-key; it never contains the token. Clients are told only
 // "invalid token" (or, for ErrNotGranted, that the command is not granted).
@@ -86,9 +99,11 @@ func (e *Error) Error() string { return e.Check + ": " + e.Detail }
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Is makes errors.Is(err, ErrNotGranted) true for a command refusal.
+// Is makes errors.Is(err, ErrNotGranted) true for a command refusal and
+// errors.Is(err, ErrThrottled) for a throttled key.
 func (e *Error) Is(target error) bool {
-	return target == ErrNotGranted && e.Reason == ReasonNotGranted
+	return target == ErrNotGranted && e.Reason == ReasonNotGranted ||
+		target == ErrThrottled && e.Reason == ReasonThrottled
 }
 
 // Check is one step of a verification, as Explain reports it.
