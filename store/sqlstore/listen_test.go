@@ -319,3 +319,59 @@ func goroutines() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
 }
+
+// BenchmarkNotifyLatency: how long after a write through one store
+// returns another store on the same PostgreSQL database announces it
+// (LISTEN/NOTIFY), and what notifying adds to the write. Reports the
+// latency's p50 and p99 over b.N writes.
+func BenchmarkNotifyLatency(b *testing.B) {
+	ctx := context.Background()
+	dsn := testkit.FreshPostgres(b)
+	open := func() *Store {
+		s, err := Open(ctx, dsn, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		return s
+	}
+	w, r := open(), open()
+	heard := make(chan store.Change, 16)
+	defer r.Subscribe(func(c store.Change) {
+		if c.Kind == store.KeyChanged {
+			heard <- c
+		}
+	})()
+	listening := make(chan struct{})
+	cancel := r.Subscribe(func(c store.Change) {
+		if c.Kind == store.AllChanged {
+			close(listening)
+		}
+	})
+	r.Listen(nil)
+	<-listening
+	cancel()
+	u := store.User{ID: store.NewUserID(), Email: "ada@example.com", CreatedAt: t0}
+	if err := w.AddUser(ctx, u, newKey(u.ID, "login"), ev("admin", "user.add", u.Email)); err != nil {
+		b.Fatal(err)
+	}
+	<-heard // the login key's
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		k := newKey(u.ID, fmt.Sprintf("k%d", i))
+		if err := w.AddKey(ctx, k, ev(u.ID, "key.add", k.Fingerprint)); err != nil {
+			b.Fatal(err)
+		}
+		done := time.Now()
+		if c := <-heard; c.ID != k.Fingerprint {
+			b.Fatalf("heard %v, want %s", c, k.Fingerprint)
+		}
+		lat = append(lat, time.Since(done))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	pct := func(p int) float64 { return float64(lat[(len(lat)*p+99)/100-1].Microseconds()) / 1000 }
+	b.ReportMetric(pct(50), "p50-ms")
+	b.ReportMetric(pct(99), "p99-ms")
+}
