@@ -174,7 +174,9 @@ func TestListen(t *testing.T) {
 			return err
 		},
 		func() error { return w.RemoveShare(ctx, "web", cat.Email, ev(ada.ID, "share.remove", "web cat")) },
-		func() error { return w.RemoveKey(ctx, ada.ID, laptop.Fingerprint, ev(ada.ID, "key.remove", laptop.Fingerprint)) },
+		func() error {
+			return w.RemoveKey(ctx, ada.ID, laptop.Fingerprint, ev(ada.ID, "key.remove", laptop.Fingerprint))
+		},
 		func() error { return w.RemoveVM(ctx, "web", ev(ada.ID, "vm.remove", "web")) },
 	}
 	for i, step := range steps {
