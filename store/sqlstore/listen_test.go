@@ -377,3 +377,30 @@ func BenchmarkNotifyLatency(b *testing.B) {
 	b.ReportMetric(pct(50), "p50-ms")
 	b.ReportMetric(pct(99), "p99-ms")
 }
+
+// BenchmarkNotifyWrite: what notifying costs a PostgreSQL write (AddKey),
+// with and without pg_notify in its transaction, side by side.
+func BenchmarkNotifyWrite(b *testing.B) {
+	for _, notify := range []bool{false, true} {
+		b.Run(fmt.Sprintf("notify=%v", notify), func(b *testing.B) {
+			ctx := context.Background()
+			s, err := Open(ctx, testkit.FreshPostgres(b), "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			s.d.notify = notify
+			u := store.User{ID: store.NewUserID(), Email: "ada@example.com", CreatedAt: t0}
+			if err := s.AddUser(ctx, u, newKey(u.ID, "login"), ev("admin", "user.add", u.Email)); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				k := newKey(u.ID, fmt.Sprintf("k%d", i))
+				if err := s.AddKey(ctx, k, ev(u.ID, "key.add", k.Fingerprint)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
