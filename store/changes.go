@@ -23,6 +23,11 @@ const (
 	// (Session.Hash). The session ended: revoked, logged out, or deleted
 	// once expired.
 	SessionChanged
+	// AllChanged: ID is empty. Anything may have changed; drop everything.
+	// Announced when changes may have gone unheard: on PostgreSQL, each
+	// time the store (re)connects to hear other processes' writes, since
+	// those committed while it was not listening were announced to nobody.
+	AllChanged
 )
 
 // String names k for logs and test failures.
@@ -38,6 +43,8 @@ func (k ChangeKind) String() string {
 		return "share"
 	case SessionChanged:
 		return "session"
+	case AllChanged:
+		return "all"
 	}
 	return "unknown"
 }
@@ -50,15 +57,19 @@ type Change struct {
 
 // Changes lets caches hear about committed writes: a cache in front of the
 // store subscribes and drops the entries a change names, so that a write
-// made through this process is seen at once, not when the entry's TTL runs
-// out. Writes made by another process (another exed sharing a PostgreSQL
-// registry, an admin command) are not announced here; the TTL remains for
-// those.
+// is seen at once, not when the entry's TTL runs out.
 //
-// A write announces one Change per entity it affected, after its
-// transaction commits, and never for a write that failed or was rolled
-// back. Writes that change nothing a cache holds announce nothing
-// (TouchKeys, AddExe1: a handle is only ever looked up once it exists, and
+// A write made through this process announces one Change per entity it
+// affected, after its transaction commits, and never for a write that
+// failed or was rolled back. Writes made by other processes are announced
+// only where the store can hear of them: on PostgreSQL, once the store
+// listens (sqlstore's Listen), another process's committed writes are
+// announced here too, a moment after they commit, and AllChanged stands in
+// for whatever may have been missed while not listening. A cache keeps its
+// TTL as the bound for what goes unheard (SQLite shared with an admin
+// command, a lost connection before it is noticed).
+//
+// Writes that change nothing a cache holds announce nothing (TouchKeys, AddExe1: a handle is only ever looked up once it exists, and
 // a failed lookup is not cached; AddShareLink, RemoveShareLink: a link is
 // looked up only when used).
 type Changes interface {
@@ -66,7 +77,8 @@ type Changes interface {
 	// cancel is called; once cancel has returned, no new call of fn begins.
 	// fn runs synchronously in the goroutine of the write that committed
 	// (for writes committed together, the one that committed the group),
-	// before that write's method returns: it must be cheap and must not
+	// before that write's method returns; another process's writes, in
+	// the store's listening goroutine: it must be cheap and must not
 	// block, nor call the store. Subscribers are called in the order they
 	// subscribed. cancel may be called more than once, and from fn.
 	Subscribe(fn func(Change)) (cancel func())

@@ -214,6 +214,49 @@ func TestClusterPostgres(t *testing.T) {
 		}
 	})
 
+	// How long after a removal on A returns B, which had the token cached,
+	// refuses it: B hears of the removal from PostgreSQL (LISTEN/NOTIFY),
+	// or, if it did not, its cache entry expires within the TTL. Only the
+	// TTL's bound is asserted; the figures are logged.
+	t.Run("revocation delay", func(t *testing.T) {
+		const trials = 50
+		cb := clientTo(b)
+		defer cb.CloseIdleConnections()
+		url := clusterVMURL(t, b)
+		delays := make([]time.Duration, 0, trials)
+		for i := range trials {
+			label := fmt.Sprintf("delay-%d", i)
+			gen := decode[generated](t, aliceA.ok(t, "", "ssh-key generate-api-key --vm=web --label="+label+" --json"))
+			if got := probe(cb, url, gen.Token); got != 200 { // now in B's cache
+				t.Fatalf("trial %d: status %d on B before the removal", i, got)
+			}
+			aliceA.ok(t, "", "ssh-key", "remove", label)
+			removed := time.Now()
+			// Asked back to back, so that the figure's resolution is one
+			// request's latency.
+			var refused time.Duration
+			for deadline := removed.Add(10 * time.Second); ; {
+				sent := time.Now()
+				got := probe(cb, url, gen.Token)
+				if got == 401 {
+					refused = sent.Sub(removed)
+					break
+				}
+				if got != 200 || time.Now().After(deadline) {
+					t.Fatalf("trial %d: status %d on B %v after the removal on A returned", i, got, sent.Sub(removed))
+				}
+			}
+			if refused > clusterTTL {
+				t.Errorf("trial %d: B accepted the removed key's token until %v after remove on A returned; want refused within %v", i, refused, clusterTTL)
+			}
+			delays = append(delays, refused)
+		}
+		slices.Sort(delays)
+		pct := func(p int) time.Duration { return delays[(len(delays)*p+99)/100-1].Round(100 * time.Microsecond) }
+		t.Logf("revocation delay, remove on A returned → B refuses (first refused request sent at), %d trials: min %v, p50 %v, p90 %v, p99 %v, max %v",
+			trials, delays[0].Round(100*time.Microsecond), pct(50), pct(90), pct(99), delays[len(delays)-1].Round(100*time.Microsecond))
+	})
+
 	// B loses the database: it answers from its cache for at most the TTL,
 	// then refuses everything; a removal made meanwhile through A holds
 	// once B is back.

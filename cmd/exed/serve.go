@@ -181,6 +181,10 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	defer rawStore.Close()
+	// On PostgreSQL, hear the other instances' writes (and the admin
+	// commands'), so that followChanges forgets what they changed at once
+	// rather than when its TTL runs out. Stopped by Close.
+	rawStore.Listen(log)
 
 	hostKey, err := sshserver.LoadOrCreateHostKey(hostKeyPath(c.hostKey, c.data))
 	if err != nil {
@@ -431,9 +435,11 @@ func startAssertions(ctx, runCtx context.Context, st store.AssertionKeyStore, se
 // feed: a key written through this instance (removed, above all) leaves the
 // Verifier's cache, a VM (or its shares) the proxy's, and an ended browser
 // session (or the sessions of a removed key or VM) the proxy's session
-// cache, before the write returns. Writes
-// by other instances and by the admin commands are not announced here; the
-// caches' TTLs bound how long those take to be seen.
+// cache, before the write returns. On PostgreSQL, writes by other instances
+// and by the admin commands are announced too, a moment after they commit
+// (sqlstore's Listen), and AllChanged whenever some may have gone unheard;
+// on SQLite they are not. The caches' TTLs bound how long what goes unheard
+// takes to be seen.
 func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler, acme *certs.Manager) (cancel func()) {
 	return c.Subscribe(func(ch store.Change) {
 		front.ForgetSessions(ch)
@@ -447,6 +453,13 @@ func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler, ac
 			}
 		case store.ShareChanged:
 			front.ForgetVM(ch.ID) // who may reach it changed
+		case store.AllChanged:
+			// Changes from other instances may have gone unheard (the
+			// listener reconnected): drop everything.
+			// TODO(lead, at merge): v.ForgetAll() and front.ForgetAll()
+			// (the token and the proxy's VM and session caches), and
+			// acme's, if it caches what a VM's removal should drop. Until
+			// then the TTLs bound what went unheard.
 		}
 	})
 }

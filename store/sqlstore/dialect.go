@@ -25,6 +25,10 @@ type dialect struct {
 	// the read (BenchmarkVerifierLookup). PostgreSQL's reads cross a network
 	// and keep it.
 	detachReads bool
+	// notify: every write that announces changes notifies the other
+	// processes on the database too (notify.go). SQLite has no way to;
+	// its readers in other processes rely on their caches' TTLs.
+	notify bool
 }
 
 // Advisory lock keys (any int64, the same in every exed instance).
@@ -40,5 +44,6 @@ var (
 		lockMigrations: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationsLockKey),
 		lockEvents:     fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", eventsLockKey),
 		forUpdate:      " FOR UPDATE",
+		notify:         true,
 	}
 )

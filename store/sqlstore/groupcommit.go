@@ -103,20 +103,16 @@ func (s *Store) commitGroup(batch []*tokenWrite) {
 				return fmt.Errorf("release savepoint: %w", err)
 			}
 		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("commit: %w", dbErr(err))
-		}
-		return nil
-	}()
-	if err == nil {
-		// Committed: each call that got in announces its key, in the
-		// committing goroutine, before any caller hears of success.
+		// Announced by commit, in the committing goroutine, before any
+		// caller hears of success.
+		var changes []store.Change
 		for i, w := range batch {
 			if errs[i] == nil {
-				s.changes.publish(keyChanged(w.k.Fingerprint)...)
+				changes = append(changes, keyChanged(w.k.Fingerprint)...)
 			}
 		}
-	}
+		return s.commit(ctx, tx, changes)
+	}()
 	for i, w := range batch {
 		if errs[i] == nil {
 			errs[i] = err

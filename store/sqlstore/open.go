@@ -138,7 +138,7 @@ func openPostgres(ctx context.Context, dsn string) (*Store, error) {
 	db.SetMaxOpenConns(postgresConns)
 	db.SetMaxIdleConns(postgresConns)
 	db.SetConnMaxIdleTime(connMaxIdle)
-	s := &Store{d: postgresDialect, rw: db, ro: db}
+	s := &Store{d: postgresDialect, rw: db, ro: db, pgcfg: cfg, origin: newOrigin()}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

@@ -288,10 +288,9 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("store: purge expired sessions: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("store: purge expired: commit: %w", err)
+	if err := s.commit(ctx, tx, changes); err != nil {
+		return 0, fmt.Errorf("store: purge expired: %w", err)
 	}
-	s.changes.publish(changes...)
 	return len(changes), nil
 }
 

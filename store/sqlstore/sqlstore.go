@@ -8,7 +8,9 @@
 // migrations/, applied by Open. Driver errors become store's sentinel
 // errors in one place (errors.go). SQLite's AddTokenKey calls are committed
 // in groups (groupcommit.go). Every committed write is announced to the
-// subscribers of store.Changes (changes.go).
+// subscribers of store.Changes (changes.go) and, on PostgreSQL, notified to
+// the other processes on the database (notify.go), which hear it once they
+// listen (listen.go).
 package sqlstore
 
 import (
@@ -16,7 +18,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/exed-dev/exed/store"
 )
@@ -31,6 +36,15 @@ type Store struct {
 
 	group   groupCommit // AddTokenKey's, on SQLite
 	changes changes     // the subscribers to committed writes
+
+	// On PostgreSQL: how to connect the listener (listen.go), and the
+	// origin its notifications carry (notify.go). nil and "" on SQLite.
+	pgcfg  *pgx.ConnConfig
+	origin string
+
+	listenMu sync.Mutex
+	listener *listener // nil until Listen
+	closed   bool      // Close was called: Listen starts nothing
 }
 
 var _ store.Store = (*Store)(nil)
@@ -79,7 +93,8 @@ func (s *Store) prepare(ctx context.Context) error {
 }
 
 // write runs fn in a transaction, appends e in that same transaction, and
-// commits; then, and only then, it announces changes to the subscribers.
+// commits (see commit); then, and only then, it announces changes to the
+// subscribers.
 // Errors come back mapped by dbErr and wrapped with op.
 func (s *Store) write(ctx context.Context, op string, e store.Event, changes []store.Change, fn func(tx *sql.Tx) error) error {
 	return s.writeChanges(ctx, op, e, func(tx *sql.Tx) ([]store.Change, error) {
@@ -115,10 +130,9 @@ func (s *Store) writeFilling(ctx context.Context, op string, e *store.Event, fn 
 	if err := insertEvent(ctx, tx, *e); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: %s: commit: %w", op, dbErr(err))
+	if err := s.commit(ctx, tx, changes); err != nil {
+		return fmt.Errorf("store: %s: %w", op, err)
 	}
-	s.changes.publish(changes...)
 	return nil
 }
 
@@ -164,9 +178,18 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close implements store.Store: it closes the prepared statements and the
-// connection pools. The subscribers are not told.
+// Close implements store.Store: it stops the listener (see Listen), then
+// closes the prepared statements and the connection pools. The subscribers
+// are not told; once Close has returned, nothing heard from other
+// processes is announced to them.
 func (s *Store) Close() error {
+	s.listenMu.Lock()
+	l := s.listener
+	s.listener, s.closed = nil, true
+	s.listenMu.Unlock()
+	if l != nil {
+		l.stop()
+	}
 	var err error
 	for _, st := range []*sql.Stmt{s.q.key, s.q.keyAndUser, s.q.userByID, s.q.vm, s.q.exe1, s.q.sessionAndUser} {
 		if st != nil { // nil: Open failed before preparing it
