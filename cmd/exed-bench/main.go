@@ -63,7 +63,7 @@ type options struct {
 func fullOptions() options {
 	return options{
 		rounds: 5, cell: 1200 * time.Millisecond, verifyTime: 200 * time.Millisecond,
-		pool: 100_000, junk: 900, registryKeys: 1_000_000, coldRuns: 15, revokeTrials: 4,
+		pool: 100_000, junk: 900, registryKeys: 1_000_000, coldRuns: 41, revokeTrials: 4,
 		maxTime: 5 * time.Minute,
 	}
 }
@@ -374,7 +374,7 @@ func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err 
 		}
 		b.progress("scenarios 2 and 5 done in %v", time.Since(start).Round(time.Millisecond))
 		rows = append(rows, rs...)
-		notes = append(notes, fmt.Sprintf("Scenario 2 tokens are exe0, signed offline with the user's registered ed25519 key; the uncached variant cycles through %s distinct ones (each is a cache miss: a cycle takes longer than the 1 s cache TTL). Junk (every junk request must be answered 401, and is): malformed, signed by an unregistered key, and forged (a registered key, a changed signature byte), in turn; each connection alternates a valid request (the cached token) with a junk one, and the ratio compares its valid requests/s with the cached-token row's. Every exed row runs with signed identity assertions on (the default: each forwarded request carries X-ExeDev-Jwt-Assertion, reused while young) but \"assertions off\": that row and the \"assertions on\" one beside it are two more exed processes on the same registry that only ever serve the cached token, one with --assertion=false, so that the flag is all that differs; the ratio is on over off, within each round. Bare ReverseProxy: Rewrite = SetURL + SetXForwarded, exed's transport, a pooled 32 KiB copy buffer, Go's defaults otherwise (FlushInterval 0 flushes streams by itself: unknown-length responses and server-sent events).",
+		notes = append(notes, fmt.Sprintf("Scenario 2 tokens are exe0, signed offline with the user's registered ed25519 key; the uncached variant cycles through %s distinct ones (each is a cache miss: a cycle takes longer than the 1 s cache TTL). Junk (every junk request must be answered 401, or 429 with Retry-After once the failure budget throttles it, and is; the rows count each): malformed, signed by an unregistered key, and forged (a registered key, a changed signature byte), in turn in the mixed row, and one kind each in the three rows after it; each connection alternates a valid request (the cached token) with a junk one, and the ratio compares its valid requests/s with the cached-token row's. Every exed row runs with signed identity assertions on (the default: each forwarded request carries X-ExeDev-Jwt-Assertion, reused while young) but \"assertions off\": that row and the \"assertions on\" one beside it are two more exed processes on the same registry that only ever serve the cached token, one with --assertion=false, so that the flag is all that differs; the ratio is on over off, within each round. Bare ReverseProxy: Rewrite = SetURL + SetXForwarded, exed's transport, a pooled 32 KiB copy buffer, Go's defaults otherwise (FlushInterval 0 flushes streams by itself: unknown-length responses and server-sent events).",
 			group(int64(len(ts.pool)))))
 	}
 	if b.want("3") {
