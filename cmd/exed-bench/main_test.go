@@ -50,12 +50,21 @@ func TestSmoke(t *testing.T) {
 		"2 proxy, 32 conns|exed, cached token, assertions off",
 		"2 proxy, 32 conns|exed, a new valid token every request",
 		"2 proxy, 32 conns|exed, 50% junk",
+		"2 proxy, 32 conns|exed, 50% malformed tokens",
+		"2 proxy, 32 conns|exed, 50% tokens of an unregistered key",
+		"2 proxy, 32 conns|exed, 50% forged signatures",
 		"2 proxy, 1 conn|exed, valid browser session cookie",
 		"2 proxy, 32 conns|exed, 50% junk session cookies",
 		"3 issuance|generate-api-key",
 		"4 revocation|requests accepted",
 		"5 memory|exed peak RSS",
 		"6 registry|SQLite: Store.Key",
+		"7 streaming, download 4 MiB|exed, cached token",
+		"7 streaming, upload 4 MiB|exed, cached token",
+		"7 streaming, upload 4 MiB|bare ReverseProxy",
+		"8 websocket, 1 conn|exed, cached token",
+		"8 websocket, 32 conns|exed, cached token",
+		"8 websocket, 32 conns|bare ReverseProxy",
 	}
 	if _, err := exec.LookPath("ssh"); err == nil {
 		want = append(want, "3 cold ssh|exed whoami vs bare gliderlabs whoami")
