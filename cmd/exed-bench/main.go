@@ -44,28 +44,29 @@ import (
 
 // options sizes a run.
 type options struct {
-	smoke        bool
-	exedBin      string        // a prebuilt exed; "" builds this module's
-	rounds       int           // rounds per measurement; medians are over them
-	cell         time.Duration // one measurement of scenarios 2, 3 and 6
-	verifyTime   time.Duration // one measurement of scenario 1
-	pool         int           // distinct valid tokens (scenarios 2 and 5)
-	junk         int           // junk tokens
-	registryKeys int           // keys in scenario 6's registry
-	coldRuns     int           // cold ssh runs of each kind
-	revokeTrials int
-	streamBytes  int64         // scenario 7's download and upload, each
-	maxTime      time.Duration // the whole run stops with an error after this
-	cpuProfile   string        // harness CPU profile (scenarios 1 and 6 run in it)
-	only         string        // comma-separated scenario numbers; "" = all
-	pgURL        string        // EXED_TEST_POSTGRES_URL
+	smoke         bool
+	exedBin       string        // a prebuilt exed; "" builds this module's
+	rounds        int           // rounds per measurement; medians are over them
+	cell          time.Duration // one measurement of scenarios 2, 3 and 6
+	verifyTime    time.Duration // one measurement of scenario 1
+	pool          int           // distinct valid tokens (scenarios 2 and 5)
+	junk          int           // junk tokens
+	registryKeys  int           // keys in scenario 6's registry
+	coldRuns      int           // cold ssh runs of each kind
+	revokeTrials  int
+	clusterTrials int           // scenario 4's cross-instance trials (with PostgreSQL)
+	streamBytes   int64         // scenario 7's download and upload, each
+	maxTime       time.Duration // the whole run stops with an error after this
+	cpuProfile    string        // harness CPU profile (scenarios 1 and 6 run in it)
+	only          string        // comma-separated scenario numbers; "" = all
+	pgURL         string        // EXED_TEST_POSTGRES_URL
 }
 
 // fullOptions and smokeOptions are the two sizes; flags adjust them.
 func fullOptions() options {
 	return options{
 		rounds: 5, cell: 1200 * time.Millisecond, verifyTime: 200 * time.Millisecond,
-		pool: 100_000, junk: 900, registryKeys: 1_000_000, coldRuns: 41, revokeTrials: 4,
+		pool: 100_000, junk: 900, registryKeys: 1_000_000, coldRuns: 41, revokeTrials: 4, clusterTrials: 20,
 		streamBytes: 1 << 30,
 		maxTime:     5 * time.Minute,
 	}
@@ -74,7 +75,7 @@ func fullOptions() options {
 func smokeOptions() options {
 	return options{
 		smoke: true, rounds: 1, cell: 150 * time.Millisecond, verifyTime: 10 * time.Millisecond,
-		pool: 300, junk: 30, registryKeys: 5_000, coldRuns: 1, revokeTrials: 2,
+		pool: 300, junk: 30, registryKeys: 5_000, coldRuns: 1, revokeTrials: 2, clusterTrials: 3,
 		streamBytes: 4 << 20,
 		maxTime:     2 * time.Minute,
 	}
@@ -435,6 +436,10 @@ func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err 
 		rs, err := scenarioRevoke(ctx, b, target, exed.httpAddr)
 		if err != nil {
 			return nil, nil, fmt.Errorf("scenario 4: %w", err)
+		}
+		rows = append(rows, rs...)
+		if rs, err = scenarioCluster(ctx, b, bin, upstream.addrs[0]); err != nil {
+			return nil, nil, fmt.Errorf("scenario 4, cross-instance: %w", err)
 		}
 		b.progress("scenario 4 done in %v", time.Since(start).Round(time.Millisecond))
 		rows = append(rows, rs...)

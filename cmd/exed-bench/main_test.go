@@ -35,6 +35,11 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.exedBin = bin
+	// PostgreSQL rows (scenario 4's cross-instance one, scenario 6's).
+	o.pgURL = os.Getenv("EXED_TEST_POSTGRES_URL")
+	if o.pgURL == "" && os.Getenv("CI") == "true" {
+		t.Error("EXED_TEST_POSTGRES_URL unset: CI must provide PostgreSQL for the cross-instance rows")
+	}
 	var out, log bytes.Buffer
 	rows, err := run(context.Background(), o, &out, &log)
 	if err != nil {
@@ -57,6 +62,7 @@ func TestSmoke(t *testing.T) {
 		"2 proxy, 32 conns|exed, 50% junk session cookies",
 		"3 issuance|generate-api-key",
 		"4 revocation|requests accepted",
+		"4 revocation, cross-instance|",
 		"5 memory|exed peak RSS",
 		"6 registry|SQLite: Store.Key",
 		"7 streaming, download 4 MiB|exed, cached token",
