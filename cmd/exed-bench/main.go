@@ -3,6 +3,7 @@
 //
 //	go run ./cmd/exed-bench            # the full run, under 5 minutes on 2 cores
 //	go run ./cmd/exed-bench -smoke     # every scenario, tiny, in seconds
+//	go run ./cmd/exed-bench -soak 10m  # steady load and churn; fails on growth or a wrong answer
 //
 // It builds exed, starts it (`exed serve` on a temp SQLite store), a trivial
 // upstream, a bare httputil.ReverseProxy with exed's transport, and a bare
@@ -60,6 +61,8 @@ type options struct {
 	cpuProfile    string        // harness CPU profile (scenarios 1 and 6 run in it)
 	only          string        // comma-separated scenario numbers; "" = all
 	pgURL         string        // EXED_TEST_POSTGRES_URL
+	soak          time.Duration // the soak mode's length; 0: the table instead
+	soakSample    time.Duration // how often the soak mode samples exed
 }
 
 // fullOptions and smokeOptions are the two sizes; flags adjust them.
@@ -90,6 +93,7 @@ func main() {
 	rounds := flag.Int("rounds", 0, "rounds per measurement (default 5; 1 with -smoke)")
 	only := flag.String("only", "", "run only these scenarios, e.g. 2,5 (scenario 5 needs 2)")
 	registryKeys := flag.Int("registry-keys", 0, "keys in scenario 6's registry (default 1,000,000)")
+	soak := flag.Duration("soak", 0, "instead of the table: soak exed for this long (e.g. 10m) under steady load and churn, sampling its RSS and goroutines each minute; fails on a wrong answer or steady growth")
 	cpuProfile := flag.String("cpuprofile", "", "write the harness's CPU profile here (scenarios 1 and 6 run in process)")
 	flag.Parse()
 	o := fullOptions()
@@ -107,6 +111,16 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *soak > 0 {
+		// Each minute; a short soak samples more often, to have a trend.
+		o.soak, o.soakSample = *soak, min(time.Minute, max(time.Second, *soak/6))
+		if err := runSoak(ctx, o, os.Stdout, os.Stderr); err != nil {
+			stop()
+			fmt.Fprintln(os.Stderr, "exed-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if _, err := run(ctx, o, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "exed-bench:", err)
 		os.Exit(1)

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMain lets the test binary serve as the harness's child processes
@@ -107,5 +109,34 @@ func TestSmoke(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("output:\n%s\nprogress:\n%s", out.String(), log.String())
+	}
+}
+
+// TestSoakSmoke runs the soak mode for a few seconds, sampling every
+// second: every answer must be right. Growth over seconds means nothing
+// (a fresh process's heap is still filling), so errGrowth is only logged.
+func TestSoakSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs exed")
+	}
+	o := smokeOptions()
+	bin, err := buildExed(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.exedBin, o.soak, o.soakSample = bin, 3*time.Second, time.Second
+	var out, log bytes.Buffer
+	err = runSoak(context.Background(), o, &out, &log)
+	switch {
+	case errors.Is(err, errGrowth):
+		t.Logf("%v (not a failure in seconds)", err)
+	case err != nil:
+		t.Fatalf("soak: %v\noutput:\n%s\nprogress:\n%s", err, out.String(), log.String())
+	}
+	if n := strings.Count(out.String(), "goroutines "); n < 3 {
+		t.Errorf("%d samples, want at least 3:\n%s", n, out.String())
+	}
+	if !strings.Contains(out.String(), "every answer right") {
+		t.Errorf("no verdict:\n%s", out.String())
 	}
 }
