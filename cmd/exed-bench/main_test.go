@@ -82,6 +82,7 @@ func TestSmoke(t *testing.T) {
 		for _, c := range []string{"1 conn", "32 conns"} {
 			want = append(want, "2 proxy, "+c+"|nginx, plain proxy_pass",
 				"2 proxy, "+c+"|nginx + auth_request → exed forward auth, cached token",
+				"2 proxy, "+c+"|nginx + auth_request → exed forward auth, a new valid token every request",
 				"2 proxy, "+c+"|nginx + auth_request → exed forward auth, auth cache 5 s")
 		}
 	case os.Getenv("CI") == "true":

@@ -169,8 +169,9 @@ func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, ex
 	junkCookie := &proxyVariant{name: "exed, 50% junk session cookies: its valid requests", addr: a.exed, host: vmHost, src: ts.mixSrc(ts.junkCookie), only32: true}
 	ngPlain := &proxyVariant{name: "nginx, plain proxy_pass", addr: a.nginxPlain, host: vmHost, src: noToken}
 	ngAuth := &proxyVariant{name: "nginx + auth_request → exed forward auth, cached token", addr: a.nginxAuth, host: vmHost, src: ts.cachedSrc}
+	ngFresh := &proxyVariant{name: "nginx + auth_request → exed forward auth, a new valid token every request", addr: a.nginxAuth, host: vmHost, src: ts.poolSrc}
 	ngCached := &proxyVariant{name: "nginx + auth_request → exed forward auth, auth cache 5 s", addr: a.nginxCached, host: vmHost, src: ts.cachedSrc}
-	variants := []*proxyVariant{direct, bare, bareDef, bareFlush, cached, cachedOn, cachedOff, fresh, junk, malformed, unknown, forged, cookie, junkCookie, ngPlain, ngAuth, ngCached}
+	variants := []*proxyVariant{direct, bare, bareDef, bareFlush, cached, cachedOn, cachedOff, fresh, junk, malformed, unknown, forged, cookie, junkCookie, ngPlain, ngAuth, ngFresh, ngCached}
 	variants = slices.DeleteFunc(variants, func(v *proxyVariant) bool { return v.addr == "" })
 
 	var cells []cell
@@ -276,7 +277,7 @@ func scenarioProxy(ctx context.Context, b *bench, a proxyAddrs, ts *tokenSet, ex
 				continue
 			case ngPlain:
 				rw.ratio = fmtRatios(ratios(v, bare), "bare")
-			case ngAuth, ngCached:
+			case ngAuth, ngFresh, ngCached:
 				rw.ratio = fmtRatios(ratios(v, bare), "bare") + "; " + fmtRatios(ratios(v, ngPlain), "nginx plain")
 			case fresh:
 				xs := ratios(fresh, bare)
