@@ -11,7 +11,11 @@
 // measures: (1) token verification against the bare signature check,
 // (2) proxy throughput and latency at 1 and 32 connections, (3) issuance
 // over SSH and cold logins with the stock OpenSSH client, (4) revocation
-// under load, (5) exed's memory, (6) registry lookups among a million keys.
+// under load, and across two instances on one PostgreSQL database (with
+// EXED_TEST_POSTGRES_URL), (5) exed's memory, (6) registry lookups among a
+// million keys, (7) a large download and upload, (8) WebSocket echoes.
+// -soak D instead keeps exed under load and churn for D and fails if it
+// answers wrongly or keeps growing.
 // The load generator runs in this process and shares the cores with the
 // servers. Absolute numbers drift on a shared machine; the ratios, taken
 // within each round, are the results.
@@ -91,7 +95,7 @@ func main() {
 	smoke := flag.Bool("smoke", false, "run every scenario tiny, in seconds (for tests)")
 	exedBin := flag.String("exed", "", "use this exed binary instead of building one")
 	rounds := flag.Int("rounds", 0, "rounds per measurement (default 5; 1 with -smoke)")
-	only := flag.String("only", "", "run only these scenarios, e.g. 2,5 (scenario 5 needs 2)")
+	only := flag.String("only", "", "run only these scenarios, e.g. 2,5 or 7,8 (scenario 5 needs 2)")
 	registryKeys := flag.Int("registry-keys", 0, "keys in scenario 6's registry (default 1,000,000)")
 	soak := flag.Duration("soak", 0, "instead of the table: soak exed for this long (e.g. 10m) under steady load and churn, sampling its RSS and goroutines each minute; fails on a wrong answer or steady growth")
 	cpuProfile := flag.String("cpuprofile", "", "write the harness's CPU profile here (scenarios 1 and 6 run in process)")
