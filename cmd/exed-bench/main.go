@@ -358,10 +358,27 @@ func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err 
 	notes = append(notes, fmt.Sprintf("Transport: exed and the bare proxy both use proxy.NewTransport(): MaxIdleConnsPerHost %d (Go's default keeps 2, so at 32 connections most requests would open a new upstream connection), MaxIdleConns %d, IdleConnTimeout %v, no proxy from the environment, compression left to client and VM; the bare proxy with Go's default transport is measured beside it.",
 		t.MaxIdleConnsPerHost, t.MaxIdleConns, t.IdleConnTimeout))
 
-	issued := 0
+	issued, extraKeys := 0, 0 // tokens issued over SSH; keys added besides
 	if b.want("2") || b.want("5") {
 		start := time.Now()
-		ts, err := mintTokens(signer, b.o.pool, b.o.junk)
+		// Forged tokens are signed with a second key of the user's, so
+		// that the failure budget they spend (tokens throttles a key whose
+		// signatures keep failing) is not the valid tokens' key's.
+		forger, _, err := keys.GenerateEd25519()
+		if err != nil {
+			return nil, nil, err
+		}
+		client, err := sshClient(target.addr, signer, exedHostKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ssh to exed: %w", err)
+		}
+		_, err = sshRun(client, "ssh-key add --name bench-forger "+authorizedLine(forger))
+		client.Close()
+		if err != nil {
+			return nil, nil, err
+		}
+		extraKeys++
+		ts, err := mintTokens(signer, forger, b.o.pool, b.o.junk)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -397,7 +414,7 @@ func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err 
 		}
 		b.progress("scenarios 2 and 5 done in %v", time.Since(start).Round(time.Millisecond))
 		rows = append(rows, rs...)
-		notes = append(notes, fmt.Sprintf("Scenario 2 tokens are exe0, signed offline with the user's registered ed25519 key; the uncached variant cycles through %s distinct ones (each is a cache miss: a cycle takes longer than the 1 s cache TTL). Junk (every junk request must be answered 401, or 429 with Retry-After once the failure budget throttles it, and is; the rows count each): malformed, signed by an unregistered key, and forged (a registered key, a changed signature byte), in turn in the mixed row, and one kind each in the three rows after it; each connection alternates a valid request (the cached token) with a junk one, and the ratio compares its valid requests/s with the cached-token row's. Every exed row runs with signed identity assertions on (the default: each forwarded request carries X-ExeDev-Jwt-Assertion, reused while young) but \"assertions off\": that row and the \"assertions on\" one beside it are two more exed processes on the same registry that only ever serve the cached token, one with --assertion=false, so that the flag is all that differs; the ratio is on over off, within each round. Bare ReverseProxy: Rewrite = SetURL + SetXForwarded, exed's transport, a pooled 32 KiB copy buffer, Go's defaults otherwise (FlushInterval 0 flushes streams by itself: unknown-length responses and server-sent events).",
+		notes = append(notes, fmt.Sprintf("Scenario 2 tokens are exe0, signed offline with the user's registered ed25519 key; the uncached variant cycles through %s distinct ones (each is a cache miss: a cycle takes longer than the 1 s cache TTL). Junk (every junk request must be answered 401, or 429 with Retry-After once the failure budget throttles it, and is; the rows count each): malformed, signed by an unregistered key, and forged (signed by a second registered key of the user's, one signature byte changed: the failure budget it spends is not the valid tokens' key's), in turn in the mixed row, and one kind each in the three rows after it; each connection alternates a valid request (the cached token) with a junk one, and the ratio compares its valid requests/s with the cached-token row's. Every exed row runs with signed identity assertions on (the default: each forwarded request carries X-ExeDev-Jwt-Assertion, reused while young) but \"assertions off\": that row and the \"assertions on\" one beside it are two more exed processes on the same registry that only ever serve the cached token, one with --assertion=false, so that the flag is all that differs; the ratio is on over off, within each round. Bare ReverseProxy: Rewrite = SetURL + SetXForwarded, exed's transport, a pooled 32 KiB copy buffer, Go's defaults otherwise (FlushInterval 0 flushes streams by itself: unknown-length responses and server-sent events).",
 			group(int64(len(ts.pool)))))
 	}
 	if b.want("7") || b.want("8") {
@@ -411,7 +428,7 @@ func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err 
 			b.progress("scenario 7 streaming…")
 			rs, err := scenarioStream(ctx, b, []*streamVariant{
 				{name: "direct to the upstream", addr: upstream.addrs[0], host: "upstream"},
-				{name: "bare ReverseProxy (exed's transport)", addr: bare.addrs[0], host: vmHost, pid: bare.cmd.Process.Pid},
+				{name: "bare ReverseProxy (exed's transport)", addr: bare.addrs[0], host: vmHost, pid: bare.cmd.Process.Pid, bare: true},
 				{name: "exed, cached token", addr: exed.httpAddr, host: vmHost, token: token, pid: exed.pid()},
 			}, upstream.cmd.Process.Pid)
 			if err != nil {
@@ -478,8 +495,8 @@ func runServers(ctx context.Context, b *bench) (notes []string, rows []row, err 
 		if err := json.Unmarshal([]byte(list), &users); err != nil || len(users.Users) != 1 {
 			return nil, nil, fmt.Errorf("exed user list --json: %v: %.200q", err, list)
 		}
-		if got, want := users.Users[0].SSHKeys, issued+1; got != want {
-			return nil, nil, fmt.Errorf("registry holds %d keys for the user, want %d (1 login key + %d issued)", got, want, issued)
+		if got, want := users.Users[0].SSHKeys, 1+extraKeys+issued; got != want {
+			return nil, nil, fmt.Errorf("registry holds %d keys for the user, want %d (1 login key + %d more + %d issued)", got, want, extraKeys, issued)
 		}
 		notes = append(notes, fmt.Sprintf("Issuance: all %s tokens issued in scenario 3 have their key in the registry afterwards (exed user list agrees); exed's SQLite runs in WAL mode with synchronous=FULL, so each generate-api-key's commit is fsynced before it answers.", group(int64(issued))))
 	}

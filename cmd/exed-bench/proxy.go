@@ -53,10 +53,11 @@ type tokenSet struct {
 	junkCookie []string // session cookies nobody minted
 }
 
-// mintTokens signs the tokens offline with the user's registered key, as
+// mintTokens signs the tokens offline with the user's registered key
+// (forged ones with forger, another of the user's keys), as
 // `ssh-keygen -Y sign` would: n distinct valid ones (they differ in ctx),
 // and junk of three kinds.
-func mintTokens(signer gossh.Signer, n, junk int) (*tokenSet, error) {
+func mintTokens(signer, forger gossh.Signer, n, junk int) (*tokenSet, error) {
 	ts := &tokenSet{}
 	mint := func(s gossh.Signer, i int) (string, error) {
 		return tokens.MintExe0(s, vmNamespace, fmt.Appendf(nil, `{"ctx":{"bench":%d}}`, i))
@@ -89,7 +90,7 @@ func mintTokens(signer gossh.Signer, n, junk int) (*tokenSet, error) {
 			}
 			ts.unknown = append(ts.unknown, t)
 		case 2: // a registered key, a signature that does not verify
-			if t, err = mint(signer, n+i); err != nil {
+			if t, err = mint(forger, n+i); err != nil {
 				return nil, err
 			}
 			t = forge(t)

@@ -75,6 +75,7 @@ type streamVariant struct {
 	host  string
 	token string // "" for none
 	pid   int    // the proxy's process, whose CPU time is counted; 0 for none
+	bare  bool   // the baseline the proxies are compared with
 }
 
 // streamResult is one transfer.
@@ -140,7 +141,6 @@ func dialClient(addr string) *http.Client {
 			return d.DialContext(ctx, network, addr)
 		},
 		DisableCompression: true,
-		Proxy:              nil,
 	}}
 }
 
@@ -196,7 +196,7 @@ func scenarioStream(ctx context.Context, b *bench, vs []*streamVariant, upstream
 		scen := fmt.Sprintf("7 streaming, %s %s", direction(up), sizeName(n))
 		var bare *streamVariant
 		for _, v := range vs {
-			if strings.HasPrefix(v.name, "bare") {
+			if v.bare {
 				bare = v
 			}
 		}
