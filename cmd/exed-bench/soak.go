@@ -326,8 +326,10 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-end:
-			if err := sample(); err != nil {
-				fail(err)
+			if len(samples) == 0 || time.Since(began)-samples[len(samples)-1].at > o.soakSample/2 { // not just taken
+				if err := sample(); err != nil {
+					fail(err)
+				}
 			}
 			break loop
 		case <-tick.C:
