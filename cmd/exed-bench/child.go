@@ -94,8 +94,15 @@ func serveUpstream() error {
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "text/plain")
-			io.WriteString(w, upstreamBody)
+			switch r.URL.Path {
+			case streamPath:
+				serveStream(w, r)
+			case wsPath:
+				serveWebSocketEcho(w, r)
+			default:
+				w.Header().Set("Content-Type", "text/plain")
+				io.WriteString(w, upstreamBody)
+			}
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

@@ -41,13 +41,14 @@ func exedAdmin(ctx context.Context, bin, data string, args ...string) (string, e
 
 // exedProc is a running `exed serve`.
 type exedProc struct {
-	cmd      *exec.Cmd
-	sshAddr  string
-	httpAddr string
-	faAddr   string // the forward-auth listener, with --forward-auth-addr
-	logFile  *os.File
-	exited   chan struct{} // closed when the process has gone
-	waitErr  error         // set before exited closes
+	cmd       *exec.Cmd
+	sshAddr   string
+	httpAddr  string
+	faAddr    string // the forward-auth listener, with --forward-auth-addr
+	adminAddr string // the admin listener (/metrics), with --admin-addr
+	logFile   *os.File
+	exited    chan struct{} // closed when the process has gone
+	waitErr   error         // set before exited closes
 }
 
 // servingLine matches exed's start-up log line; forwardAuthAddr the
@@ -55,6 +56,7 @@ type exedProc struct {
 var (
 	servingLine     = regexp.MustCompile(`msg="exed serving" ssh=(\S+) http=(\S+)`)
 	forwardAuthAddr = regexp.MustCompile(`msg="exed serving" .*forward_auth=(\S+)`)
+	adminListenAddr = regexp.MustCompile(`msg="exed serving" .*admin=(\S+)`)
 )
 
 // startExed starts `exed serve` (with the extra flags) on loopback ports
@@ -84,6 +86,9 @@ func startExed(ctx context.Context, bin, data, logPath string, extra ...string) 
 			p.sshAddr, p.httpAddr = string(m[1]), string(m[2])
 			if fa := forwardAuthAddr.FindSubmatch(data); fa != nil {
 				p.faAddr = string(fa[1])
+			}
+			if ad := adminListenAddr.FindSubmatch(data); ad != nil {
+				p.adminAddr = string(ad[1])
 			}
 			return p, nil
 		}

@@ -140,12 +140,13 @@ type source func(i int) (token string, valid bool)
 // loadResult is one load run: the requests counted as valid traffic
 // (answered 200), their latencies, and everything else.
 type loadResult struct {
-	ok       int             // valid requests answered 200
-	other    int             // junk requests (answered 401, as they must be)
-	bad      int             // answers that were wrong: a valid one not 200, junk not 401, errors
-	firstBad string          // what the first wrong answer was
-	lat      []time.Duration // of the ok requests, sorted
-	elapsed  time.Duration
+	ok        int             // valid requests answered 200
+	other     int             // junk requests (answered 401 or 429, as they must be)
+	throttled int             // … of them answered 429 (the failure budget)
+	bad       int             // answers that were wrong: a valid one not 200, junk not 401, errors
+	firstBad  string          // what the first wrong answer was
+	lat       []time.Duration // of the ok requests, sorted
+	elapsed   time.Duration
 }
 
 func (r *loadResult) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
@@ -187,6 +188,9 @@ func runLoad(ctx context.Context, addr, host string, conns int, d time.Duration,
 					r.lat = append(r.lat, lat)
 				case err == nil && !valid && status == 401:
 					r.other++
+				case err == nil && !valid && status == 429:
+					r.other++
+					r.throttled++
 				default:
 					if r.bad++; r.firstBad == "" {
 						r.firstBad = fmt.Sprintf("valid=%v: status %d, err %v", valid, status, err)
@@ -196,6 +200,7 @@ func runLoad(ctx context.Context, addr, host string, conns int, d time.Duration,
 			mu.Lock()
 			all.ok += r.ok
 			all.other += r.other
+			all.throttled += r.throttled
 			if all.bad += r.bad; all.firstBad == "" {
 				all.firstBad = r.firstBad
 			}
