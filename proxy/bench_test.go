@@ -24,14 +24,24 @@ var okUpstream = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 
 func benchServe(b *testing.B, h http.Handler, host string, header func() string) {
 	b.Helper()
+	var set func(*http.Request)
+	if header != nil {
+		set = func(r *http.Request) { r.Header.Set("X-Exedev-Authorization", header()) }
+	}
+	benchServeWith(b, h, host, set)
+}
+
+// benchServeWith is benchServe with set adding the request's credential.
+func benchServeWith(b *testing.B, h http.Handler, host string, set func(*http.Request)) {
+	b.Helper()
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			r := httptest.NewRequest(http.MethodGet, "http://"+host+"/bench", nil)
 			r.RemoteAddr = "127.0.0.1:1234"
-			if header != nil {
-				r.Header.Set("X-Exedev-Authorization", header())
+			if set != nil {
+				set(r)
 			}
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, r)
@@ -73,6 +83,22 @@ func BenchmarkProxyCachedTokenAssertion(b *testing.B) {
 	w := newWorld(b, okUpstream, withAssertions(b))
 	hdr := bearerHdr(w.vmToken("web", `{"ctx":{"role":"bench"}}`))
 	benchServe(b, w.h, "web.exe.xyz", func() string { return hdr })
+}
+
+// BenchmarkProxySessionCookie: a browser session's VM cookie instead of a
+// token (the session from the session cache), beside the VM's own cookies.
+func BenchmarkProxySessionCookie(b *testing.B) {
+	w := newWorld(b, okUpstream)
+	cookie := "_ga=GA1.1.12345; " + benchCookie(b, w) + "; theme=dark"
+	benchServeWith(b, w.h, "web.exe.xyz", func(r *http.Request) { r.Header.Set("Cookie", cookie) })
+}
+
+// BenchmarkProxySessionCookieAssertion: BenchmarkProxySessionCookie with
+// signed identity assertions on.
+func BenchmarkProxySessionCookieAssertion(b *testing.B) {
+	w := newWorld(b, okUpstream, withAssertions(b))
+	cookie := "_ga=GA1.1.12345; " + benchCookie(b, w) + "; theme=dark"
+	benchServeWith(b, w.h, "web.exe.xyz", func(r *http.Request) { r.Header.Set("Cookie", cookie) })
 }
 
 // BenchmarkProxyNewToken: every request carries a token never seen before
