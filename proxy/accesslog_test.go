@@ -93,3 +93,36 @@ func TestAccessLogLevel(t *testing.T) {
 		t.Fatalf("no Warn line: %q", out.Bytes())
 	}
 }
+
+// BenchmarkAccessLine: one access line of a cached-token request and of a
+// refused one, written directly (Config.AccessLog) and through slog's
+// TextHandler, to a writer that discards.
+func BenchmarkAccessLine(b *testing.B) {
+	grant := &tokens.Grant{}
+	grant.User.ID, grant.Key.Fingerprint = "usrabcdefghijklmnop", "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
+	refusal := &tokens.Error{Check: "signature", Reason: tokens.ReasonBadSignature, Detail: "ssh: signature did not verify"}
+	r := httptest.NewRequest(http.MethodGet, "http://web.exe.xyz/", nil)
+	r.RemoteAddr = "127.0.0.1:1234"
+	for _, c := range []struct {
+		name string
+		a    *access
+	}{
+		{"ok", &access{carrier: "x-exedev-authorization", grant: grant}},
+		{"refused", &access{carrier: "x-exedev-authorization", reason: refusal}},
+	} {
+		for _, direct := range []bool{true, false} {
+			cfg := Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			name := c.name + "/slog"
+			if direct {
+				cfg.AccessLog, name = io.Discard, c.name+"/direct"
+			}
+			h := New(cfg)
+			b.Run(name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					h.logVM(r, routeVM, "web", 200, time.Now(), 1234567*time.Nanosecond, 3, c.a)
+				}
+			})
+		}
+	}
+}
