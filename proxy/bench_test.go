@@ -68,6 +68,24 @@ func BenchmarkProxyBare(b *testing.B) {
 	benchServe(b, rp, "web.exe.xyz", nil)
 }
 
+// BenchmarkProxyBareSameRequest is BenchmarkProxyBare given the requests
+// of BenchmarkProxyCachedToken (the token header, which it forwards): the
+// floor for allocations, the request's own header counted on both sides.
+func BenchmarkProxyBareSameRequest(b *testing.B) {
+	w := newWorld(b, okUpstream)
+	u, _ := url.Parse(w.upstream.URL)
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.SetXForwarded()
+		},
+		Transport:  NewTransport(),
+		BufferPool: &bufferPool{},
+	}
+	hdr := bearerHdr(w.vmToken("web", `{"ctx":{"role":"bench"}}`))
+	benchServe(b, rp, "web.exe.xyz", func() string { return hdr })
+}
+
 // BenchmarkProxyCachedToken: one token, verified once, then from the
 // Verifier's cache.
 func BenchmarkProxyCachedToken(b *testing.B) {
