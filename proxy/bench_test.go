@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -21,6 +23,37 @@ var okUpstream = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain")
 	w.Write([]byte("ok\n"))
 })
+
+// benchWorld is a world for the proxy benchmarks: okUpstream, and logging
+// as exed serve does, Info and up, into a bounded buffer (benchLog).
+func benchWorld(b *testing.B, opts ...worldOption) *world {
+	return newWorld(b, okUpstream, append(opts, func(c *Config) {
+		l := &benchLog{}
+		c.Log = slog.New(slog.NewTextHandler(l, nil))
+		c.AccessLog = l
+	})...)
+}
+
+// benchLog stands in for exed serve's log writer: lines copied under a
+// mutex into a 64 KiB buffer, emptied when full. (The tests' growing
+// buffer would hold every line of a run, and the larger heap would make
+// garbage collection rarer for the benchmarks that log than for the bare
+// proxy, which does not.)
+type benchLog struct {
+	mu  sync.Mutex
+	buf [64 << 10]byte
+	n   int
+}
+
+func (l *benchLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n+len(p) > len(l.buf) {
+		l.n = 0
+	}
+	l.n += copy(l.buf[l.n:], p)
+	return len(p), nil
+}
 
 func benchServe(b *testing.B, h http.Handler, host string, header func() string) {
 	b.Helper()
@@ -55,7 +88,7 @@ func benchServeWith(b *testing.B, h http.Handler, host string, set func(*http.Re
 // BenchmarkProxyBare is httputil.ReverseProxy alone, same upstream, same
 // transport settings, same buffer pool and flushing: the floor.
 func BenchmarkProxyBare(b *testing.B) {
-	w := newWorld(b, okUpstream)
+	w := benchWorld(b)
 	u, _ := url.Parse(w.upstream.URL)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -72,7 +105,7 @@ func BenchmarkProxyBare(b *testing.B) {
 // of BenchmarkProxyCachedToken (the token header, which it forwards): the
 // floor for allocations, the request's own header counted on both sides.
 func BenchmarkProxyBareSameRequest(b *testing.B) {
-	w := newWorld(b, okUpstream)
+	w := benchWorld(b)
 	u, _ := url.Parse(w.upstream.URL)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -89,7 +122,7 @@ func BenchmarkProxyBareSameRequest(b *testing.B) {
 // BenchmarkProxyCachedToken: one token, verified once, then from the
 // Verifier's cache.
 func BenchmarkProxyCachedToken(b *testing.B) {
-	w := newWorld(b, okUpstream)
+	w := benchWorld(b)
 	hdr := bearerHdr(w.vmToken("web", `{"ctx":{"role":"bench"}}`))
 	benchServe(b, w.h, "web.exe.xyz", func() string { return hdr })
 }
@@ -98,7 +131,7 @@ func BenchmarkProxyCachedToken(b *testing.B) {
 // signed identity assertions on: the reused assertion is added to each
 // request.
 func BenchmarkProxyCachedTokenAssertion(b *testing.B) {
-	w := newWorld(b, okUpstream, withAssertions(b))
+	w := benchWorld(b, withAssertions(b))
 	hdr := bearerHdr(w.vmToken("web", `{"ctx":{"role":"bench"}}`))
 	benchServe(b, w.h, "web.exe.xyz", func() string { return hdr })
 }
@@ -106,7 +139,7 @@ func BenchmarkProxyCachedTokenAssertion(b *testing.B) {
 // BenchmarkProxySessionCookie: a browser session's VM cookie instead of a
 // token (the session from the session cache), beside the VM's own cookies.
 func BenchmarkProxySessionCookie(b *testing.B) {
-	w := newWorld(b, okUpstream)
+	w := benchWorld(b)
 	cookie := "_ga=GA1.1.12345; " + benchCookie(b, w) + "; theme=dark"
 	benchServeWith(b, w.h, "web.exe.xyz", func(r *http.Request) { r.Header.Set("Cookie", cookie) })
 }
@@ -114,7 +147,7 @@ func BenchmarkProxySessionCookie(b *testing.B) {
 // BenchmarkProxySessionCookieAssertion: BenchmarkProxySessionCookie with
 // signed identity assertions on.
 func BenchmarkProxySessionCookieAssertion(b *testing.B) {
-	w := newWorld(b, okUpstream, withAssertions(b))
+	w := benchWorld(b, withAssertions(b))
 	cookie := "_ga=GA1.1.12345; " + benchCookie(b, w) + "; theme=dark"
 	benchServeWith(b, w.h, "web.exe.xyz", func(r *http.Request) { r.Header.Set("Cookie", cookie) })
 }
@@ -123,7 +156,7 @@ func BenchmarkProxySessionCookieAssertion(b *testing.B) {
 // (pre-minted outside the timer): registry lookup, signature check and a
 // cache insert each time.
 func BenchmarkProxyNewToken(b *testing.B) {
-	w := newWorld(b, okUpstream)
+	w := benchWorld(b)
 	b.StopTimer()
 	pool := make([]string, b.N+1)
 	for i := range pool {
@@ -137,7 +170,7 @@ func BenchmarkProxyNewToken(b *testing.B) {
 // BenchmarkProxyPublicNoToken: a public VM, no token: routing, VM cache
 // and header rewrite only.
 func BenchmarkProxyPublicNoToken(b *testing.B) {
-	w := newWorld(b, okUpstream)
+	w := benchWorld(b)
 	benchServe(b, w.h, "pub.exe.xyz", nil)
 }
 
