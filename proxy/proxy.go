@@ -67,11 +67,12 @@ type Config struct {
 	Metrics  *metrics.Metrics      // VM requests by status class, /exec calls; nil → none
 	// AccessLog, when set, is the writer under Log's handler: the proxy
 	// then writes its access lines (one per request for a VM host) to it
-	// directly, formatted byte for byte as slog.NewTextHandler (with
-	// AccessLogJSON, slog.NewJSONHandler) with no options writes them, for
-	// a fraction of slog's cost (accesslog.go); Log still decides whether
-	// a level is logged. nil → the lines go through Log. Each line is one
-	// Write, so it must be safe for concurrent use, as Log's writer is.
+	// directly, byte for byte as slog.NewTextHandler (with AccessLogJSON,
+	// slog.NewJSONHandler) with no options, attributes or groups writes
+	// them, for a fraction of slog's cost (accesslog.go); Log still
+	// decides whether a level is logged. nil → the lines go through Log.
+	// Each line is one Write, so it must be safe for concurrent use, as
+	// Log's writer is.
 	AccessLog     io.Writer
 	AccessLogJSON bool
 	// HSTS sends Strict-Transport-Security (HSTSValue) on every answer from
