@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -229,6 +231,58 @@ func BenchmarkCheckPath(b *testing.B) {
 			for b.Loop() {
 				checkPath(p)
 			}
+		})
+	}
+}
+
+// memTransport answers every request at once from memory, as okUpstream
+// would: with it, the in-memory benchmarks measure the proxy's own cost
+// per request without the loopback round trip and the upstream's, which
+// are the same for the bare proxy and exed and dominate the others.
+type memTransport struct{}
+
+func (memTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	return &http.Response{
+		StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:        http.Header{"Content-Type": {"text/plain"}},
+		Body:          io.NopCloser(strings.NewReader("ok\n")),
+		ContentLength: 3, Request: r,
+	}, nil
+}
+
+// BenchmarkProxyInMemory: the bare proxy and exed's handler (a cached
+// token, a session cookie, each with assertions off and on) over
+// memTransport.
+func BenchmarkProxyInMemory(b *testing.B) {
+	mem := func(c *Config) { c.Transport = memTransport{} }
+	b.Run("bare", func(b *testing.B) {
+		w := benchWorld(b)
+		u, _ := url.Parse(w.upstream.URL)
+		rp := &httputil.ReverseProxy{
+			Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.SetXForwarded() },
+			Transport:  memTransport{},
+			BufferPool: &bufferPool{},
+		}
+		benchServe(b, rp, "web.exe.xyz", nil)
+	})
+	for _, assert := range []bool{false, true} {
+		opts := []worldOption{mem}
+		suffix := ""
+		if assert {
+			opts, suffix = append(opts, withAssertions(b)), "-assertion"
+		}
+		b.Run("token"+suffix, func(b *testing.B) {
+			w := benchWorld(b, opts...)
+			hdr := bearerHdr(w.vmToken("web", `{"ctx":{"role":"bench"}}`))
+			benchServe(b, w.h, "web.exe.xyz", func() string { return hdr })
+		})
+		b.Run("cookie"+suffix, func(b *testing.B) {
+			w := benchWorld(b, opts...)
+			cookie := "_ga=GA1.1.12345; " + benchCookie(b, w) + "; theme=dark"
+			benchServeWith(b, w.h, "web.exe.xyz", func(r *http.Request) { r.Header.Set("Cookie", cookie) })
 		})
 	}
 }
