@@ -1,13 +1,19 @@
 package proxy
 
 import (
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/exed-dev/exed/tokens"
 )
@@ -22,16 +28,64 @@ var okUpstream = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte("ok\n"))
 })
 
+// benchWorld is a world for the proxy benchmarks: okUpstream, and logging
+// as exed serve does, Info and up, into a bounded buffer (benchLog).
+func benchWorld(b *testing.B, opts ...worldOption) *world {
+	return newWorld(b, okUpstream, append(opts, func(c *Config) {
+		l := &benchLog{}
+		c.Log = slog.New(slog.NewTextHandler(l, nil))
+		c.AccessLog = l
+	})...)
+}
+
+// benchLog stands in for exed serve's log writer: lines copied under a
+// mutex into a 64 KiB buffer, emptied when full. (The tests' growing
+// buffer would hold every line of a run, and the larger heap would make
+// garbage collection rarer for the benchmarks that log than for the bare
+// proxy, which does not.)
+type benchLog struct {
+	mu  sync.Mutex
+	buf [64 << 10]byte
+	n   int
+}
+
+func (l *benchLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n+len(p) > len(l.buf) {
+		l.n = 0
+	}
+	l.n += copy(l.buf[l.n:], p)
+	return len(p), nil
+}
+
 func benchServe(b *testing.B, h http.Handler, host string, header func() string) {
 	b.Helper()
+	var set func(*http.Request)
+	if header != nil {
+		set = func(r *http.Request) { r.Header.Set("X-Exedev-Authorization", header()) }
+	}
+	benchServeWith(b, h, host, set)
+}
+
+// benchServeWith is benchServe with set adding the request's credential.
+func benchServeWith(b *testing.B, h http.Handler, host string, set func(*http.Request)) {
+	b.Helper()
 	b.ReportAllocs()
+	cpu0 := processCPU(b)
 	b.ResetTimer()
+	defer func() {
+		// CPU time per request, the handler's, the upstream's and the
+		// client's together: the figure that other processes' load on the
+		// machine disturbs least (ns/op counts their time slices too).
+		b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	}()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			r := httptest.NewRequest(http.MethodGet, "http://"+host+"/bench", nil)
 			r.RemoteAddr = "127.0.0.1:1234"
-			if header != nil {
-				r.Header.Set("X-Exedev-Authorization", header())
+			if set != nil {
+				set(r)
 			}
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, r)
@@ -42,10 +96,19 @@ func benchServe(b *testing.B, h http.Handler, host string, header func() string)
 	})
 }
 
+// processCPU is the CPU time (user and system) the process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // BenchmarkProxyBare is httputil.ReverseProxy alone, same upstream, same
 // transport settings, same buffer pool and flushing: the floor.
 func BenchmarkProxyBare(b *testing.B) {
-	w := newWorld(b, okUpstream)
+	w := benchWorld(b)
 	u, _ := url.Parse(w.upstream.URL)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -58,10 +121,28 @@ func BenchmarkProxyBare(b *testing.B) {
 	benchServe(b, rp, "web.exe.xyz", nil)
 }
 
+// BenchmarkProxyBareSameRequest is BenchmarkProxyBare given the requests
+// of BenchmarkProxyCachedToken (the token header, which it forwards): the
+// floor for allocations, the request's own header counted on both sides.
+func BenchmarkProxyBareSameRequest(b *testing.B) {
+	w := benchWorld(b)
+	u, _ := url.Parse(w.upstream.URL)
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.SetXForwarded()
+		},
+		Transport:  NewTransport(),
+		BufferPool: &bufferPool{},
+	}
+	hdr := bearerHdr(w.vmToken("web", `{"ctx":{"role":"bench"}}`))
+	benchServe(b, rp, "web.exe.xyz", func() string { return hdr })
+}
+
 // BenchmarkProxyCachedToken: one token, verified once, then from the
 // Verifier's cache.
 func BenchmarkProxyCachedToken(b *testing.B) {
-	w := newWorld(b, okUpstream)
+	w := benchWorld(b)
 	hdr := bearerHdr(w.vmToken("web", `{"ctx":{"role":"bench"}}`))
 	benchServe(b, w.h, "web.exe.xyz", func() string { return hdr })
 }
@@ -70,16 +151,32 @@ func BenchmarkProxyCachedToken(b *testing.B) {
 // signed identity assertions on: the reused assertion is added to each
 // request.
 func BenchmarkProxyCachedTokenAssertion(b *testing.B) {
-	w := newWorld(b, okUpstream, withAssertions(b))
+	w := benchWorld(b, withAssertions(b))
 	hdr := bearerHdr(w.vmToken("web", `{"ctx":{"role":"bench"}}`))
 	benchServe(b, w.h, "web.exe.xyz", func() string { return hdr })
+}
+
+// BenchmarkProxySessionCookie: a browser session's VM cookie instead of a
+// token (the session from the session cache), beside the VM's own cookies.
+func BenchmarkProxySessionCookie(b *testing.B) {
+	w := benchWorld(b)
+	cookie := "_ga=GA1.1.12345; " + benchCookie(b, w) + "; theme=dark"
+	benchServeWith(b, w.h, "web.exe.xyz", func(r *http.Request) { r.Header.Set("Cookie", cookie) })
+}
+
+// BenchmarkProxySessionCookieAssertion: BenchmarkProxySessionCookie with
+// signed identity assertions on.
+func BenchmarkProxySessionCookieAssertion(b *testing.B) {
+	w := benchWorld(b, withAssertions(b))
+	cookie := "_ga=GA1.1.12345; " + benchCookie(b, w) + "; theme=dark"
+	benchServeWith(b, w.h, "web.exe.xyz", func(r *http.Request) { r.Header.Set("Cookie", cookie) })
 }
 
 // BenchmarkProxyNewToken: every request carries a token never seen before
 // (pre-minted outside the timer): registry lookup, signature check and a
 // cache insert each time.
 func BenchmarkProxyNewToken(b *testing.B) {
-	w := newWorld(b, okUpstream)
+	w := benchWorld(b)
 	b.StopTimer()
 	pool := make([]string, b.N+1)
 	for i := range pool {
@@ -93,7 +190,7 @@ func BenchmarkProxyNewToken(b *testing.B) {
 // BenchmarkProxyPublicNoToken: a public VM, no token: routing, VM cache
 // and header rewrite only.
 func BenchmarkProxyPublicNoToken(b *testing.B) {
-	w := newWorld(b, okUpstream)
+	w := benchWorld(b)
 	benchServe(b, w.h, "pub.exe.xyz", nil)
 }
 
@@ -134,6 +231,58 @@ func BenchmarkCheckPath(b *testing.B) {
 			for b.Loop() {
 				checkPath(p)
 			}
+		})
+	}
+}
+
+// memTransport answers every request at once from memory, as okUpstream
+// would: with it, the in-memory benchmarks measure the proxy's own cost
+// per request without the loopback round trip and the upstream's, which
+// are the same for the bare proxy and exed and dominate the others.
+type memTransport struct{}
+
+func (memTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	return &http.Response{
+		StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:        http.Header{"Content-Type": {"text/plain"}},
+		Body:          io.NopCloser(strings.NewReader("ok\n")),
+		ContentLength: 3, Request: r,
+	}, nil
+}
+
+// BenchmarkProxyInMemory: the bare proxy and exed's handler (a cached
+// token, a session cookie, each with assertions off and on) over
+// memTransport.
+func BenchmarkProxyInMemory(b *testing.B) {
+	mem := func(c *Config) { c.Transport = memTransport{} }
+	b.Run("bare", func(b *testing.B) {
+		w := benchWorld(b)
+		u, _ := url.Parse(w.upstream.URL)
+		rp := &httputil.ReverseProxy{
+			Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.SetXForwarded() },
+			Transport:  memTransport{},
+			BufferPool: &bufferPool{},
+		}
+		benchServe(b, rp, "web.exe.xyz", nil)
+	})
+	for _, assert := range []bool{false, true} {
+		opts := []worldOption{mem}
+		suffix := ""
+		if assert {
+			opts, suffix = append(opts, withAssertions(b)), "-assertion"
+		}
+		b.Run("token"+suffix, func(b *testing.B) {
+			w := benchWorld(b, opts...)
+			hdr := bearerHdr(w.vmToken("web", `{"ctx":{"role":"bench"}}`))
+			benchServe(b, w.h, "web.exe.xyz", func() string { return hdr })
+		})
+		b.Run("cookie"+suffix, func(b *testing.B) {
+			w := benchWorld(b, opts...)
+			cookie := "_ga=GA1.1.12345; " + benchCookie(b, w) + "; theme=dark"
+			benchServeWith(b, w.h, "web.exe.xyz", func(r *http.Request) { r.Header.Set("Cookie", cookie) })
 		})
 	}
 }

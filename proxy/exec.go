@@ -38,17 +38,28 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	res := h.exec(w, r)
-	switch res.status {
-	case http.StatusMethodNotAllowed:
-		w.Header().Set("Allow", http.MethodPost)
-	case http.StatusUnauthorized:
-		w.Header().Set("WWW-Authenticate", "Bearer")
-	case http.StatusTooManyRequests:
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(h.c.ExecRate)))
-	}
+	h.execHeaders(w.Header(), &res)
 	n := writeJSON(w, res.status, res.body)
 	h.c.Metrics.ExecRequest(res.path, res.status)
 	h.logExec(r, start, n, res)
+}
+
+// execHeaders sets the headers that go with res's status: Allow, the
+// Bearer challenge, and the Retry-After of a 429, the key's rate limit or
+// a throttled token's (verifyRefusal).
+func (h *Handler) execHeaders(hdr http.Header, res *execResult) {
+	switch res.status {
+	case http.StatusMethodNotAllowed:
+		hdr.Set("Allow", http.MethodPost)
+	case http.StatusUnauthorized:
+		hdr.Set("WWW-Authenticate", "Bearer")
+	case http.StatusTooManyRequests:
+		if errors.Is(res.reason, tokens.ErrThrottled) {
+			hdr.Set("Retry-After", retryAfterThrottled())
+		} else {
+			hdr.Set("Retry-After", strconv.Itoa(retryAfter(h.c.ExecRate)))
+		}
+	}
 }
 
 // execResult is what one /exec request came to.
@@ -97,7 +108,7 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 	pending, err := h.c.Verifier.Begin(r.Context(), token, tokens.Target{Namespace: h.ns.API()})
 	if err != nil {
 		res.reason = err
-		return fail(http.StatusUnauthorized, "invalid token")
+		return fail(verifyRefusal(err))
 	}
 	res.grant = pending.Grant()
 	if !h.limits.allow(res.grant.Key.Fingerprint, h.c.Now()) {
@@ -152,7 +163,7 @@ func (h *Handler) exec(w http.ResponseWriter, r *http.Request) (res execResult) 
 	}
 	if err != nil {
 		res.reason = err
-		return fail(http.StatusUnauthorized, "invalid token")
+		return fail(verifyRefusal(err))
 	}
 	if h.c.LastUsed != nil {
 		h.c.LastUsed.Touch(res.grant.Key.Fingerprint)
@@ -225,24 +236,28 @@ func retryAfter(l rate.Limit) int {
 // never its arguments (they may hold a token) nor its error text. bytes is
 // the size of the reply body.
 func (h *Handler) logExec(r *http.Request, start time.Time, bytes int64, res execResult) {
-	attrs := []slog.Attr{
-		slog.String("route", "exec"),
-		slog.Int("status", res.status),
-		slog.Duration("duration", time.Since(start)),
-		slog.Int64("bytes", bytes),
-		slog.String("remote_addr", r.RemoteAddr),
+	now := time.Now()
+	l, ok := h.startLine(now, slog.LevelInfo, "exec", false)
+	if !ok {
+		return
 	}
+	l.str("route", "exec")
+	l.int("status", int64(res.status))
+	l.duration("duration", now.Sub(start))
+	l.int("bytes", bytes)
+	l.str("remote_addr", r.RemoteAddr)
 	if res.path != "" {
-		attrs = append(attrs, slog.String("command", res.path))
+		l.str("command", res.path)
 	}
 	if res.carrier != "" {
-		attrs = append(attrs, slog.String("carrier", res.carrier))
+		l.str("carrier", res.carrier)
 	}
 	if g := res.grant; g != nil {
-		attrs = append(attrs, slog.String("user_id", g.User.ID), slog.String("fingerprint", g.Key.Fingerprint))
+		l.str("user_id", g.User.ID)
+		l.str("fingerprint", g.Key.Fingerprint)
 	}
 	if res.reason != nil {
-		attrs = appendReason(attrs, res.reason)
+		appendReason(&l, res.reason)
 	}
-	h.c.Log.LogAttrs(context.Background(), slog.LevelInfo, "exec", attrs...)
+	h.writeLine(&l)
 }

@@ -240,7 +240,7 @@ func (h *Handler) serveForwardAuth(w http.ResponseWriter, r *http.Request, f *fo
 		}
 		d := time.Since(start)
 		h.c.Metrics.ForwardAuthRequest(status, d)
-		h.logVM(orig, routeForwardAuth, name, status, d, sw.bytes, &a)
+		h.logVM(orig, routeForwardAuth, name, status, start.Add(d), d, sw.bytes, &a)
 	}()
 	refuse := func(status int, msg string, reason error) {
 		a.reason = reason
@@ -307,8 +307,11 @@ func forwardedRequest(r *http.Request, f *forwarded) (*http.Request, error) {
 // (a front proxy cannot pass a redirect on from its auth request: nginx
 // turns every status but 2xx, 401 and 403 into a 500).
 func refuseForward(w http.ResponseWriter, a *access) {
-	if a.status == http.StatusUnauthorized {
+	switch a.status {
+	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", authRealm)
+	case http.StatusTooManyRequests: // a throttled token (verifyRefusal)
+		w.Header().Set("Retry-After", retryAfterThrottled())
 	}
 	if a.loginURL != "" {
 		sendBrowser(w, a.loginURL)

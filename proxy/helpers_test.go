@@ -80,9 +80,11 @@ func newWorld(t testing.TB, upstream http.Handler, opts ...worldOption) *world {
 		Domain:   testDomain,
 		VMDomain: testVMDomain,
 		Log:      log,
-		Sessions: w.Store,
-		SSHHost:  testSSHHost,
-		SSHPort:  testSSHPort,
+		// As exed serve wires it: access lines straight to the log's writer.
+		AccessLog: w.logs,
+		Sessions:  w.Store,
+		SSHHost:   testSSHHost,
+		SSHPort:   testSSHPort,
 	}
 	for _, o := range opts {
 		o(&c)

@@ -304,7 +304,8 @@ func mentionsExedCookie(v string) bool {
 }
 
 // stripExedCookies removes exed's cookies from the Cookie header a VM
-// receives; the VM's own cookies pass unchanged. A header holding exed's
+// receives (hdr, the upstream request's, is changed in place); the VM's
+// own cookies pass unchanged. A header holding exed's
 // cookies only (a browser on a VM that sets none) goes without allocating.
 func stripExedCookies(hdr http.Header) {
 	vals := hdr["Cookie"]
@@ -318,7 +319,9 @@ func stripExedCookies(hdr http.Header) {
 	if !mentioned {
 		return
 	}
-	kept := vals[:0:0]
+	// Filtered in place: hdr is the upstream request's own (ReverseProxy
+	// gives Rewrite a deep clone of the client's header).
+	kept := vals[:0]
 	for _, v := range vals {
 		if v = withoutExedCookies(v); v != "" {
 			kept = append(kept, v)
@@ -328,7 +331,7 @@ func stripExedCookies(hdr http.Header) {
 		delete(hdr, "Cookie")
 		return
 	}
-	hdr["Cookie"] = kept
+	hdr["Cookie"] = kept[:len(kept):len(kept)]
 }
 
 // withoutExedCookies is one Cookie header value less exed's pairs ("" if
@@ -347,6 +350,8 @@ func withoutExedCookies(v string) string {
 		}
 		if b.Len() > 0 {
 			b.WriteString("; ")
+		} else {
+			b.Grow(len(v)) // the most it can hold: one allocation
 		}
 		b.WriteString(p)
 	}

@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"path"
+	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/tokens"
@@ -48,7 +50,7 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		}
 		d := time.Since(start)
 		h.c.Metrics.ProxyRequest(status, d)
-		h.logVM(r, routeVM, name, status, d, sw.bytes, &rq.access)
+		h.logVM(r, routeVM, name, status, start.Add(d), d, sw.bytes, &rq.access)
 	}()
 
 	if r.URL.Path == vmJWKSPath {
@@ -72,9 +74,10 @@ func (h *Handler) serveVM(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	rq.vm = vm
-	// The Handler's one ReverseProxy finds rq in the context (see rewriteVM).
-	ctx := context.WithValue(r.Context(), vmRequestKey{}, rq)
-	h.rp.ServeHTTP(sw, r.WithContext(ctx))
+	// The Handler's one ReverseProxy finds rq in the context (see
+	// rewriteVM): rq is that context, which saves a context.WithValue.
+	rq.Context = r.Context()
+	h.rp.ServeHTTP(sw, r.WithContext(rq))
 }
 
 // authenticateVM is the one authentication of a request for the VM host of
@@ -123,17 +126,31 @@ func refuseVM(w http.ResponseWriter, a *access) {
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 	case a.status == http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", authRealm)
+	case a.status == http.StatusTooManyRequests: // a throttled token (verifyRefusal)
+		w.Header().Set("Retry-After", retryAfterThrottled())
 	}
 	http.Error(w, a.msg, a.status)
 }
 
 // vmRequest is one request to a VM on its way through the proxy: one
 // allocation holds the writer that records status and size for the log,
-// what authorize decided, and the VM it is forwarded to.
+// what authorize decided, the VM it is forwarded to, and the identity
+// headers' values; and once authorized, it is the forwarded request's
+// context, holding itself under vmRequestKey.
 type vmRequest struct {
-	w  statusWriter
-	vm *vmEntry // set once authorized
+	context.Context // the client request's; nil until forwarded
+	w               statusWriter
+	vm              *vmEntry // set once authorized
 	access
+	hdrVals [3]string // backs the identity headers of the upstream request (rewrite)
+}
+
+// Value is the context's: rq itself under vmRequestKey.
+func (rq *vmRequest) Value(key any) any {
+	if key == (vmRequestKey{}) {
+		return rq
+	}
+	return rq.Context.Value(key)
 }
 
 // vmRequestKey is the context key of a forwarded request's *vmRequest.
@@ -214,7 +231,8 @@ func (h *Handler) authorize(r *http.Request, vm *vmEntry, a *access) {
 	// vm is immutable once cached, and Verify only reads Target.VM.
 	grant, err := h.c.Verifier.Verify(r.Context(), token, tokens.Target{Namespace: vm.namespace, VM: &vm.vm})
 	if err != nil {
-		refuse(http.StatusUnauthorized, "invalid token", err)
+		status, msg := verifyRefusal(err)
+		refuse(status, msg, err)
 		return
 	}
 	if h.c.LastUsed != nil {
@@ -224,6 +242,30 @@ func (h *Handler) authorize(r *http.Request, vm *vmEntry, a *access) {
 	if err := tokens.CheckCtxHeader(grant.Perms.Ctx); err != nil {
 		refuse(http.StatusBadRequest, "token ctx cannot be sent as a header", err)
 	}
+}
+
+// throttledText is the answer to a throttled token: it names no token and
+// says what to do.
+const throttledText = "too many failed attempts with this key: retry later"
+
+// verifyRefusal is the one mapping of a failed token verification to the
+// client's status and line, on every route that verifies tokens (the VM
+// proxy and forward auth through authorize, /exec): a key the Verifier
+// throttles after failed signatures gets 429 (and, from whoever writes
+// the answer, Retry-After: retryAfterThrottled), never 401; anything else
+// is 401 "invalid token". Neither echoes the token or says which check
+// failed.
+func verifyRefusal(err error) (status int, msg string) {
+	if errors.Is(err, tokens.ErrThrottled) {
+		return http.StatusTooManyRequests, throttledText
+	}
+	return http.StatusUnauthorized, "invalid token"
+}
+
+// retryAfterThrottled is the Retry-After of a throttled token's 429, in
+// seconds (tokens.ThrottleRetryAfter).
+func retryAfterThrottled() string {
+	return strconv.Itoa(max(1, int(tokens.ThrottleRetryAfter/time.Second)))
 }
 
 // newReverseProxy returns the ReverseProxy every request to a VM goes
@@ -248,18 +290,19 @@ func newReverseProxy(transport http.RoundTripper, bufs httputil.BufferPool, errL
 // from its context (see serveVM).
 func rewriteVM(pr *httputil.ProxyRequest) {
 	rq := pr.In.Context().Value(vmRequestKey{}).(*vmRequest)
-	rewrite(pr, rq.vm, rq.grant)
+	rewrite(pr, rq.vm, rq.grant, &rq.hdrVals)
 	if rq.session != nil {
-		setSessionIdentity(pr.Out.Header, rq.session)
+		setSessionIdentity(pr.Out.Header, rq.session, &rq.hdrVals)
 	}
 	stripExedCookies(pr.Out.Header)
 	setAssertion(pr.Out.Header, rq)
 }
 
 // setSessionIdentity sets the identity headers of a browser session's
-// user: no X-ExeDev-Token-Ctx (no token came along).
-func setSessionIdentity(hdr http.Header, e *sessionEntry) {
-	vals := &[2]string{e.u.ID, e.u.Email}
+// user: no X-ExeDev-Token-Ctx (no token came along). vals backs the
+// values.
+func setSessionIdentity(hdr http.Header, e *sessionEntry, vals *[3]string) {
+	vals[0], vals[1] = e.u.ID, e.u.Email
 	hdr[headerUserID] = vals[0:1:1]
 	hdr[headerEmail] = vals[1:2:2]
 }
@@ -277,8 +320,9 @@ func upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 // no client-sent identity headers, no exe credential, and the identity
 // headers of grant when a valid token came along. ReverseProxy calls it after
 // removing hop-by-hop headers (including any that Connection names), so no
-// client header can remove what is set here.
-func rewrite(pr *httputil.ProxyRequest, vm *vmEntry, grant *tokens.Grant) {
+// client header can remove what is set here. vals backs the identity
+// headers' values (one array for the three, held by the request).
+func rewrite(pr *httputil.ProxyRequest, vm *vmEntry, grant *tokens.Grant, vals *[3]string) {
 	pr.SetURL(vm.target)
 	// Scrubbed first, so that no client spelling of what is set here
 	// (X_Forwarded_For beside X-Forwarded-For) survives beside it.
@@ -289,12 +333,15 @@ func rewrite(pr *httputil.ProxyRequest, vm *vmEntry, grant *tokens.Grant) {
 		return
 	}
 	// One array backs the three values (scrubHeaders removed any other).
-	vals := &[3]string{grant.User.ID, grant.User.Email}
+	vals[0], vals[1] = grant.User.ID, grant.User.Email
 	hdr := pr.Out.Header
 	hdr[headerUserID] = vals[0:1:1]
 	hdr[headerEmail] = vals[1:2:2]
-	if grant.Perms.Ctx != nil {
-		vals[2] = string(grant.Perms.Ctx)
+	if ctx := grant.Perms.Ctx; ctx != nil {
+		// The ctx bytes as a string without a copy: a Grant and its slices
+		// are read-only (tokens.Grant), so the bytes never change under
+		// the header, and the string keeps them alive.
+		vals[2] = unsafe.String(unsafe.SliceData(ctx), len(ctx))
 		hdr[headerCtx] = vals[2:3:3]
 	}
 }
@@ -381,10 +428,6 @@ func isReserved(p string) bool {
 	return under(p) || under(path.Clean(p)) // Clean allocates only when p is not clean
 }
 
-// logAttrsCap holds a log line's attributes on the stack: the fixed
-// seven, carrier, user and fingerprint, reason and detail.
-const logAttrsCap = 12
-
 // The routes of logVM's lines.
 const (
 	routeVM          = "vm"           // the reverse proxy
@@ -395,47 +438,48 @@ const (
 // (routeVM) or asked about by a front proxy (routeForwardAuth): r is the
 // request as the client made it, bytes the size of the response body sent
 // back. Never the token.
-func (h *Handler) logVM(r *http.Request, route, vm string, status int, d time.Duration, bytes int64, a *access) {
+func (h *Handler) logVM(r *http.Request, route, vm string, status int, at time.Time, d time.Duration, bytes int64, a *access) {
 	level := slog.LevelInfo
 	if a.reason != nil && status >= 500 {
 		level = slog.LevelWarn
 	}
-	ctx := context.Background()
-	if !h.c.Log.Enabled(ctx, level) {
+	l, ok := h.startLine(at, level, "proxy", true)
+	if !ok {
 		return
 	}
-	var buf [logAttrsCap]slog.Attr
-	attrs := append(buf[:0],
-		slog.String("route", route),
-		slog.String("vm", vm),
-		slog.String("method", r.Method),
-		slog.Int("status", status),
-		slog.Duration("duration", d),
-		slog.Int64("bytes", bytes),
-		slog.String("remote_addr", r.RemoteAddr),
-	)
+	l.str("route", route)
+	l.str("vm", vm)
+	l.str("method", r.Method)
+	l.int("status", int64(status))
+	l.duration("duration", d)
+	l.int("bytes", bytes)
+	l.str("remote_addr", r.RemoteAddr)
 	if a.carrier != "" {
-		attrs = append(attrs, slog.String("carrier", a.carrier))
+		l.str("carrier", a.carrier)
 	}
 	if g := a.grant; g != nil {
-		attrs = append(attrs, slog.String("user_id", g.User.ID), slog.String("fingerprint", g.Key.Fingerprint))
+		l.str("user_id", g.User.ID)
+		l.str("fingerprint", g.Key.Fingerprint)
 	} else if e := a.session; e != nil {
-		attrs = append(attrs, slog.String("user_id", e.s.UserID), slog.String("session", e.s.ID))
+		l.str("user_id", e.s.UserID)
+		l.str("session", e.s.ID)
 	}
 	if a.reason != nil {
-		attrs = appendReason(attrs, a.reason)
+		appendReason(&l, a.reason)
 	}
-	h.c.Log.LogAttrs(ctx, level, "proxy", attrs...)
+	h.writeLine(&l)
 }
 
 // appendReason describes a refusal for the log: a tokens.Error's reason
 // and precise detail (which never holds the token), or the error text.
-func appendReason(attrs []slog.Attr, err error) []slog.Attr {
+func appendReason(l *accessLine, err error) {
 	var te *tokens.Error
 	if errors.As(err, &te) {
-		return append(attrs, slog.String("reason", string(te.Reason)), slog.String("detail", te.Error()))
+		l.str("reason", string(te.Reason))
+		l.str("detail", te.Error())
+		return
 	}
-	return append(attrs, slog.String("detail", err.Error()))
+	l.str("detail", err.Error())
 }
 
 // statusWriter records the status and body size of the response for the

@@ -270,6 +270,7 @@ func (a *app) serve(ctx context.Context, args []string, stop func()) error {
 	front := proxy.New(proxy.Config{
 		Store: st, Verifier: verifier, Suite: suite, LastUsed: lastUsed,
 		Domain: c.domain, VMDomain: c.vmDomain, Log: log, Now: time.Now, Metrics: m,
+		AccessLog: logOut, AccessLogJSON: c.logFormat == "json", // access lines straight into log's buffer
 		HSTS:       tlsConfig != nil,
 		Assertions: issuer,
 		Sessions:   st, SessionLastUsed: sessionLastUsed, SSHHost: sshHost, SSHPort: sshPort,
