@@ -119,6 +119,14 @@ func (c *vmCache) forget(name string) {
 	c.gen++
 }
 
+// forgetAll drops every entry, and keeps loads in flight from caching.
+func (c *vmCache) forgetAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.m)
+	c.gen++
+}
+
 // evict drops expired entries, or one arbitrary entry if none has expired
 // (map order is random: a simple bounded policy). Called with mu held.
 func (c *vmCache) evict(now time.Time) {

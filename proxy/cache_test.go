@@ -75,3 +75,77 @@ func TestForgetDuringLoad(t *testing.T) {
 		t.Errorf("%d reads, want 2: the first answer was cached across a forget, or the second was not cached", n)
 	}
 }
+
+// TestForgetAll: AllChanged (changes may have gone unheard) drops the
+// cached VMs and browser sessions at once, whatever they are, and keeps a
+// load in flight from caching what it read.
+func TestForgetAll(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	r := &vmReader{}
+	c := newVMCache(r, func() time.Time { return now }, tokens.Namespaces{Domain: "exe.dev", VMDomain: "exe.xyz"})
+	for _, name := range []string{"web", "api"} {
+		if _, err := c.get(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.forgetAll()
+	for _, name := range []string{"web", "api"} {
+		if _, err := c.get(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := r.reads.Load(); n != 4 {
+		t.Errorf("%d reads, want 4: forgetAll left an entry cached", n)
+	}
+	r.during = c.forgetAll
+	if _, err := c.get(ctx, "db"); err != nil {
+		t.Fatal(err)
+	}
+	r.during = nil
+	if _, err := c.get(ctx, "db"); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.reads.Load(); n != 6 {
+		t.Errorf("%d reads, want 6: a load across forgetAll was cached", n)
+	}
+}
+
+// sessionReader counts session lookups; every cookie hash is a session.
+type sessionReader struct {
+	store.SessionStore
+	reads atomic.Int64
+}
+
+func (r *sessionReader) SessionAndUser(ctx context.Context, hash []byte) (store.Session, store.User, error) {
+	r.reads.Add(1)
+	return store.Session{Hash: hash, ExpiresAt: time.Now().Add(time.Hour)}, store.User{ID: "usrx"}, nil
+}
+
+// TestForgetAllSessions: AllChanged drops every cached session, however
+// it was keyed, so a session ended on an instance whose notice went
+// unheard is read again.
+func TestForgetAllSessions(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	r := &sessionReader{}
+	c := newSessionCache(r, func() time.Time { return now })
+	hashes := [][32]byte{{1}, {2}}
+	get := func() {
+		for _, h := range hashes {
+			if _, err := c.get(ctx, h, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	get()
+	get()
+	if n := r.reads.Load(); n != 2 {
+		t.Fatalf("%d reads, want 2: sessions not cached", n)
+	}
+	c.forget(store.Change{Kind: store.AllChanged})
+	get()
+	if n := r.reads.Load(); n != 4 {
+		t.Errorf("%d reads, want 4: AllChanged left a session cached", n)
+	}
+}

@@ -175,6 +175,15 @@ func New(c Config) *Handler {
 // cache's one-second TTL.
 func (h *Handler) ForgetVM(name string) { h.vms.forget(name) }
 
+// ForgetAll drops everything the handler has cached about VMs and
+// sessions: call it when changes may have gone unheard (store.AllChanged,
+// announced when the store's notifications from other instances were
+// interrupted).
+func (h *Handler) ForgetAll() {
+	h.vms.forgetAll()
+	h.ForgetSessions(store.Change{Kind: store.AllChanged})
+}
+
 // ServeHTTP routes on the canonical host: <Domain> → API, NAME.<VMDomain>
 // → that VM's proxy, anything else → 404 naming the hosts served.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -157,7 +157,7 @@ func (c *sessionCache) load(ctx context.Context, h [sha256.Size]byte, now time.T
 }
 
 // forget drops the entries ch names: a session that ended (by its hash),
-// the sessions of a key or of a VM that changed.
+// the sessions of a key or of a VM that changed; everything for AllChanged.
 func (c *sessionCache) forget(ch store.Change) {
 	var drop func(*sessionEntry) bool
 	switch ch.Kind {
@@ -175,6 +175,12 @@ func (c *sessionCache) forget(ch store.Change) {
 		drop = func(e *sessionEntry) bool { return e.s.Fingerprint == ch.ID }
 	case store.VMChanged:
 		drop = func(e *sessionEntry) bool { return e.s.VM == ch.ID || e.s.OnlyVM == ch.ID }
+	case store.AllChanged:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		clear(c.m)
+		c.gen++
+		return
 	default:
 		return
 	}
