@@ -181,3 +181,32 @@ func FuzzCheckCtx(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScanMatchesWalk: ParsePermissions' one-pass scan and the jsontext
+// walk that words its refusals agree on every P: the same verdict, and for
+// a P both accept the same Permissions, ctx byte for byte.
+func FuzzScanMatchesWalk(f *testing.F) {
+	for _, p := range []string{
+		`{}`, benchPayload, `{"exp":null,"nbf":null,"cmds":null,"ctx":null}`,
+		`{"ctx":{"a":[{"b":{"c":1}}],"d":"\u00e9"}}`, `{"cmds":["ssh-key list","\u006cs"]}`,
+		`{"exp":1,"exp":2}`, `{"ctx":{"a":1,"\u0061":2}}`, `{"EXP":4070908800}`, `{"exp":1e9}`,
+		`{"ctx":"\ud83d\ude00"}`, `{"ctx":"\ud83d"}`, `{"ctx":"\udc00\ud83d"}`, `{"ctx":[1.5e+3,-0,true,false,null]}`,
+		`{"ctx":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"a":18}}`,
+		`{"\u0065xp":4070908800}`, `{ "ctx" : [ ] , "cmds" : [ "a" , "b" ] }`, `{"exp":04070908800}`,
+	} {
+		f.Add([]byte(p))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if len(p) == 0 || p[0] != '{' || bytes.ContainsAny(p, "\r\n\x00") || p[len(p)-1] == ' ' || p[len(p)-1] == '\t' {
+			return // refused by the framing checks, before either
+		}
+		scanned, ok := scanPermissions(p)
+		walked, err := walkPermissions(p)
+		if ok != (err == nil) {
+			t.Fatalf("%q: scan ok=%v, walk %v", p, ok, err)
+		}
+		if ok && (!permsEqual(scanned, walked) || scanned.HasCmds != walked.HasCmds || (scanned.Cmds == nil) != (walked.Cmds == nil)) {
+			t.Fatalf("%q: scan %+v, walk %+v", p, scanned, walked)
+		}
+	})
+}
