@@ -345,14 +345,18 @@ func (v *Verifier) Explain(ctx context.Context, token string, t Target) []Check 
 // tokens are refused and an added key's accepted on this instance. A
 // verification already in flight when Forget is called caches nothing.
 func (v *Verifier) Forget(fingerprint string) {
-	v.forget(fingerprint, "")
+	if fingerprint != "" {
+		v.forget(fingerprint, "")
+	}
 }
 
 // ForgetUser drops the cached keys of userID and the cached results of
 // tokens they signed. Call it when a user changes (store.UserChanged): a
 // key whose user did not exist yet is looked up again.
 func (v *Verifier) ForgetUser(userID string) {
-	v.forget("", userID)
+	if userID != "" {
+		v.forget("", userID)
+	}
 }
 
 // ForgetAll drops every cached result and key, and every token remembered
