@@ -238,9 +238,10 @@ func rsaSigner(tb testing.TB, bits int) ssh.Signer {
 
 // BenchmarkVerifyRatios is BenchmarkVerifyVsBare made robust to a busy
 // machine: per key type, the bare check and each Verify variant run in
-// alternating rounds of roundTime, and each variant reports the median of
-// its per-round ratios to the bare check beside it (metric x-bare). Run it
-// with -benchtime 1x.
+// alternating rounds of roundTime, timed in the thread's CPU time (on
+// Linux), and each variant reports the median of its per-round ratios to
+// the bare check beside it (metric x-bare) and the bare check's fastest
+// round (bare-ns). Run it with -benchtime 1x.
 func BenchmarkVerifyRatios(b *testing.B) {
 	const (
 		rounds    = 31
@@ -261,16 +262,18 @@ func BenchmarkVerifyRatios(b *testing.B) {
 			})
 		}
 		per := make([][]float64, len(ops))
+		unlock := lockThread()
 		for range rounds {
 			for i, op := range ops {
-				n, start := 0, time.Now()
+				n, start, cpu := 0, time.Now(), threadCPU()
 				for time.Since(start) < roundTime {
 					op()
 					n++
 				}
-				per[i] = append(per[i], float64(time.Since(start))/float64(n))
+				per[i] = append(per[i], float64(threadCPU()-cpu)/float64(n))
 			}
 		}
+		unlock()
 		for i, vr := range vs {
 			b.Run(sg.name+"/"+vr.name, func(b *testing.B) {
 				ratios := make([]float64, rounds)
