@@ -8,6 +8,13 @@
 // An exe0 token is "exe0." + base64url(P) + "." + base64url(B): P is the
 // permissions JSON exactly as signed, B the binary SSHSIG blob over P, as
 // stock `ssh-keygen -Y sign` makes it.
+//
+// The Verifier keeps, for at most its TTL (1 s by default), valid results
+// by token and the registry's answers by key fingerprint, dropped at once
+// by Forget, ForgetUser and ForgetAll when the store announces a change;
+// and it sheds forged tokens without checking their signatures: one seen
+// to fail is refused again, and a key past its budget of failed
+// signatures has its tokens not known good refused as throttled (429).
 package tokens
 
 import (
