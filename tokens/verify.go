@@ -494,7 +494,7 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report, h
 	if shed {
 		switch bad, throttled := v.shed.check(fp, ck, now); {
 		case bad:
-			return nil, r.fail(CheckSignature, ReasonBadSignature, "signature did not verify (this token's did not, moments ago)", nil)
+			return nil, r.fail(CheckSignature, ReasonBadSignature, "signature did not verify (this very token failed moments ago: not checked again)", nil)
 		case throttled:
 			return nil, r.fail(CheckSignature, ReasonThrottled, "key "+fp+" is past its budget of failed signatures: not checked", nil)
 		}
