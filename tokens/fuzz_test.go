@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -209,4 +210,24 @@ func FuzzScanMatchesWalk(f *testing.F) {
 			t.Fatalf("%q: scan %+v, walk %+v", p, scanned, walked)
 		}
 	})
+}
+
+// TestScanMatchesWalkAtDepthBound: the scan and the walk agree at
+// jsontext's nesting bound (P's own object counts), for arrays and
+// objects, just within it and just past it.
+func TestScanMatchesWalkAtDepthBound(t *testing.T) {
+	for _, open := range []string{`[`, `{"a":`} {
+		close := map[string]string{`[`: `]`, `{"a":`: `}`}[open]
+		for _, depth := range []int{maxNesting - 1, maxNesting} { // inside ctx, so 1 + depth open
+			p := []byte(`{"ctx":` + strings.Repeat(open, depth) + `0` + strings.Repeat(close, depth) + `}`)
+			if open == `[` {
+				p = []byte(`{"ctx":` + strings.Repeat(open, depth) + strings.Repeat(close, depth) + `}`)
+			}
+			_, ok := scanPermissions(p)
+			_, err := walkPermissions(p)
+			if ok != (err == nil) || ok != (depth < maxNesting) {
+				t.Errorf("%s × %d: scan ok=%v, walk %v", open, depth, ok, err)
+			}
+		}
+	}
 }

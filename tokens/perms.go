@@ -93,7 +93,7 @@ func ParsePermissions(p []byte) (Permissions, error) {
 // two-pass walk. FuzzScanMatchesWalk holds the two to one verdict.
 func scanPermissions(p []byte) (Permissions, bool) {
 	var perms Permissions
-	s := scanner{p: p}
+	s := scanner{p: p, depth: 1}
 	if !s.byte('{') {
 		return perms, false
 	}
@@ -172,6 +172,7 @@ type scanner struct {
 	more    []span   // ...past the first len(names)
 	n       int      // how many names in all
 	escaped []byte   // the names that had escapes, unquoted
+	depth   int      // objects and arrays open, P's own included
 }
 
 // nameAt is the i'th name of the open objects.
@@ -459,12 +460,42 @@ func (s *scanner) literal(lit string) bool {
 	return false
 }
 
+// maxNesting is jsontext's bound on open objects and arrays, which the
+// scan keeps so that the two agree on every P (one within MaxTokenLen
+// cannot come near it).
+const maxNesting = 10000
+
 // value consumes any JSON value.
 func (s *scanner) value() bool {
 	switch c := s.peek(); {
-	case c == '{':
+	case c == '{' || c == '[':
+		if s.depth++; s.depth > maxNesting {
+			return false
+		}
+		ok := s.container(c)
+		s.depth--
+		return ok
+	case c == '"':
+		_, _, ok := s.str()
+		return ok
+	case c == 't':
+		return s.literal("true")
+	case c == 'f':
+		return s.literal("false")
+	case c == 'n':
+		return s.literal("null")
+	case c == '-' || '0' <= c && c <= '9':
+		return s.number()
+	}
+	return false
+}
+
+// container consumes an object or an array.
+func (s *scanner) container(c byte) bool {
+	switch c {
+	case '{':
 		return s.object()
-	case c == '[':
+	default:
 		s.i++
 		if s.ws(); s.byte(']') {
 			return true
@@ -482,19 +513,7 @@ func (s *scanner) value() bool {
 			}
 			s.ws()
 		}
-	case c == '"':
-		_, _, ok := s.str()
-		return ok
-	case c == 't':
-		return s.literal("true")
-	case c == 'f':
-		return s.literal("false")
-	case c == 'n':
-		return s.literal("null")
-	case c == '-' || '0' <= c && c <= '9':
-		return s.number()
 	}
-	return false
 }
 
 // number consumes a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
