@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/exed-dev/exed/store"
 )
 
 // Memory accounting. An entry's cost is estimated from its real contents:
@@ -99,16 +101,19 @@ type cache struct {
 	sweepEvery   time.Duration
 	hits, misses atomic.Uint64
 
+	// gen is the Verifier's generation (see Verifier.forget): a result
+	// begun before it last moved is not stored.
+	gen *atomic.Uint64
+
 	mu        sync.RWMutex
 	entries   map[cacheKey]*cacheEntry
 	bytes     int64     // sum of the entries' sizes
 	peak      int       // most entries since the map was made
 	lastSweep time.Time // when expired entries were last swept
-	gen       uint64    // bumped by forget; results begun before it are not stored
 }
 
-func newCache(max int, maxBytes int64, sweepEvery time.Duration) *cache {
-	return &cache{max: max, maxBytes: maxBytes, sweepEvery: sweepEvery, entries: make(map[cacheKey]*cacheEntry)}
+func newCache(max int, maxBytes int64, sweepEvery time.Duration, gen *atomic.Uint64) *cache {
+	return &cache{max: max, maxBytes: maxBytes, sweepEvery: sweepEvery, gen: gen, entries: make(map[cacheKey]*cacheEntry)}
 }
 
 // get returns a live entry for k in namespace, or nil.
@@ -124,13 +129,7 @@ func (c *cache) get(k cacheKey, namespace string, now time.Time) *cacheEntry {
 	return e
 }
 
-func (c *cache) generation() uint64 {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.gen
-}
-
-// put stores e unless forget ran since gen was read. An entry larger than
+// put stores e unless the generation moved since gen was read. An entry larger than
 // a sixteenth of the byte bound is not cached at all: one request must not
 // be able to empty the cache.
 func (c *cache) put(k cacheKey, e *cacheEntry, gen uint64, now time.Time) {
@@ -140,7 +139,7 @@ func (c *cache) put(k cacheKey, e *cacheEntry, gen uint64, now time.Time) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if gen != c.gen {
+	if gen != c.gen.Load() {
 		return
 	}
 	if now.Sub(c.lastSweep) >= c.sweepEvery {
@@ -214,12 +213,17 @@ func (c *cache) shrink() {
 	c.entries, c.peak = m, len(m)
 }
 
-func (c *cache) forget(fingerprint string) {
+// forget drops the entries drop picks (all of them for a nil drop). The
+// caller has moved the generation first.
+func (c *cache) forget(drop func(*cacheEntry) bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gen++
+	if drop == nil {
+		c.entries, c.bytes, c.peak = make(map[cacheKey]*cacheEntry), 0, 0
+		return
+	}
 	for k, e := range c.entries {
-		if e.fingerprint == fingerprint {
+		if drop(e) {
 			c.remove(k, e)
 		}
 	}
@@ -238,4 +242,124 @@ func (c *cache) stats() (hits, misses uint64, size int) {
 	size = len(c.entries)
 	c.mu.RUnlock()
 	return c.hits.Load(), c.misses.Load(), size
+}
+
+// keyCache holds registry answers by fingerprint, so that a token the
+// result cache does not know (a new token, or one whose entry expired) for
+// a key it has seen skips the registry round trip: each key with its user,
+// and, apart, the fingerprints the registry said were not registered (so
+// that junk signed by unknown keys does not reach the registry either,
+// nor push known keys out). Entries live at most the TTL and are dropped
+// by Verifier.Forget, ForgetUser and ForgetAll, as the result cache's are.
+type keyCache struct {
+	max int
+	ttl time.Duration
+	gen *atomic.Uint64 // the Verifier's generation, as for cache
+
+	mu      sync.RWMutex
+	known   map[string]*keyEntry // by fingerprint
+	unknown map[string]time.Time // fingerprint → until when it is taken as unregistered
+}
+
+// maxUnknownKeys bounds the fingerprints remembered as unregistered:
+// enough for a flood from many made-up keys to be answered from memory
+// for the TTL, and kept apart so that it cannot evict the known keys.
+const maxUnknownKeys = 4096
+
+// keyEntry is one registry answer, never modified once stored.
+type keyEntry struct {
+	key     store.Key
+	user    store.User
+	userErr error // the key is registered but its user is not (KeyAndUser's not-found)
+	expires time.Time
+}
+
+func newKeyCache(max int, ttl time.Duration, gen *atomic.Uint64) *keyCache {
+	return &keyCache{max: max, ttl: ttl, gen: gen, known: make(map[string]*keyEntry), unknown: make(map[string]time.Time)}
+}
+
+// get returns the live answer for fingerprint: a known key (e), an
+// unregistered one (unknown), or neither (a miss).
+func (c *keyCache) get(fingerprint string, now time.Time) (e *keyEntry, unknown bool) {
+	c.mu.RLock()
+	e = c.known[fingerprint]
+	until, isUnknown := c.unknown[fingerprint]
+	c.mu.RUnlock()
+	switch {
+	case e != nil && now.Before(e.expires):
+		return e, false
+	case isUnknown && now.Before(until):
+		return nil, true
+	}
+	return nil, false
+}
+
+// put stores the registry's answer for fingerprint (e nil: not
+// registered) unless the generation moved since gen was read.
+func (c *keyCache) put(fingerprint string, e *keyEntry, gen uint64, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen.Load() {
+		return
+	}
+	if e == nil {
+		if _, ok := c.unknown[fingerprint]; !ok && len(c.unknown) >= maxUnknownKeys {
+			evictOne(c.unknown, func(until time.Time) bool { return !now.Before(until) })
+		}
+		c.unknown[fingerprint] = now.Add(c.ttl)
+		return
+	}
+	delete(c.unknown, fingerprint)
+	if _, ok := c.known[fingerprint]; !ok && len(c.known) >= c.max {
+		evictOne(c.known, func(e *keyEntry) bool { return !now.Before(e.expires) })
+	}
+	e.expires = now.Add(c.ttl)
+	c.known[fingerprint] = e
+}
+
+// forget drops fingerprint's answers, known or not ("" with userID: the
+// keys of that user; both empty: everything). The caller has moved the
+// generation first.
+func (c *keyCache) forget(fingerprint, userID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case fingerprint != "":
+		delete(c.known, fingerprint)
+		delete(c.unknown, fingerprint)
+	case userID != "":
+		for fp, e := range c.known {
+			if e.key.UserID == userID {
+				delete(c.known, fp)
+			}
+		}
+	default:
+		c.known, c.unknown = make(map[string]*keyEntry), make(map[string]time.Time)
+	}
+}
+
+// evictOne makes room in a full map: the expired entries among a sample
+// go, or if none has expired the first of them (map iteration starts at
+// a random place, so the victim is effectively random).
+func evictOne[K comparable, V any](m map[K]V, expired func(V) bool) {
+	var (
+		first   K
+		seen    int
+		removed bool
+	)
+	for k, v := range m {
+		if seen == 0 {
+			first = k
+		}
+		if expired(v) {
+			delete(m, k)
+			removed = true
+		}
+		if seen++; seen == evictSample {
+			break
+		}
+	}
+	if !removed && seen > 0 {
+		delete(m, first)
+	}
 }

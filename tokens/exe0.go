@@ -8,6 +8,13 @@
 // An exe0 token is "exe0." + base64url(P) + "." + base64url(B): P is the
 // permissions JSON exactly as signed, B the binary SSHSIG blob over P, as
 // stock `ssh-keygen -Y sign` makes it.
+//
+// The Verifier keeps, for at most its TTL (1 s by default), valid results
+// by token and the registry's answers by key fingerprint, dropped at once
+// by Forget, ForgetUser and ForgetAll when the store announces a change;
+// and it sheds forged tokens without checking their signatures: one seen
+// to fail is refused again, and a key past its budget of failed
+// signatures has its tokens not known good refused as throttled (429).
 package tokens
 
 import (
@@ -86,14 +93,19 @@ func ParseExe0(token string) (*Exe0, error) {
 	if !ok || strings.Contains(b64sig, ".") {
 		return nil, malformed("want exactly two parts after %q", Exe0Prefix)
 	}
-	payload, err := decodeBase64("payload", p64)
+	// One buffer for both parts: P first, capped so that appending to
+	// Payload cannot write over the blob the Signature refers into.
+	buf := make([]byte, b64.DecodedLen(len(p64))+b64.DecodedLen(len(b64sig)))
+	n, err := decodeBase64(buf, "payload", p64)
 	if err != nil {
 		return nil, err
 	}
-	blob, err := decodeBase64("signature", b64sig)
+	payload := buf[:n:n]
+	m, err := decodeBase64(buf[n:], "signature", b64sig)
 	if err != nil {
 		return nil, err
 	}
+	blob := buf[n : n+m]
 	perms, err := ParsePermissions(payload)
 	if err != nil {
 		return nil, err
@@ -109,19 +121,20 @@ func ParseExe0(token string) (*Exe0, error) {
 	return x, nil
 }
 
-// decodeBase64 decodes one part strictly. The alphabet is checked first
-// because encoding/base64 silently skips CR and LF, even in strict mode.
-func decodeBase64(part, s string) ([]byte, error) {
+// decodeBase64 decodes one part strictly into dst, returning its length.
+// The alphabet is checked first because encoding/base64 silently skips CR
+// and LF, even in strict mode.
+func decodeBase64(dst []byte, part, s string) (int, error) {
 	for i := 0; i < len(s); i++ {
 		if !isBase64URL(s[i]) {
-			return nil, malformed("%s: byte %d is not base64url (no padding, no '+' or '/')", part, i)
+			return 0, malformed("%s: byte %d is not base64url (no padding, no '+' or '/')", part, i)
 		}
 	}
-	b, err := b64.DecodeString(s)
+	n, err := b64.Decode(dst, []byte(s))
 	if err != nil {
-		return nil, malformed("%s: not canonical base64url: %v", part, err)
+		return 0, malformed("%s: not canonical base64url: %v", part, err)
 	}
-	return b, nil
+	return n, nil
 }
 
 func isBase64URL(c byte) bool {

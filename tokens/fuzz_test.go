@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -180,4 +181,53 @@ func FuzzCheckCtx(f *testing.F) {
 			t.Fatalf("ctx %q: a %d-byte answer", ctx, len(checkErr.Error()))
 		}
 	})
+}
+
+// FuzzScanMatchesWalk: ParsePermissions' one-pass scan and the jsontext
+// walk that words its refusals agree on every P: the same verdict, and for
+// a P both accept the same Permissions, ctx byte for byte.
+func FuzzScanMatchesWalk(f *testing.F) {
+	for _, p := range []string{
+		`{}`, benchPayload, `{"exp":null,"nbf":null,"cmds":null,"ctx":null}`,
+		`{"ctx":{"a":[{"b":{"c":1}}],"d":"\u00e9"}}`, `{"cmds":["ssh-key list","\u006cs"]}`,
+		`{"exp":1,"exp":2}`, `{"ctx":{"a":1,"\u0061":2}}`, `{"EXP":4070908800}`, `{"exp":1e9}`,
+		`{"ctx":"\ud83d\ude00"}`, `{"ctx":"\ud83d"}`, `{"ctx":"\udc00\ud83d"}`, `{"ctx":[1.5e+3,-0,true,false,null]}`,
+		`{"ctx":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"a":18}}`,
+		`{"\u0065xp":4070908800}`, `{ "ctx" : [ ] , "cmds" : [ "a" , "b" ] }`, `{"exp":04070908800}`,
+	} {
+		f.Add([]byte(p))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if len(p) == 0 || p[0] != '{' || bytes.ContainsAny(p, "\r\n\x00") || p[len(p)-1] == ' ' || p[len(p)-1] == '\t' {
+			return // refused by the framing checks, before either
+		}
+		scanned, ok := scanPermissions(p)
+		walked, err := walkPermissions(p)
+		if ok != (err == nil) {
+			t.Fatalf("%q: scan ok=%v, walk %v", p, ok, err)
+		}
+		if ok && (!permsEqual(scanned, walked) || scanned.HasCmds != walked.HasCmds || (scanned.Cmds == nil) != (walked.Cmds == nil)) {
+			t.Fatalf("%q: scan %+v, walk %+v", p, scanned, walked)
+		}
+	})
+}
+
+// TestScanMatchesWalkAtDepthBound: the scan and the walk agree at
+// jsontext's nesting bound (P's own object counts), for arrays and
+// objects, just within it and just past it.
+func TestScanMatchesWalkAtDepthBound(t *testing.T) {
+	for _, open := range []string{`[`, `{"a":`} {
+		close := map[string]string{`[`: `]`, `{"a":`: `}`}[open]
+		for _, depth := range []int{maxNesting - 1, maxNesting} { // inside ctx, so 1 + depth open
+			p := []byte(`{"ctx":` + strings.Repeat(open, depth) + `0` + strings.Repeat(close, depth) + `}`)
+			if open == `[` {
+				p = []byte(`{"ctx":` + strings.Repeat(open, depth) + strings.Repeat(close, depth) + `}`)
+			}
+			_, ok := scanPermissions(p)
+			_, err := walkPermissions(p)
+			if ok != (err == nil) || ok != (depth < maxNesting) {
+				t.Errorf("%s × %d: scan ok=%v, walk %v", open, depth, ok, err)
+			}
+		}
+	}
 }

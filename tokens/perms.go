@@ -7,6 +7,8 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
@@ -72,17 +74,568 @@ func ParsePermissions(p []byte) (Permissions, error) {
 		return perms, malformed("payload has trailing whitespace")
 	}
 
-	// First the whole of P as JSON, so a syntax error is reported as one
-	// rather than as whatever rule the walk below reaches first.
+	if perms, ok := scanPermissions(p); ok {
+		return perms, nil
+	}
+	if _, err := walkPermissions(p); err != nil {
+		return Permissions{}, err
+	}
+	// Not reached: the scan and the walk agree (FuzzScanMatchesWalk).
+	return Permissions{}, malformed("payload: invalid JSON")
+}
+
+// scanPermissions is ParsePermissions' one pass over P, after the
+// framing checks: it validates the JSON (duplicate names at any depth and
+// invalid UTF-8 included, exactly as jsontext's defaults refuse them) and
+// applies the rules for each name as it goes. It says only whether P is
+// good: a refusal is worded by walkPermissions, so the messages (and
+// which rule a P breaking several is refused for) stay those of the
+// two-pass walk. FuzzScanMatchesWalk holds the two to one verdict.
+func scanPermissions(p []byte) (Permissions, bool) {
+	var perms Permissions
+	s := scanner{p: p, depth: 1}
+	if !s.byte('{') {
+		return perms, false
+	}
+	var (
+		seen uint8    // a bit per top-level name: a duplicate is refused
+		tmp  [64]byte // an escaped top-level name, unquoted
+	)
+	if s.ws(); s.peek() == '}' {
+		s.i++
+	} else {
+		for {
+			name, esc, ok := s.str()
+			if !ok {
+				return perms, false
+			}
+			if esc {
+				name = unquote(name, tmp[:0])
+			}
+			var bit uint8
+			switch string(name) {
+			case "exp":
+				bit = 1
+			case "nbf":
+				bit = 2
+			case "cmds":
+				bit = 4
+			case "ctx":
+				bit = 8
+			default:
+				return perms, false
+			}
+			if seen&bit != 0 {
+				return perms, false
+			}
+			seen |= bit
+			if s.ws(); !s.byte(':') {
+				return perms, false
+			}
+			s.ws()
+			switch bit {
+			case 1:
+				perms.Exp, ok = s.time()
+			case 2:
+				perms.Nbf, ok = s.time()
+			case 4:
+				perms.Cmds, perms.HasCmds, ok = s.cmds()
+			case 8:
+				perms.Ctx, ok = s.ctx()
+			}
+			if !ok {
+				return perms, false
+			}
+			s.ws()
+			if s.peek() == '}' {
+				s.i++
+				break
+			}
+			if !s.byte(',') {
+				return perms, false
+			}
+			s.ws()
+		}
+	}
+	s.ws()
+	return perms, s.i == len(p)
+}
+
+// scanner reads P. The names of the open objects are kept for the
+// duplicate check, as spans (no pointers, so the array scanPermissions
+// starts them in stays on its stack); only a P with deep or wide objects
+// needs more.
+type scanner struct {
+	p       []byte
+	i       int
+	names   [32]span // names of the objects now open, innermost last...
+	more    []span   // ...past the first len(names)
+	n       int      // how many names in all
+	escaped []byte   // the names that had escapes, unquoted
+	depth   int      // objects and arrays open, P's own included
+}
+
+// nameAt is the i'th name of the open objects.
+func (s *scanner) nameAt(i int) span {
+	if i < len(s.names) {
+		return s.names[i]
+	}
+	return s.more[i-len(s.names)]
+}
+
+func (s *scanner) push(n span) {
+	if s.n < len(s.names) {
+		s.names[s.n] = n
+	} else {
+		s.more = append(s.more[:s.n-len(s.names)], n)
+	}
+	s.n++
+}
+
+// span is one name: bytes [a, b) of P, or of scanner.escaped if esc.
+type span struct {
+	a, b int32
+	esc  bool
+}
+
+// name returns the bytes n stands for.
+func (s *scanner) name(n span) []byte {
+	if n.esc {
+		return s.escaped[n.a:n.b]
+	}
+	return s.p[n.a:n.b]
+}
+
+// wideObject is how many names an object may have before its duplicate
+// check moves from a scan of the names so far to a set: a P of 6 KB could
+// otherwise hold an object of a thousand names and cost a million compares.
+const wideObject = 16
+
+func (s *scanner) peek() byte {
+	if s.i < len(s.p) {
+		return s.p[s.i]
+	}
+	return 0
+}
+
+// byte consumes c if it is next.
+func (s *scanner) byte(c byte) bool {
+	if s.peek() == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// ws skips JSON whitespace.
+func (s *scanner) ws() {
+	for s.i < len(s.p) {
+		switch s.p[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// str consumes a string and returns its raw contents (between the quotes)
+// and whether they hold an escape. It checks every byte: no control
+// character, valid UTF-8, known escapes, and \u surrogates only in pairs.
+func (s *scanner) str() (raw []byte, esc, ok bool) {
+	if !s.byte('"') {
+		return nil, false, false
+	}
+	start := s.i
+	for s.i < len(s.p) {
+		c := s.p[s.i]
+		switch {
+		case c == '"':
+			raw = s.p[start:s.i]
+			s.i++
+			return raw, esc, true
+		case c < ' ':
+			return nil, false, false
+		case c == '\\':
+			esc = true
+			n := escapeLen(s.p[s.i:])
+			if n == 0 {
+				return nil, false, false
+			}
+			s.i += n
+		case c < utf8.RuneSelf:
+			s.i++
+		default:
+			r, n := utf8.DecodeRune(s.p[s.i:])
+			if r == utf8.RuneError && n == 1 {
+				return nil, false, false
+			}
+			s.i += n
+		}
+	}
+	return nil, false, false
+}
+
+// escapeLen is the length of the valid escape at the start of b, or 0:
+// one of \" \\ \/ \b \f \n \r \t, or \uXXXX, where a surrogate half must
+// be a high one followed at once by \u and a low one.
+func escapeLen(b []byte) int {
+	if len(b) < 2 {
+		return 0
+	}
+	switch b[1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return 2
+	case 'u':
+	default:
+		return 0
+	}
+	r1, ok := hex4(b[2:])
+	if !ok {
+		return 0
+	}
+	if !utf16.IsSurrogate(r1) {
+		return 6
+	}
+	if len(b) < 12 || b[6] != '\\' || b[7] != 'u' {
+		return 0
+	}
+	r2, ok := hex4(b[8:])
+	if !ok || utf16.DecodeRune(r1, r2) == utf8.RuneError {
+		return 0
+	}
+	return 12
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// unquote appends the value of raw, a string's contents that str has
+// checked, to dst.
+func unquote(raw, dst []byte) []byte {
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		if c != '\\' {
+			dst = append(dst, c)
+			i++
+			continue
+		}
+		switch raw[i+1] {
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r, _ := hex4(raw[i+2:])
+			if utf16.IsSurrogate(r) {
+				r2, _ := hex4(raw[i+8:])
+				dst = utf8.AppendRune(dst, utf16.DecodeRune(r, r2))
+				i += 12
+				continue
+			}
+			dst = utf8.AppendRune(dst, r)
+			i += 6
+			continue
+		default: // " \ /
+			dst = append(dst, raw[i+1])
+		}
+		i += 2
+	}
+	return dst
+}
+
+// time reads the value of exp or nbf: null, or a plain integer (no
+// fraction, exponent, sign or leading zero) in [minTime, maxTime].
+func (s *scanner) time() (int64, bool) {
+	if s.literal("null") {
+		return 0, true
+	}
+	start := s.i
+	for s.i < len(s.p) && '0' <= s.p[s.i] && s.p[s.i] <= '9' {
+		s.i++
+	}
+	d := s.p[start:s.i]
+	// At most maxTime's 10 digits; a leading zero is not JSON.
+	if len(d) == 0 || len(d) > 10 || d[0] == '0' {
+		return 0, false
+	}
+	var n int64
+	for _, c := range d {
+		n = n*10 + int64(c-'0')
+	}
+	return n, n >= minTime && n <= maxTime
+}
+
+// cmds reads the value of cmds: null (absent), or an array of non-empty
+// strings. The strings without escapes share one allocation, a copy of
+// the array's text.
+func (s *scanner) cmds() (cmds []string, has, ok bool) {
+	if s.literal("null") {
+		return nil, false, true
+	}
+	if !s.byte('[') {
+		return nil, false, false
+	}
+	start := s.i
+	type elem struct {
+		a, b int // the raw contents' bounds in p
+		esc  bool
+	}
+	var buf [8]elem
+	elems := buf[:0]
+	if s.ws(); !s.byte(']') {
+		for {
+			a := s.i + 1
+			raw, esc, ok := s.str()
+			if !ok || len(raw) == 0 {
+				return nil, false, false
+			}
+			elems = append(elems, elem{a, a + len(raw), esc})
+			s.ws()
+			if s.byte(']') {
+				break
+			}
+			if !s.byte(',') {
+				return nil, false, false
+			}
+			s.ws()
+		}
+	}
+	cmds = make([]string, len(elems))
+	text := string(s.p[start:s.i])
+	for i, e := range elems {
+		if !e.esc {
+			cmds[i] = text[e.a-start : e.b-start]
+			continue
+		}
+		v := unquote(s.p[e.a:e.b], nil)
+		cmds[i] = string(v) // never empty: an escape stands for at least one byte
+	}
+	return cmds, true, true
+}
+
+// ctx reads the value of ctx, never interpreted: nil for null, else a
+// copy of its exact bytes.
+func (s *scanner) ctx() ([]byte, bool) {
+	if s.literal("null") {
+		return nil, true
+	}
+	start := s.i
+	if !s.value() {
+		return nil, false
+	}
+	return bytes.Clone(s.p[start:s.i]), true
+}
+
+// literal consumes lit if it is next.
+func (s *scanner) literal(lit string) bool {
+	if bytes.HasPrefix(s.p[s.i:], []byte(lit)) {
+		s.i += len(lit)
+		return true
+	}
+	return false
+}
+
+// maxNesting is jsontext's bound on open objects and arrays, which the
+// scan keeps so that the two agree on every P (one within MaxTokenLen
+// cannot come near it).
+const maxNesting = 10000
+
+// value consumes any JSON value.
+func (s *scanner) value() bool {
+	switch c := s.peek(); {
+	case c == '{' || c == '[':
+		if s.depth++; s.depth > maxNesting {
+			return false
+		}
+		ok := s.container(c)
+		s.depth--
+		return ok
+	case c == '"':
+		_, _, ok := s.str()
+		return ok
+	case c == 't':
+		return s.literal("true")
+	case c == 'f':
+		return s.literal("false")
+	case c == 'n':
+		return s.literal("null")
+	case c == '-' || '0' <= c && c <= '9':
+		return s.number()
+	}
+	return false
+}
+
+// container consumes an object or an array.
+func (s *scanner) container(c byte) bool {
+	switch c {
+	case '{':
+		return s.object()
+	default:
+		s.i++
+		if s.ws(); s.byte(']') {
+			return true
+		}
+		for {
+			if !s.value() {
+				return false
+			}
+			s.ws()
+			if s.byte(']') {
+				return true
+			}
+			if !s.byte(',') {
+				return false
+			}
+			s.ws()
+		}
+	}
+}
+
+// number consumes a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func (s *scanner) number() bool {
+	s.byte('-')
+	switch c := s.peek(); {
+	case c == '0':
+		s.i++
+	case '1' <= c && c <= '9':
+		s.digits()
+	default:
+		return false
+	}
+	if s.byte('.') && !s.digits() {
+		return false
+	}
+	if c := s.peek(); c == 'e' || c == 'E' {
+		s.i++
+		if c := s.peek(); c == '+' || c == '-' {
+			s.i++
+		}
+		if !s.digits() {
+			return false
+		}
+	}
+	return true
+}
+
+// digits consumes one or more digits.
+func (s *scanner) digits() bool {
+	start := s.i
+	for s.i < len(s.p) && '0' <= s.p[s.i] && s.p[s.i] <= '9' {
+		s.i++
+	}
+	return s.i > start
+}
+
+// object consumes an object, refusing a name it has already seen (after
+// unescaping: "a" and "\u0061" are one name).
+func (s *scanner) object() bool {
+	s.i++ // '{'
+	first := s.n
+	ok := s.members(first)
+	s.n = first
+	return ok
+}
+
+// members consumes an object's members and its '}'; the names of the
+// enclosing objects are the first first of s's names.
+func (s *scanner) members(first int) bool {
+	var set map[string]struct{} // once the object is wide
+	if s.ws(); s.byte('}') {
+		return true
+	}
+	for {
+		a := s.i + 1
+		raw, esc, ok := s.str()
+		if !ok {
+			return false
+		}
+		n := span{a: int32(a), b: int32(a + len(raw))}
+		if esc {
+			n.a = int32(len(s.escaped))
+			s.escaped = unquote(raw, s.escaped)
+			n.b, n.esc = int32(len(s.escaped)), true
+		}
+		name := s.name(n)
+		switch {
+		case set != nil:
+			if _, dup := set[string(name)]; dup {
+				return false
+			}
+			set[string(name)] = struct{}{}
+		default:
+			for i := first; i < s.n; i++ {
+				if bytes.Equal(s.name(s.nameAt(i)), name) {
+					return false
+				}
+			}
+			s.push(n)
+			if s.n-first > wideObject {
+				set = make(map[string]struct{}, 2*wideObject)
+				for i := first; i < s.n; i++ {
+					set[string(s.name(s.nameAt(i)))] = struct{}{}
+				}
+			}
+		}
+		if s.ws(); !s.byte(':') {
+			return false
+		}
+		s.ws()
+		if !s.value() {
+			return false
+		}
+		s.ws()
+		if s.byte('}') {
+			return true
+		}
+		if !s.byte(',') {
+			return false
+		}
+		s.ws()
+	}
+}
+
+// walkPermissions is the jsontext walk over P, after the framing checks,
+// that words a refusal: the whole of P as JSON first, so a syntax error is
+// reported as one rather than as whatever rule the walk reaches first,
+// then the rules for each name in order. ParsePermissions calls it only
+// for a P that scanPermissions refused, so its cost (two passes, a
+// decoder) is never paid by a good token; FuzzScanMatchesWalk holds the
+// two to the same verdict and the same Permissions.
+func walkPermissions(p []byte) (Permissions, error) {
+	var perms Permissions
 	// jsontext's defaults are what we want: duplicate names and invalid
 	// UTF-8 are errors at every depth.
-	// IsValid is the cheap check; a decoder says what is wrong.
-	if !jsontext.Value(p).IsValid() {
-		dec := jsontext.NewDecoder(bytes.NewReader(p))
-		if _, err := dec.ReadValue(); err != nil {
-			return perms, jsonError(err)
-		}
-		if _, err := dec.ReadToken(); err != nil && err != io.EOF {
+	dec := jsontext.NewDecoder(bytes.NewReader(p))
+	if _, err := dec.ReadValue(); err != nil {
+		return perms, jsonError(err)
+	}
+	if _, err := dec.ReadToken(); err != io.EOF {
+		if err != nil {
 			return perms, jsonError(err)
 		}
 		return perms, malformed("payload: data after the object")
@@ -90,7 +643,7 @@ func ParsePermissions(p []byte) (Permissions, error) {
 
 	// Then the rules for each name, over JSON now known to be valid
 	// (so duplicate names need not be tracked again).
-	dec := jsontext.NewDecoder(bytes.NewReader(p), jsontext.AllowDuplicateNames(true))
+	dec = jsontext.NewDecoder(bytes.NewReader(p), jsontext.AllowDuplicateNames(true))
 	if _, err := dec.ReadToken(); err != nil { // '{'
 		return perms, jsonError(err)
 	}
@@ -100,7 +653,7 @@ func ParsePermissions(p []byte) (Permissions, error) {
 			return Permissions{}, jsonError(err)
 		}
 		if tok.Kind() == '}' {
-			break
+			return perms, nil
 		}
 		switch name := tok.String(); name {
 		case "exp":
@@ -119,7 +672,6 @@ func ParsePermissions(p []byte) (Permissions, error) {
 			return Permissions{}, err
 		}
 	}
-	return perms, nil
 }
 
 // readTime reads the value of exp or nbf: null, or a plain integer in range.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/exed-dev/exed/store"
@@ -121,7 +122,22 @@ type Config struct {
 	// CacheBytes bounds the cache's estimated memory (every string and
 	// slice an entry holds, a large ctx included); 0 → DefaultCacheBytes.
 	CacheBytes int64
-	CacheTTL   time.Duration // max age of a cached result; ≤ 0 → DefaultCacheTTL
+	CacheTTL   time.Duration // max age of a cached result (and of a cached key); ≤ 0 → DefaultCacheTTL
+	// KeyCacheSize bounds the keys (each with its user) cached by
+	// fingerprint, so that a token the result cache misses skips the
+	// registry when its key was seen within the TTL; unregistered
+	// fingerprints are remembered too, apart (up to 4096). 0 →
+	// DefaultKeyCacheSize, or no key cache at all when CacheSize < 0;
+	// < 0 → no key cache. (CacheSize: -1 with KeyCacheSize > 0 is the
+	// path of every result-cache miss.)
+	KeyCacheSize int
+	// FailureBudget is how many failed signatures a signing key may have
+	// in a burst before its tokens not known good are refused
+	// (ReasonThrottled) without a signature check; it refills at half
+	// that per second. Tokens whose signature failed are remembered for
+	// the TTL and refused without a check. 0 → DefaultFailureBudget;
+	// < 0 → neither.
+	FailureBudget int
 	// OnVerify, if set, is told the outcome of every Verify (not Explain):
 	// "" for a valid token, else the refusal's Reason. It runs on the
 	// request path, so it must be cheap (a metrics counter).
@@ -143,6 +159,10 @@ const (
 	// instance sharing the registry keeps working here: a removed key is
 	// refused everywhere within one second.
 	DefaultCacheTTL = time.Second
+	// DefaultKeyCacheSize covers the keys in active use on a busy
+	// instance; an entry is well under a kilobyte (an RSA-4096 key is the
+	// largest), so ten thousand take a few megabytes at most.
+	DefaultKeyCacheSize = 10_000
 )
 
 // Verifier checks tokens. It is the only place that does: the proxy, /exec,
@@ -151,8 +171,20 @@ type Verifier struct {
 	reg      Registry
 	now      func() time.Time
 	ttl      time.Duration
-	cache    *cache       // nil: caching disabled
+	cache    *cache       // results by token; nil: disabled
+	keys     *keyCache    // registry answers by fingerprint; nil: disabled
+	shed     *shedder     // failure budgets and bad tokens; nil: disabled
 	onVerify func(Reason) // nil: nobody listens
+
+	// gen moves on every Forget, ForgetUser and ForgetAll, before they
+	// drop anything. A verification reads it before it reads the key (from
+	// the registry or the key cache) and caches nothing if it has moved by
+	// the time it stores: each cache checks it under its own lock, so a
+	// store either sees the move and is dropped, or lands before the
+	// forget's drop and is dropped by it.
+	gen atomic.Uint64
+	// sigChecks counts signature checks (for the tests of junk shedding).
+	sigChecks atomic.Uint64
 }
 
 // NewVerifier returns a Verifier. It panics if c.Registry is nil, a
@@ -173,9 +205,21 @@ func NewVerifier(c Config) *Verifier {
 	}
 	switch {
 	case c.CacheSize == 0:
-		v.cache = newCache(DefaultCacheSize, c.CacheBytes, v.ttl)
+		v.cache = newCache(DefaultCacheSize, c.CacheBytes, v.ttl, &v.gen)
 	case c.CacheSize > 0:
-		v.cache = newCache(c.CacheSize, c.CacheBytes, v.ttl)
+		v.cache = newCache(c.CacheSize, c.CacheBytes, v.ttl, &v.gen)
+	}
+	switch {
+	case c.KeyCacheSize == 0 && c.CacheSize >= 0:
+		v.keys = newKeyCache(DefaultKeyCacheSize, v.ttl, &v.gen)
+	case c.KeyCacheSize > 0:
+		v.keys = newKeyCache(c.KeyCacheSize, v.ttl, &v.gen)
+	}
+	switch {
+	case c.FailureBudget == 0:
+		v.shed = newShedder(DefaultFailureBudget, v.ttl)
+	case c.FailureBudget > 0:
+		v.shed = newShedder(c.FailureBudget, v.ttl)
 	}
 	return v
 }
@@ -196,10 +240,22 @@ func NewVerifier(c Config) *Verifier {
 //
 // A valid result is cached (keyed by a hash of the token) for at most the
 // cache TTL; a hit skips the registry and the cryptography but re-checks
-// everything that depends on now or on t.
+// everything that depends on now or on t. The registry's answer for a key
+// is cached as well (Config.KeyCacheSize), for the same TTL, so a miss for
+// a known key skips the registry; a fingerprint it does not know is
+// remembered as such.
+//
+// Before the signature check, junk is shed (Config.FailureBudget): a
+// token whose signature failed within the TTL is refused again
+// (ReasonBadSignature) without a check, and once a key has spent its
+// budget of failed signatures, its tokens not known good are refused with
+// ReasonThrottled, also without a check. A token known good (its signature
+// verified in the last ten minutes) is never throttled; a new one may be,
+// while its key is flooded.
 //
 // Errors are *Error. Callers answer clients only "invalid token" (401),
-// except errors.Is(err, ErrNotGranted), which /exec answers 403.
+// except errors.Is(err, ErrNotGranted), which /exec answers 403, and
+// errors.Is(err, ErrThrottled), answered 429 with Retry-After.
 func (v *Verifier) Verify(ctx context.Context, token string, t Target) (*Grant, error) {
 	g, err := v.run(ctx, token, t, nil, nil)
 	v.report(err)
@@ -270,8 +326,9 @@ func (p *Pending) Finish(command string) (*Grant, error) {
 	return p.grant, nil
 }
 
-// Explain runs Verify's steps (the same code, bypassing the cache so every
-// step really runs) and reports each one, for `ssh-key check-api-key`.
+// Explain runs Verify's steps (the same code, bypassing the caches and
+// the junk shedding, so every step really runs and none is refused for
+// another token's sake) and reports each one, for `ssh-key check-api-key`.
 // Steps after the first failure are not run; steps that do not apply to t
 // (vm, command) are left out.
 func (v *Verifier) Explain(ctx context.Context, token string, t Target) []Check {
@@ -282,13 +339,55 @@ func (v *Verifier) Explain(ctx context.Context, token string, t Target) []Check 
 
 // Forget drops every cached result whose token was signed by fingerprint,
 // whatever token bytes reached it (an ECDSA signature can be re-encoded, so
-// invalidating by token string alone would not do). Call it when a key is
-// removed: from then on its tokens are refused on this instance. A
-// verification already in flight when Forget is called does not cache its
-// result.
+// invalidating by token string alone would not do), and the cached key
+// (or the memory that it is not registered). Call it when a key is added,
+// removed or changed (store.KeyChanged): once it returns, a removed key's
+// tokens are refused and an added key's accepted on this instance. A
+// verification already in flight when Forget is called caches nothing.
 func (v *Verifier) Forget(fingerprint string) {
-	if v.cache != nil {
-		v.cache.forget(fingerprint)
+	if fingerprint != "" {
+		v.forget(fingerprint, "")
+	}
+}
+
+// ForgetUser drops the cached keys of userID and the cached results of
+// tokens they signed. Call it when a user changes (store.UserChanged): a
+// key whose user did not exist yet is looked up again.
+func (v *Verifier) ForgetUser(userID string) {
+	if userID != "" {
+		v.forget("", userID)
+	}
+}
+
+// ForgetAll drops every cached result and key, and every token remembered
+// as bad: call it when changes may have been missed (a lost notification
+// feed), so that nothing cached outlives the registry it came from. The
+// failure budgets and known-good tokens stay: they hold no registry data.
+func (v *Verifier) ForgetAll() {
+	v.forget("", "")
+	if v.shed != nil {
+		v.shed.forgetBad()
+	}
+}
+
+// forget is Forget (fingerprint), ForgetUser (userID) or ForgetAll
+// (neither): the generation moves first (see Verifier.gen), then the key
+// cache and the result cache drop what they hold of it.
+func (v *Verifier) forget(fingerprint, userID string) {
+	v.gen.Add(1)
+	if v.keys != nil {
+		v.keys.forget(fingerprint, userID)
+	}
+	if v.cache == nil {
+		return
+	}
+	switch {
+	case fingerprint != "":
+		v.cache.forget(func(e *cacheEntry) bool { return e.fingerprint == fingerprint })
+	case userID != "":
+		v.cache.forget(func(e *cacheEntry) bool { return e.grant.Key.UserID == userID })
+	default:
+		v.cache.forget(nil)
 	}
 }
 
@@ -312,27 +411,32 @@ func (v *Verifier) CacheUsage() (bytes int64, peak int) {
 }
 
 // run is Verify, Begin and Explain. r is nil for Verify and Begin: then
-// nothing is reported and the cache is used; with hold (Begin), a result to
-// cache is left in hold.put instead of being cached.
+// nothing is reported, and the caches and the junk shedding are used; with
+// hold (Begin), a result to cache is left in hold.put instead of being
+// cached.
 func (v *Verifier) run(ctx context.Context, token string, t Target, r *report, hold *Pending) (*Grant, error) {
 	now := v.now()
-	useCache := r == nil && v.cache != nil && len(token) <= MaxTokenLen
+	hashable := r == nil && len(token) <= MaxTokenLen
+	useCache := hashable && v.cache != nil
+	shed := hashable && v.shed != nil
 	var (
 		ck  cacheKey
 		gen uint64
 	)
-	if useCache {
+	if useCache || shed {
 		ck = cacheKeyOf(token)
+	}
+	if useCache {
 		if e := v.cache.get(ck, t.Namespace, now); e != nil {
 			if err := checkUse(now, &e.grant.Key, &e.grant.Perms, t, nil); err != nil {
 				return nil, err
 			}
 			return &e.grant, nil
 		}
-		// Taken before the registry is read: a Forget from here on
-		// stops this result from being cached.
-		gen = v.cache.generation()
 	}
+	// Taken before the key is read: a Forget from here on stops this
+	// verification caching anything.
+	gen = v.gen.Load()
 
 	var (
 		x   *Exe0
@@ -349,15 +453,17 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report, h
 		if r != nil {
 			r.pass(CheckFormat, fmt.Sprintf("exe0 token, %s key, hash %s", x.Sig.PublicKey.Type(), x.Sig.HashAlgorithm))
 		}
-		if useCache && x.Sig.HighS() {
+		if (useCache || shed) && x.Sig.HighS() {
 			// The other encoding of an ECDSA signature: cached (and found)
 			// under the canonical one only, so one signature is one entry.
 			ck = cacheKeyOf(x.Canonical())
-			if e := v.cache.get(ck, t.Namespace, now); e != nil {
-				if err := checkUse(now, &e.grant.Key, &e.grant.Perms, t, nil); err != nil {
-					return nil, err
+			if useCache {
+				if e := v.cache.get(ck, t.Namespace, now); e != nil {
+					if err := checkUse(now, &e.grant.Key, &e.grant.Perms, t, nil); err != nil {
+						return nil, err
+					}
+					return &e.grant, nil
 				}
-				return &e.grant, nil
 			}
 		}
 	}
@@ -370,7 +476,7 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report, h
 	r.pass(CheckNamespace, sig.Namespace)
 
 	fp := sig.Fingerprint()
-	key, user, err := v.reg.KeyAndUser(ctx, fp)
+	key, user, err := v.keyAndUser(ctx, fp, now, gen, r == nil)
 	var userErr error
 	switch {
 	case err == nil:
@@ -385,8 +491,23 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report, h
 		r.pass(CheckKey, fmt.Sprintf("%s (%q)", fp, key.Name))
 	}
 
+	if shed {
+		switch bad, throttled := v.shed.check(fp, ck, now); {
+		case bad:
+			return nil, r.fail(CheckSignature, ReasonBadSignature, "signature did not verify (this very token failed moments ago: not checked again)", nil)
+		case throttled:
+			return nil, r.fail(CheckSignature, ReasonThrottled, "key "+fp+" is past its budget of failed signatures: not checked", nil)
+		}
+	}
+	v.sigChecks.Add(1)
 	if err := sig.Verify(x.Payload); err != nil {
+		if shed {
+			v.shed.failed(fp, ck, now)
+		}
 		return nil, r.fail(CheckSignature, ReasonBadSignature, err.Error(), err)
+	}
+	if shed {
+		v.shed.verified(fp, ck, now)
 	}
 	r.pass(CheckSignature, "valid")
 
@@ -399,12 +520,9 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report, h
 	}
 	r.pass(CheckUser, user.ID)
 
-	e := &cacheEntry{
-		grant:       Grant{User: user, Key: key, Perms: x.Perms},
-		namespace:   t.Namespace,
-		fingerprint: fp,
-	}
+	g := &Grant{User: user, Key: key, Perms: x.Perms}
 	if useCache {
+		e := &cacheEntry{grant: *g, namespace: t.Namespace, fingerprint: fp}
 		e.expires = v.expiry(now, &key, &x.Perms)
 		put := func() { v.cache.put(ck, e, gen, now) }
 		if hold != nil {
@@ -412,8 +530,35 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report, h
 		} else {
 			put()
 		}
+		return &e.grant, nil
 	}
-	return &e.grant, nil
+	return g, nil
+}
+
+// keyAndUser is Registry.KeyAndUser through the key cache (when useKeys
+// and there is one): a cached answer, a not-found for a fingerprint
+// remembered as unregistered, or the registry's answer, then cached unless
+// the generation moved since gen. A registry failure is not cached.
+func (v *Verifier) keyAndUser(ctx context.Context, fp string, now time.Time, gen uint64, useKeys bool) (store.Key, store.User, error) {
+	useKeys = useKeys && v.keys != nil
+	if useKeys {
+		switch e, unknown := v.keys.get(fp, now); {
+		case e != nil:
+			return e.key, e.user, e.userErr
+		case unknown:
+			return store.Key{}, store.User{}, store.ErrNotFound
+		}
+	}
+	key, user, err := v.reg.KeyAndUser(ctx, fp)
+	if useKeys {
+		switch {
+		case err == nil || key.Fingerprint != "" && errors.Is(err, store.ErrNotFound):
+			v.keys.put(fp, &keyEntry{key: key, user: user, userErr: err}, gen, now)
+		case errors.Is(err, store.ErrNotFound):
+			v.keys.put(fp, nil, gen, now)
+		}
+	}
+	return key, user, err
 }
 
 // expiry is when a cached result must be dropped: after the TTL, and never

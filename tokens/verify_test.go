@@ -695,7 +695,10 @@ func TestExplain(t *testing.T) {
 	}
 
 	// The same steps as Verify: Verify's error is Explain's failed check.
+	// (Forget, as a removal announces it: else the key cache would answer
+	// Verify for the TTL.)
 	f.reg.removeKey(f.key.Fingerprint)
+	f.v.Forget(f.key.Fingerprint)
 	_, err := f.v.Verify(ctx, apiTok, Target{Namespace: apiNS})
 	got = f.v.Explain(ctx, apiTok, Target{Namespace: apiNS})
 	var e *Error
