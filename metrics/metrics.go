@@ -50,6 +50,7 @@ var reasons = []tokens.Reason{
 	tokens.ReasonMalformed, tokens.ReasonNamespace, tokens.ReasonUnknownKey,
 	tokens.ReasonBadSignature, tokens.ReasonExpired, tokens.ReasonNotYetValid,
 	tokens.ReasonRestricted, tokens.ReasonVM, tokens.ReasonNotGranted, tokens.ReasonInternal,
+	tokens.ReasonThrottled,
 }
 
 // Metrics holds exed's collectors in a registry of its own (never the

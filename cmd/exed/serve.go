@@ -454,13 +454,14 @@ func followChanges(c store.Changes, v *tokens.Verifier, front *proxy.Handler, ac
 			}
 		case store.ShareChanged:
 			front.ForgetVM(ch.ID) // who may reach it changed
+		case store.UserChanged:
+			v.ForgetUser(ch.ID)
 		case store.AllChanged:
 			// Changes from other instances may have gone unheard (the
-			// listener reconnected): drop everything.
-			// TODO(lead, at merge): v.ForgetAll() and front.ForgetAll()
-			// (the token and the proxy's VM and session caches), and
-			// acme's, if it caches what a VM's removal should drop. Until
-			// then the TTLs bound what went unheard.
+			// listener reconnected): drop everything cached from the
+			// registry. certs' sweep finds removed VMs by itself.
+			v.ForgetAll()
+			front.ForgetAll()
 		}
 	})
 }
