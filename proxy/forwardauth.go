@@ -341,8 +341,8 @@ func setForwardedIdentity(out, hdr http.Header, a *access) {
 	var vals [6]string
 	if g := a.grant; g != nil {
 		vals[0], vals[1] = g.User.ID, g.User.Email
-		if g.Perms.Ctx != nil {
-			vals[2] = string(g.Perms.Ctx)
+		if g.Ctx != "" {
+			vals[2] = g.Ctx
 		}
 	} else if e := a.session; e != nil {
 		vals[0], vals[1] = e.u.ID, e.u.Email

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/exed-dev/exed/store"
 	"github.com/exed-dev/exed/tokens"
@@ -337,11 +336,8 @@ func rewrite(pr *httputil.ProxyRequest, vm *vmEntry, grant *tokens.Grant, vals *
 	hdr := pr.Out.Header
 	hdr[headerUserID] = vals[0:1:1]
 	hdr[headerEmail] = vals[1:2:2]
-	if ctx := grant.Perms.Ctx; ctx != nil {
-		// The ctx bytes as a string without a copy: a Grant and its slices
-		// are read-only (tokens.Grant), so the bytes never change under
-		// the header, and the string keeps them alive.
-		vals[2] = unsafe.String(unsafe.SliceData(ctx), len(ctx))
+	if grant.Ctx != "" {
+		vals[2] = grant.Ctx
 		hdr[headerCtx] = vals[2:3:3]
 	}
 }

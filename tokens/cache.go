@@ -59,6 +59,7 @@ func entrySize(e *cacheEntry) int64 {
 	if g.Perms.Ctx != nil {
 		n += int64(cap(g.Perms.Ctx)) + stringOverhead
 	}
+	str(g.Ctx)
 	str(e.namespace)
 	str(e.fingerprint)
 	return n

@@ -34,6 +34,10 @@ type Grant struct {
 	User  store.User
 	Key   store.Key // the signing key, as registered
 	Perms Permissions
+	// Ctx is Perms.Ctx as a string ("" when the token has none), made once
+	// per verification rather than once per request: the proxy's
+	// X-ExeDev-Token-Ctx header value.
+	Ctx string
 }
 
 // Reason classifies a verification failure. The set is fixed (it is used
@@ -520,7 +524,7 @@ func (v *Verifier) run(ctx context.Context, token string, t Target, r *report, h
 	}
 	r.pass(CheckUser, user.ID)
 
-	g := &Grant{User: user, Key: key, Perms: x.Perms}
+	g := &Grant{User: user, Key: key, Perms: x.Perms, Ctx: string(x.Perms.Ctx)}
 	if useCache {
 		e := &cacheEntry{grant: *g, namespace: t.Namespace, fingerprint: fp}
 		e.expires = v.expiry(now, &key, &x.Perms)
