@@ -119,6 +119,10 @@ type conn struct {
 	release func()
 }
 
+// NetConn is the connection accepted (as tls.Conn's NetConn): what wants
+// the socket itself, such as the SSH server's quick ACKs, reaches it here.
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)

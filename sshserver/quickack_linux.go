@@ -19,9 +19,12 @@ import (
 // TCP_QUICKACK does not stick (the kernel returns to delayed ACKs on its
 // own), so it is set again after every read; setting it also sends an ACK
 // that is already pending.
+//
+// A connection wrapped by a listener (netlimit's) is unwrapped through its
+// NetConn method to reach the socket; the wrapper itself is kept.
 func quickAck(c net.Conn) net.Conn {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	tc := tcpConn(c)
+	if tc == nil {
 		return c
 	}
 	rc, err := tc.SyscallConn()
@@ -31,6 +34,22 @@ func quickAck(c net.Conn) net.Conn {
 	q := &quickAckConn{Conn: c, rc: rc}
 	q.set()
 	return q
+}
+
+// tcpConn is the *net.TCPConn under c and the wrappers that expose theirs
+// with NetConn, or nil.
+func tcpConn(c net.Conn) *net.TCPConn {
+	for range 8 { // wrappers rarely nest; a cycle must not hang
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
 }
 
 // quickAckConn embeds net.Conn, not *net.TCPConn, so that every read goes

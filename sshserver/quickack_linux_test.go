@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/exed-dev/exed/netlimit"
 )
 
 // quickAckOpt reads TCP_QUICKACK: 1 while the socket acknowledges at once,
@@ -69,6 +71,44 @@ func TestQuickAckSetAfterRead(t *testing.T) {
 		if got := quickAckOpt(t, raw); got != 1 {
 			t.Errorf("round %d: TCP_QUICKACK is %d after a read, want 1", i, got)
 		}
+	}
+}
+
+// TestQuickAckThroughTheBoundedListener: exed serve accepts SSH through
+// netlimit's bounded listener, whose connections wrap the TCP one; quick
+// ACKs must reach the socket under the wrapper (they once silently did
+// not, and cold logins stalled again).
+func TestQuickAckThroughTheBoundedListener(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := netlimit.Listen(tcp, netlimit.Limits{Total: 4, PerSource: 4})
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	bounded, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bounded.Close()
+	if _, ok := bounded.(*net.TCPConn); ok {
+		t.Fatal("netlimit no longer wraps: this test tests nothing")
+	}
+	conn := quickAck(bounded)
+	q, ok := conn.(*quickAckConn)
+	if !ok {
+		t.Fatalf("quickAck of a bounded connection returned %T, want *quickAckConn", conn)
+	}
+	if q.Conn != bounded {
+		t.Error("quickAck dropped the bounded wrapper: closing would not release its place")
+	}
+	raw := bounded.(interface{ NetConn() net.Conn }).NetConn()
+	if got := quickAckOpt(t, raw); got != 1 {
+		t.Errorf("TCP_QUICKACK is %d on the socket, want 1", got)
 	}
 }
 
