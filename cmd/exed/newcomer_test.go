@@ -315,3 +315,48 @@ func TestNoDateThatWillPass(t *testing.T) {
 		t.Fatalf("scanned only %d files: is %s the repository?", scanned, repoRoot)
 	}
 }
+
+// TestNoBuildOutputTracked: nothing git tracks is a build output: no
+// executable or object (ELF, PE, Mach-O) and nothing over 2 MB. A 27 MB
+// exed-bench binary was committed twice by a stray `go build`; .gitignore
+// alone did not stop a `git add -A` in a directory it did not cover.
+func TestNoBuildOutputTracked(t *testing.T) {
+	testkit.RequireTools(t, "git")
+	cmd := exec.Command("git", "ls-files", "-z")
+	cmd.Dir = repoRoot
+	out, err := cmd.Output()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("git ls-files: %v", err)
+		}
+		t.Skipf("not a git checkout: %v", err)
+	}
+	magics := [][]byte{[]byte("\x7fELF"), []byte("MZ"), {0xcf, 0xfa, 0xed, 0xfe}, {0xca, 0xfe, 0xba, 0xbe}}
+	var n int
+	for _, name := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
+		path := filepath.Join(repoRoot, name)
+		fi, err := os.Lstat(path)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue // deleted in the work tree, or a symlink
+		}
+		n++
+		if fi.Size() > 2<<20 {
+			t.Errorf("%s: %d bytes tracked: a build output or data that belongs elsewhere?", name, fi.Size())
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := make([]byte, 4)
+		k, _ := f.Read(head)
+		f.Close()
+		for _, m := range magics {
+			if bytes.HasPrefix(head[:k], m) {
+				t.Errorf("%s is a binary (starts %q): git rm --cached it and .gitignore it", name, head[:k])
+			}
+		}
+	}
+	if n < 100 {
+		t.Fatalf("only %d tracked files seen: is %s the repository?", n, repoRoot)
+	}
+}
