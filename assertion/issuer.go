@@ -392,10 +392,16 @@ func (e *entry) matches(id *Identity, aud Audience) bool {
 
 // cache holds the assertions one key signed, bounded in size.
 type cache struct {
-	max int
-	mu  sync.RWMutex
-	m   map[uint64]*entry
+	max   int
+	mu    sync.RWMutex
+	m     map[uint64]*entry
+	swept time.Time // when put last dropped the entries due for renewal
 }
+
+// cacheSweepEvery paces put's sweep of entries due for renewal (never
+// returned again): without it they stayed until the cache was full, so
+// memory followed every identity seen rather than those in use.
+const cacheSweepEvery = time.Minute
 
 func newCache(max int) *cache { return &cache{max: max, m: map[uint64]*entry{}} }
 
@@ -409,13 +415,22 @@ func (c *cache) get(h uint64, id *Identity, aud Audience, now time.Time) (string
 	return e.jwt, true
 }
 
-// put stores e under h. A full cache first drops what is due for renewal,
+// put stores e under h. At most once a minute it drops the entries due for
+// renewal. A full cache first drops what is due for renewal,
 // then, if that freed less than a quarter, arbitrary entries (map order is
 // random) down to three quarters: a flood of identities churns the cache
 // but never grows it, and the scans stay rare.
 func (c *cache) put(h uint64, e *entry, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if now.Sub(c.swept) >= cacheSweepEvery {
+		c.swept = now
+		for k, old := range c.m {
+			if !now.Before(old.renew) {
+				delete(c.m, k)
+			}
+		}
+	}
 	if len(c.m) >= c.max {
 		for k, old := range c.m {
 			if !now.Before(old.renew) {

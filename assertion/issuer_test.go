@@ -282,6 +282,39 @@ func TestIssuerCacheBounded(t *testing.T) {
 	}
 }
 
+// TestIssuerCacheFollowsIdentitiesInUse: assertions past their renewal
+// (never served again) leave the cache within a minute, full or not, so
+// that its memory follows the identities in use rather than every one
+// seen (a soak of churned tokens grew by each token's assertion).
+func TestIssuerCacheFollowsIdentitiesInUse(t *testing.T) {
+	clk := newClock()
+	is, err := assertion.NewIssuer(context.Background(), assertion.Config{
+		Store: openStore(t), Secret: newSecret(t), Domain: "exe.dev", VMDomain: "exe.xyz", Now: clk.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assert := func(i int) {
+		t.Helper()
+		id := alice
+		id.UserID = fmt.Sprintf("usr%d", i)
+		if _, err := is.Assert(&id, webTLS); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 50 {
+		assert(i)
+	}
+	if n := assertion.CachedAssertions(is); n != 50 {
+		t.Fatalf("%d assertions cached, want 50", n)
+	}
+	clk.Advance(assertion.DefaultTTL/2 + time.Minute)
+	assert(50)
+	if n := assertion.CachedAssertions(is); n != 1 {
+		t.Errorf("%d assertions cached after the others passed their renewal, want 1", n)
+	}
+}
+
 func TestIssuerTTL(t *testing.T) {
 	for _, ttl := range []time.Duration{-time.Second, 500 * time.Millisecond, 1500 * time.Millisecond, 11 * time.Minute} {
 		_, err := assertion.NewIssuer(context.Background(), assertion.Config{

@@ -54,10 +54,15 @@ type shedder struct {
 	rate  float64       // its refill, per second
 	ttl   time.Duration // how long a bad token is remembered
 
-	mu   sync.Mutex
-	keys map[string]*keyBudget // by fingerprint
-	bad  map[cacheKey]time.Time
+	mu    sync.Mutex
+	keys  map[string]*keyBudget // by fingerprint
+	bad   map[cacheKey]time.Time
+	swept time.Time // when budget last dropped the idle budgets
 }
+
+// shedSweepEvery paces the sweep of idle budgets (full, no live known-good
+// token), so that memory follows the keys in use, not every key seen.
+const shedSweepEvery = time.Minute
 
 // keyBudget is one key's budget of failed signatures and its known-good
 // tokens.
@@ -97,6 +102,14 @@ func (s *shedder) budget(fingerprint string, now time.Time) *keyBudget {
 	if b != nil {
 		s.refill(b, now)
 		return b
+	}
+	if now.Sub(s.swept) >= shedSweepEvery {
+		s.swept = now
+		for fp, b := range s.keys {
+			if s.idle(b, now) {
+				delete(s.keys, fp)
+			}
+		}
 	}
 	if len(s.keys) >= maxBudgetKeys {
 		evictOne(s.keys, func(b *keyBudget) bool { return s.idle(b, now) })
@@ -180,6 +193,14 @@ func (s *shedder) verified(fingerprint string, k cacheKey, now time.Time) {
 		}
 	}
 	b.good[oldest] = knownGood{h: h, until: until}
+}
+
+// forgetKey drops fingerprint's budget and known-good tokens: the key was
+// removed or changed (Verifier.Forget), so what they vouched for is moot.
+func (s *shedder) forgetKey(fingerprint string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.keys, fingerprint)
 }
 
 // forgetBad drops every token remembered as bad (ForgetAll).

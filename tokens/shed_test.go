@@ -201,6 +201,27 @@ func TestShedderBounded(t *testing.T) {
 	}
 }
 
+// TestShedderFollowsKeysInUse: a removed (forgotten) key's budget goes at
+// once, and idle budgets (full, no live known-good token) within a minute,
+// so that memory follows the keys in use rather than every key seen.
+func TestShedderFollowsKeysInUse(t *testing.T) {
+	s := newShedder(DefaultFailureBudget, time.Second)
+	for i := range 100 {
+		var k cacheKey
+		k[0] = byte(i)
+		s.verified(fmt.Sprint("SHA256:", i), k, t0)
+	}
+	s.forgetKey("SHA256:7")
+	if _, ok := s.keys["SHA256:7"]; ok || len(s.keys) != 99 {
+		t.Fatalf("after forgetKey: %d budgets, SHA256:7's kept: %v", len(s.keys), ok)
+	}
+	later := t0.Add(knownGoodFor + shedSweepEvery)
+	s.verified("SHA256:new", cacheKey{1, 2, 3}, later)
+	if len(s.keys) != 1 {
+		t.Errorf("%d budgets once the others' known-good tokens expired, want 1", len(s.keys))
+	}
+}
+
 // TestFloodConcurrent: valid traffic, a forged flood and Forget at once,
 // under -race; the valid token is never refused.
 func TestFloodConcurrent(t *testing.T) {

@@ -351,6 +351,9 @@ func (v *Verifier) Explain(ctx context.Context, token string, t Target) []Check 
 func (v *Verifier) Forget(fingerprint string) {
 	if fingerprint != "" {
 		v.forget(fingerprint, "")
+		if v.shed != nil {
+			v.shed.forgetKey(fingerprint)
+		}
 	}
 }
 
