@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -76,21 +75,17 @@ func scenarioCluster(ctx context.Context, b *bench, bin, upstreamAddr string) ([
 	var took []time.Duration
 	gaveUp := 0
 	for trial := range b.o.clusterTrials {
-		kind, flags := "exe1", ""
+		kind := "exe1"
 		if trial%2 == 1 {
-			kind, flags = "exe0", " --exe0"
+			kind = "exe0"
 		}
 		label := b.nextLabel("cluster")
-		out, err := sshRun(client, "ssh-key generate-api-key --json --vm web --label "+label+flags)
+		token, err := generateToken(client, label, kind == "exe0")
 		if err != nil {
 			return nil, err
 		}
-		var gen struct{ Token string }
-		if err := json.Unmarshal(out, &gen); err != nil || gen.Token == "" {
-			return nil, fmt.Errorf("generate-api-key --json: no token in %.100q", out)
-		}
 		// B accepts the new token (a valid one refused is a wrong answer).
-		if status, err := probe.get(vmHost, gen.Token); err != nil || status != 200 {
+		if status, err := probe.get(vmHost, token); err != nil || status != 200 {
 			return nil, fmt.Errorf("B, a fresh %s token: status %d, %v", kind, status, err)
 		}
 		if _, err := sshRun(client, "ssh-key remove "+label); err != nil {
@@ -98,7 +93,7 @@ func scenarioCluster(ctx context.Context, b *bench, bin, upstreamAddr string) ([
 		}
 		returned := time.Now()
 		for {
-			status, err := probe.get(vmHost, gen.Token)
+			status, err := probe.get(vmHost, token)
 			if err != nil || (status != 200 && status != 401) {
 				return nil, fmt.Errorf("B, a %s token being revoked: status %d, %v", kind, status, err)
 			}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -158,6 +159,25 @@ func sshRun(c *gossh.Client, cmd string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w: %s", firstWords(cmd, 2), err, strings.TrimSpace(errOut.String()))
 	}
 	return out.Bytes(), nil
+}
+
+// generateToken issues a token for VM web over c (`ssh-key
+// generate-api-key --json`), labelled label: an exe1 handle, or with exe0
+// an exe0 token.
+func generateToken(c *gossh.Client, label string, exe0 bool) (string, error) {
+	cmd := "ssh-key generate-api-key --json --vm web --label " + label
+	if exe0 {
+		cmd += " --exe0"
+	}
+	out, err := sshRun(c, cmd)
+	if err != nil {
+		return "", err
+	}
+	var gen struct{ Token string }
+	if err := json.Unmarshal(out, &gen); err != nil || gen.Token == "" {
+		return "", fmt.Errorf("generate-api-key --json: no token in %.100q", out)
+	}
+	return gen.Token, nil
 }
 
 // firstWords names a command without its arguments (which may be tokens).

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -38,21 +37,16 @@ func scenarioRevoke(ctx context.Context, b *bench, t sshTarget, exedAddr string)
 	for trial := range b.o.revokeTrials {
 		// exe1 handles and exe0 tokens in turn: both must die with the key.
 		kind := "exe1"
-		flags := ""
 		if trial%2 == 1 {
-			kind, flags = "exe0", " --exe0"
+			kind = "exe0"
 		}
 		label := b.nextLabel("revoke")
-		out, err := sshRun(client, "ssh-key generate-api-key --json --vm web --label "+label+flags)
+		token, err := generateToken(client, label, kind == "exe0")
 		if err != nil {
 			return nil, err
 		}
-		var gen struct{ Token string }
-		if err := json.Unmarshal(out, &gen); err != nil || gen.Token == "" {
-			return nil, fmt.Errorf("generate-api-key --json: no token in %.100q", out)
-		}
 		probe := newConn(exedAddr)
-		status, err := probe.get(vmHost, gen.Token)
+		status, err := probe.get(vmHost, token)
 		probe.close()
 		if err != nil || status != 200 {
 			return nil, fmt.Errorf("fresh %s token: status %d, %v", kind, status, err)
@@ -82,7 +76,7 @@ func scenarioRevoke(ctx context.Context, b *bench, t sshTarget, exedAddr string)
 					}
 					next = next.Add(interval)
 					s := stamped{sent: time.Now()}
-					status, err := c.get(vmHost, gen.Token)
+					status, err := c.get(vmHost, token)
 					s.done = time.Now()
 					if err == nil {
 						s.status = status

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -153,21 +152,13 @@ func runSoak(ctx context.Context, o options, out, log io.Writer) error {
 	pool := &soakPool{}
 	var issued, removed, sessions atomic.Int64
 	issue := func() error {
-		flags := ""
-		if issued.Load()%2 == 1 {
-			flags = " --exe0"
-		}
 		label := b.nextLabel("soak")
-		out, err := sshRun(client, "ssh-key generate-api-key --json --vm web --label "+label+flags)
+		token, err := generateToken(client, label, issued.Load()%2 == 1)
 		if err != nil {
 			return err
 		}
-		var gen struct{ Token string }
-		if err := json.Unmarshal(out, &gen); err != nil || gen.Token == "" {
-			return fmt.Errorf("generate-api-key --json: no token in %.100q", out)
-		}
 		pool.mu.Lock()
-		pool.live = append(pool.live, &soakToken{token: gen.Token, label: label})
+		pool.live = append(pool.live, &soakToken{token: token, label: label})
 		pool.mu.Unlock()
 		issued.Add(1)
 		return nil
