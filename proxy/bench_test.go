@@ -109,8 +109,14 @@ func processCPU(b *testing.B) time.Duration {
 // transport settings, same buffer pool and flushing: the floor.
 func BenchmarkProxyBare(b *testing.B) {
 	w := benchWorld(b)
+	benchServe(b, bareProxy(w), "web.exe.xyz", nil)
+}
+
+// bareProxy is the floor the proxy benchmarks compare with: a
+// ReverseProxy to w's upstream with exed's transport and buffer pool.
+func bareProxy(w *world) *httputil.ReverseProxy {
 	u, _ := url.Parse(w.upstream.URL)
-	rp := &httputil.ReverseProxy{
+	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
 			pr.SetXForwarded()
@@ -118,7 +124,6 @@ func BenchmarkProxyBare(b *testing.B) {
 		Transport:  NewTransport(),
 		BufferPool: &bufferPool{},
 	}
-	benchServe(b, rp, "web.exe.xyz", nil)
 }
 
 // BenchmarkProxyBareSameRequest is BenchmarkProxyBare given the requests
@@ -126,17 +131,8 @@ func BenchmarkProxyBare(b *testing.B) {
 // floor for allocations, the request's own header counted on both sides.
 func BenchmarkProxyBareSameRequest(b *testing.B) {
 	w := benchWorld(b)
-	u, _ := url.Parse(w.upstream.URL)
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(u)
-			pr.SetXForwarded()
-		},
-		Transport:  NewTransport(),
-		BufferPool: &bufferPool{},
-	}
 	hdr := bearerHdr(w.vmToken("web", `{"ctx":{"role":"bench"}}`))
-	benchServe(b, rp, "web.exe.xyz", func() string { return hdr })
+	benchServe(b, bareProxy(w), "web.exe.xyz", func() string { return hdr })
 }
 
 // BenchmarkProxyCachedToken: one token, verified once, then from the
@@ -260,12 +256,8 @@ func BenchmarkProxyInMemory(b *testing.B) {
 	mem := func(c *Config) { c.Transport = memTransport{} }
 	b.Run("bare", func(b *testing.B) {
 		w := benchWorld(b)
-		u, _ := url.Parse(w.upstream.URL)
-		rp := &httputil.ReverseProxy{
-			Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.SetXForwarded() },
-			Transport:  memTransport{},
-			BufferPool: &bufferPool{},
-		}
+		rp := bareProxy(w)
+		rp.Transport = memTransport{}
 		benchServe(b, rp, "web.exe.xyz", nil)
 	})
 	for _, assert := range []bool{false, true} {

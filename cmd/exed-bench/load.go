@@ -149,6 +149,17 @@ type loadResult struct {
 	elapsed   time.Duration
 }
 
+// add counts one connection's part r into the run's total a.
+func (a *loadResult) add(r *loadResult) {
+	a.ok += r.ok
+	a.other += r.other
+	a.throttled += r.throttled
+	if a.bad += r.bad; a.firstBad == "" {
+		a.firstBad = r.firstBad
+	}
+	a.lat = append(a.lat, r.lat...)
+}
+
 func (r *loadResult) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
 func (r *loadResult) p50() time.Duration {
 	return percentile(r.lat, 0.50)
@@ -198,13 +209,7 @@ func runLoad(ctx context.Context, addr, host string, conns int, d time.Duration,
 				}
 			}
 			mu.Lock()
-			all.ok += r.ok
-			all.other += r.other
-			all.throttled += r.throttled
-			if all.bad += r.bad; all.firstBad == "" {
-				all.firstBad = r.firstBad
-			}
-			all.lat = append(all.lat, r.lat...)
+			all.add(&r)
 			mu.Unlock()
 		}()
 	}

@@ -263,11 +263,7 @@ func runWS(ctx context.Context, addr, host, token string, conns int, d time.Dura
 				r.lat = append(r.lat, time.Since(t))
 			}
 			mu.Lock()
-			all.ok += r.ok
-			if all.bad += r.bad; all.firstBad == "" {
-				all.firstBad = r.firstBad
-			}
-			all.lat = append(all.lat, r.lat...)
+			all.add(&r)
 			mu.Unlock()
 		}()
 	}
