@@ -635,7 +635,10 @@ func TestWebPagesGolden(t *testing.T) {
 	}
 	tok, page := b.newToken(t, url.Values{"label": {"deploy"}, "vm": {"web"}, "exp": {"30d"}})
 	w.goldenPage(t, "tokenshown", strings.ReplaceAll(page, tok, "<the token>"))
-	_, page = b.newToken(t, url.Values{"label": {"ci"}, "cmds": {"whoami,ls"}})
+	// Keys list by when they were added (to the second), then by name: the
+	// second token's name sorts after the first's, so the order holds
+	// whether or not a second ticks between them.
+	_, page = b.newToken(t, url.Values{"label": {"release"}, "cmds": {"whoami,ls"}})
 	fp := w.alice.Key.Fingerprint
 	resp, body := b.post(vmPagePrefix+"web", url.Values{"action": {"add-link"}}, nil)
 	wantPage(t, "add-link", resp, body, http.StatusOK)
