@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // FuzzParseSignature: ParseSignature never panics, refuses only with
@@ -66,6 +68,35 @@ func FuzzParsePublicKey(f *testing.F) {
 		again, c2, err := ParsePublicKey([]byte(MarshalAuthorized(pub) + " " + comment))
 		if err != nil || Fingerprint(again) != Fingerprint(pub) || c2 != comment {
 			t.Fatalf("does not round-trip: %v", err)
+		}
+	})
+}
+
+// FuzzKeyBlobMatchesXCrypto: the signature's public key, read directly for
+// ed25519 and ECDSA, is accepted exactly when x/crypto parses it to a key
+// of the same wire form (what the general path requires), and then as the
+// same key. The seed corpus in testdata/fuzz/FuzzKeyBlobMatchesXCrypto holds
+// a key of each NIST curve and ed25519, and near misses of them.
+func FuzzKeyBlobMatchesXCrypto(f *testing.F) {
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		var s Signature
+		err := s.parseKey(blob)
+		pub, oracleErr := ssh.ParsePublicKey(blob)
+		canonical := oracleErr == nil && bytes.Equal(pub.Marshal(), blob) && AllowedKey(pub) == nil
+		if err != nil {
+			if canonical {
+				t.Fatalf("x/crypto reads %s, parseKey refuses it: %v", pub.Type(), err)
+			}
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnsupportedKey) {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			return
+		}
+		if !canonical {
+			t.Fatalf("parseKey accepts a key x/crypto does not read canonically: %v", oracleErr)
+		}
+		if !bytes.Equal(s.PublicKey.Marshal(), blob) || s.PublicKey.Type() != pub.Type() {
+			t.Fatal("parseKey's key differs from x/crypto's")
 		}
 	})
 }
