@@ -30,9 +30,10 @@ import (
 // generate-api-key and exe0-to-exe1 do, then reads every column of every
 // table with plain SQL (and, for SQLite, the database files themselves):
 // nothing in a copy of the database may be, contain or decode to a usable
-// token (an exe1 row keeps a hash of its handle, and the exe0 sealed
-// under the handle; a share link row a hash of its token and a short
-// prefix of it).
+// token or login secret (an exe1 row keeps a hash of its handle, and the
+// exe0 sealed under the handle; a share link row a hash of its token and a
+// short prefix of it; login links, magic secrets and browser sessions a
+// hash of their token, secret or cookie value).
 func TestDatabaseCopyYieldsNoToken(t *testing.T) {
 	for _, db := range sqlstore.Backends() {
 		t.Run(db.Name, func(t *testing.T) {
@@ -135,6 +136,44 @@ func TestDatabaseCopyYieldsNoToken(t *testing.T) {
 				t.Fatal(err)
 			}
 			secrets = append(secrets, link)
+
+			// A browser login, as the login routes store it: a link
+			// redeemed into a main-host session and a magic secret into a
+			// VM host's session, and a second link and secret left unused.
+			ev := func(action, subject string) store.Event {
+				return store.Event{Time: now, ActorID: u.ID, Action: action, Subject: subject}
+			}
+			for i := range 2 {
+				linkToken, secret := tokens.NewSecret(), tokens.NewSecret()
+				lh, sh := tokens.SecretHash(linkToken), tokens.SecretHash(secret)
+				secrets = append(secrets, linkToken, secret)
+				if err := s.AddLoginLink(ctx, store.LoginLink{Hash: lh[:], UserID: u.ID, Fingerprint: loginKey.Fingerprint,
+					TargetVM: "web", CreatedAt: now, ExpiresAt: now.Add(time.Minute), SessionExpiresAt: now.Add(time.Hour)},
+					ev("browser.link", "web")); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.AddMagicSecret(ctx, store.MagicSecret{Hash: sh[:], UserID: u.ID, Host: "web.exe.xyz:443", VM: "web",
+					Fingerprint: loginKey.Fingerprint, CreatedAt: now, ExpiresAt: now.Add(time.Minute), SessionExpiresAt: now.Add(time.Hour)},
+					ev("browser.authorize", "web.exe.xyz:443")); err != nil {
+					t.Fatal(err)
+				}
+				if i == 1 {
+					break // the second link and secret stay unused
+				}
+				mainCookie, vmCookie := tokens.NewCookieValue(), tokens.NewCookieValue()
+				mh, vh := tokens.SecretHash(mainCookie), tokens.SecretHash(vmCookie)
+				secrets = append(secrets, mainCookie, vmCookie)
+				if _, _, err := s.RedeemLoginLink(ctx, lh[:], now, store.Session{ID: store.NewSessionID(), Hash: mh[:],
+					Host: "exe.dev:443", CookieName: tokens.MainCookie, CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+					ev("session.start", "exe.dev:443")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := s.RedeemMagicSecret(ctx, sh[:], "web.exe.xyz:443", now, store.Session{ID: store.NewSessionID(), Hash: vh[:],
+					Host: "web.exe.xyz:443", CookieName: tokens.VMCookiePrefix + "443", CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+					ev("session.start", "web.exe.xyz:443")); err != nil {
+					t.Fatal(err)
+				}
+			}
 
 			// The check below must catch a leak in any of its forms.
 			for _, sec := range secrets {
