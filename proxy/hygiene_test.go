@@ -166,6 +166,12 @@ func TestReservedPathSpellings(t *testing.T) {
 		"/%c0%ae%c0%ae/__exe.dev/x",
 		"/x/%c0%ae%c0%ae/__exe.dev/x", // overlong UTF-8 dots
 		"/%ef%bc%bf_exe.dev/x",        // a fullwidth low line
+		// Chained rewrites: a space or control byte dropped from inside an
+		// overlong '.', and an overlong space then dropped (FuzzReservedPath
+		// found the first two).
+		"/%C0%20%AE/__exe.dev/login",
+		"/%c0%09%ae/__exe.dev/x",
+		"/__exe%c0%a0.dev/x",
 	}
 	for _, p := range refused {
 		req := w.request(http.MethodGet, "web.exe.xyz", "/", nil, auth)

@@ -159,7 +159,23 @@ func backslashes(s string) string { return strings.ReplaceAll(s, `\`, "/") }
 // '/', an overlong two-byte UTF-8 form (0xC0/0xC1 lead) as its ASCII byte,
 // a fullwidth form (U+FF01–U+FF5E) as its ASCII twin, and control bytes
 // and spaces dropped — or, with cut, the path ending at its first NUL.
+// Servers chain such rewrites, and one can make another's input (a space
+// dropped between 0xC0 and 0xAE leaves an overlong '.'; an overlong
+// space is then dropped), so they are applied until nothing changes:
+// each pass that changes s shortens it or turns a '\' into a '/', so
+// this ends within len(s)+1 passes, and in practice within three.
 func aggressive(s string, cut bool) string {
+	for {
+		next := rewriteBytes(s, cut)
+		if next == s {
+			return s
+		}
+		s = next
+	}
+}
+
+// rewriteBytes is one pass of aggressive's rewrites.
+func rewriteBytes(s string, cut bool) string {
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		c := s[i]
