@@ -45,8 +45,11 @@ func TestShortLivedTokenMintsNeverExpiringToken(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the child token has no expiry: %v", m)
 	}
-	if got.Unix() > exp {
-		t.Errorf("child expires at %v, after its parent's exp %v", got, time.Unix(exp, 0))
+	// The parent is valid through the second exp: it ends at exp+1, and
+	// so may the child, no later.
+	end := time.Unix(exp+1, 0)
+	if got.After(end) {
+		t.Errorf("child expires at %v, after its parent ends at %v", got, end)
 	}
 	cmds, _ := m["cmds"].([]any)
 	if len(cmds) != 1 || cmds[0] != "ssh-key generate-api-key" {
@@ -57,7 +60,7 @@ func TestShortLivedTokenMintsNeverExpiringToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.ExpiresAt.IsZero() || k.ExpiresAt.Unix() > exp || !slices.Equal(k.Cmds, []string{"ssh-key generate-api-key"}) {
+	if k.ExpiresAt.IsZero() || k.ExpiresAt.After(end) || !slices.Equal(k.Cmds, []string{"ssh-key generate-api-key"}) {
 		t.Errorf("child key restrictions: expires %v, cmds %v", k.ExpiresAt, k.Cmds)
 	}
 
@@ -88,8 +91,9 @@ func TestSshKeyAddTokenRegistersUnrestrictedLoginKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.ExpiresAt.IsZero() || k.ExpiresAt.Unix() > exp {
-		t.Errorf("added key expires %v: a key added by a token must not outlive it (exp %v)", k.ExpiresAt, time.Unix(exp, 0))
+	// The token is valid through the second exp: it ends at exp+1.
+	if end := time.Unix(exp+1, 0); k.ExpiresAt.IsZero() || k.ExpiresAt.After(end) {
+		t.Errorf("added key expires %v: a key added by a token must not outlive it (it ends %v)", k.ExpiresAt, end)
 	}
 	if !slices.Equal(k.Cmds, []string{"ssh-key add"}) {
 		t.Errorf("added key cmds = %v, want the token's [ssh-key add]", k.Cmds)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -37,6 +38,16 @@ var defaultCmds = [...]string{"help", "ls", "whoami", "ssh-key list", "exe0-to-e
 // DefaultCmds returns (a copy of) the commands granted to a token whose P
 // has no cmds.
 func DefaultCmds() []string { return slices.Clone(defaultCmds[:]) }
+
+// End is the instant a token with this P stops being valid: it is valid
+// through the second exp (expired when now > exp, in whole seconds), so
+// it ends at exp+1. The zero time when P has no exp.
+func (p Permissions) End() time.Time {
+	if p.Exp == 0 {
+		return time.Time{}
+	}
+	return time.Unix(p.Exp+1, 0).UTC()
+}
 
 // Grants reports whether path (a canonical command path such as
 // "ssh-key list") is granted by the token's cmds, or by the default list

@@ -33,10 +33,12 @@ func KeyRestrictions(k store.Key) Restrictions {
 // for a token it is the token's permissions, and the result is the
 // intersection of the key's restrictions and the token's own limits:
 //
-//   - expiry: the earlier of the key's ExpiresAt and the token's exp. A
-//     token is valid through the second exp; it is taken as expiring at
-//     exp itself (one second early for the gate), so that whatever it
-//     mints carries an exp no later than its own;
+//   - expiry: the earlier of the key's ExpiresAt and the token's end. A
+//     token is valid through the second exp (the Verifier's rule), so it
+//     ends at exp+1: the gate refuses it from the same instant as the
+//     proxy does, and whatever it mints or adds ends no later (a
+//     generated key carries that end as its ExpiresAt, which refuses
+//     its token from then on, whatever the token's own exp);
 //   - cmds: the token's cmds (absent: the default list), intersected with
 //     the key's;
 //   - VM: the key's (a token's namespace is checked by the Verifier).
@@ -51,7 +53,7 @@ func Effective(key store.Key, perms *Permissions) Restrictions {
 	}
 	var tok Restrictions
 	if perms.Exp != 0 {
-		tok.ExpiresAt = time.Unix(perms.Exp, 0).UTC()
+		tok.ExpiresAt = perms.End()
 	}
 	if perms.HasCmds {
 		tok.Cmds = slices.Clone(perms.Cmds)

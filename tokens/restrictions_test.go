@@ -1,7 +1,9 @@
 package tokens
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -207,12 +209,13 @@ func TestEffectiveAttenuates(t *testing.T) {
 		{"SSH: the key alone", ci, nil, KeyRestrictions(ci)},
 		{"SSH: an unrestricted key", plain, nil, Restrictions{}},
 		{"token without cmds: the default list", plain, &Permissions{}, Restrictions{Cmds: DefaultCmds()}},
+		// A token is valid through the second exp: it ends at exp+1.
 		{"token's exp and cmds", plain, &Permissions{Exp: tokExp.Unix(), Cmds: []string{"ssh-key add"}, HasCmds: true},
-			Restrictions{Cmds: []string{"ssh-key add"}, ExpiresAt: tokExp}},
+			Restrictions{Cmds: []string{"ssh-key add"}, ExpiresAt: tokExp.Add(time.Second)}},
 		{"cmds []: nothing", plain, &Permissions{Cmds: []string{}, HasCmds: true}, Restrictions{Cmds: []string{}}},
 		{"key ∩ token: the earlier expiry, the common cmds, the key's VM", ci,
 			&Permissions{Exp: tokExp.Unix(), Cmds: []string{"whoami", "ssh-key list"}, HasCmds: true},
-			Restrictions{VM: "web", Cmds: []string{"whoami"}, ExpiresAt: tokExp}},
+			Restrictions{VM: "web", Cmds: []string{"whoami"}, ExpiresAt: tokExp.Add(time.Second)}},
 		{"a token outliving its key ends with it", ci, &Permissions{Exp: keyExp.Unix() + 3600},
 			Restrictions{VM: "web", Cmds: []string{"ls", "whoami"}, ExpiresAt: keyExp}},
 	} {
@@ -248,5 +251,38 @@ func TestIntersect(t *testing.T) {
 	none := Restrictions{VM: "web"}.Intersect(Restrictions{VM: "db"})
 	if none.AllowsVM("web") || none.AllowsVM("db") || none.AllowsVM("") || none.AllowsCommand("ls") {
 		t.Errorf("web ∩ db = %v allows something", none)
+	}
+}
+
+// TestTokenExpiryOneBoundary: the Verifier (the proxy's check) and
+// Effective (the command gate's) end a token at the same instant. The
+// gate took a token as expiring at exp itself, so during the second exp
+// /exec refused what the VM proxy accepted.
+func TestTokenExpiryOneBoundary(t *testing.T) {
+	f := newFixture(t, Config{CacheSize: -1})
+	exp := t0.Add(time.Hour)
+	p := fmt.Sprintf(`{"exp":%d}`, exp.Unix())
+	tok := mint(t, f.signer, apiNS, p)
+	for _, tt := range []struct {
+		now   time.Time
+		valid bool
+	}{
+		{exp.Add(-time.Second), true},
+		{exp, true},
+		{exp.Add(999 * time.Millisecond), true},
+		{exp.Add(time.Second), false},
+	} {
+		f.clock.Set(tt.now)
+		g, err := f.v.Verify(context.Background(), tok, Target{Namespace: apiNS, Command: "whoami"})
+		if (err == nil) != tt.valid {
+			t.Fatalf("at exp%+v: Verify err = %v, want valid %v", tt.now.Sub(exp), err, tt.valid)
+		}
+		perms := &Permissions{Exp: exp.Unix()}
+		if err == nil {
+			perms = &g.Perms
+		}
+		if gateExpired := Effective(f.key, perms).Expired(tt.now); gateExpired == tt.valid {
+			t.Errorf("at exp%+v: the Verifier says valid %v, the gate expired %v", tt.now.Sub(exp), tt.valid, gateExpired)
+		}
 	}
 }

@@ -574,8 +574,7 @@ func (v *Verifier) keyAndUser(ctx context.Context, fp string, now time.Time, gen
 func (v *Verifier) expiry(now time.Time, key *store.Key, p *Permissions) time.Time {
 	exp := now.Add(v.ttl)
 	if p.Exp != 0 {
-		// Valid while now <= exp in whole seconds.
-		if t := time.Unix(p.Exp+1, 0); t.Before(exp) {
+		if t := p.End(); t.Before(exp) {
 			exp = t
 		}
 	}
