@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/exed-dev/exed/tokens"
 )
 
 // Header hygiene for what the proxy sets. CGI, WSGI and Rack map '-' and
@@ -81,7 +83,7 @@ func lenientBase64(s string) (string, bool) {
 
 // containsToken reports whether s holds an exe token's prefix anywhere.
 func containsToken(s string) bool {
-	return strings.Contains(s, "exe0.") || strings.Contains(s, "exe1.")
+	return strings.Contains(s, tokens.Exe0Prefix) || strings.Contains(s, tokens.Exe1Prefix)
 }
 
 // errNotWebSocket: the upstream answered a WebSocket upgrade with a 101

@@ -4,9 +4,10 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/exed-dev/exed/tokens"
 )
 
 func (s *Suite) whoamiCommand() *command {
@@ -51,7 +52,7 @@ func noArgs(r *request) error {
 	// Over ssh, a flag value with a space in it ("--label='a b'" typed in
 	// the local shell) arrives as a flag and a stray word.
 	const hint = "this command takes none; over ssh, a value with spaces or quotes needs a second layer of quotes"
-	if a := r.args[0]; strayWord.MatchString(a) && !strings.HasPrefix(a, "exe0.") && !strings.HasPrefix(a, "exe1.") {
+	if a := r.args[0]; strayWord.MatchString(a) && !tokens.LooksLikeToken(a) {
 		return fmt.Errorf("unexpected argument %q (%s)", a, hint)
 	}
 	return fmt.Errorf("unexpected argument (%s)", hint)

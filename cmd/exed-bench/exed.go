@@ -68,9 +68,9 @@ func startExed(ctx context.Context, bin, data, logPath string, extra ...string) 
 	if err != nil {
 		return nil, err
 	}
-	// exe.dev's names, which the harness's tokens are signed for (vmHost).
+	// The names the harness's tokens are signed for (benchNames).
 	args := append([]string{"serve", "--data", data, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--domain", "exe.dev", "--vm-domain", "exe.xyz"}, extra...)
+		"--domain", benchNames.Domain, "--vm-domain", benchNames.VMDomain}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = childAttr()

@@ -18,10 +18,14 @@ import (
 // Scenarios 2 and 5: proxy throughput and latency, and exed's memory while
 // distinct tokens stream through its cache.
 
+// benchNames are the names the harness runs exed serve under (startExed),
+// and signs its tokens for.
+var benchNames = tokens.Namespaces{Domain: "exe.dev", VMDomain: "exe.xyz"}
+
 // vmHost is the bench VM's host name; its namespace is vmNamespace.
-const (
-	vmHost      = "web.exe.xyz"
-	vmNamespace = "v0@web.exe.xyz"
+var (
+	vmHost      = benchNames.VMHost("web")
+	vmNamespace = benchNames.VM("web")
 )
 
 // proxyVariant is one way of serving the same request.

@@ -89,7 +89,7 @@ func scenarioVerify(ctx context.Context, b *bench) ([]row, error) {
 	if err := st.AddVM(ctx, vm, store.Event{Time: now, ActorID: "admin", Action: "vm.add", Subject: vm.Name}); err != nil {
 		return nil, err
 	}
-	target := tokens.Target{Namespace: "v0@web.exe.xyz", VM: &vm}
+	target := tokens.Target{Namespace: vmNamespace, VM: &vm}
 	// The result cache off, as for a token seen for the first time; the
 	// key cache on, as in exed serve: the signing key and its user were
 	// read from SQLite once, by an earlier token of the same key.
