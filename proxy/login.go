@@ -174,8 +174,8 @@ func (h *Handler) redeemSecret(w http.ResponseWriter, r *http.Request, o origin,
 // expired or for another host: all look alike from outside.
 func (h *Handler) loginExpired(w http.ResponseWriter, vm string) {
 	h.render(w, http.StatusUnauthorized, "error", pageData{
-		Title: "Login expired", Heading: "This login has expired",
-		Message: "Login links work once, for a few minutes, on the site they were made for. Make a new one:",
+		Title: "Login link used or expired", Heading: "This login link no longer works",
+		Message: "Login links work once, for a few minutes, on the site they were made for: this one has been used, has expired or is for another site. Make a new one:",
 		SSHLine: h.sshLine(vm, ""),
 	})
 }

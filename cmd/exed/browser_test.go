@@ -53,6 +53,9 @@ func TestBrowserLogin(t *testing.T) {
 	page := vmOrigin + "/private/page?x=1"
 
 	b := newTab(t, ctx, shotDir)
+	// A phone's viewport: headless Chromium keeps its window at least
+	// 500 px wide, whatever WindowSize asks.
+	b.do("phone width", chromedp.EmulateViewport(412, 915, chromedp.EmulateMobile, chromedp.EmulatePortrait))
 	step, shot, eval, location, text := b.step, b.shot, b.eval, b.location, b.text
 	wantLoginPage := func(when string) {
 		t.Helper()

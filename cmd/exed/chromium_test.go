@@ -103,7 +103,9 @@ func findChromium(t *testing.T) string {
 
 // newChromium starts headless Chromium with a fresh profile, every name
 // resolved to 127.0.0.1, and the test certificate trusted by its SPKI
-// hash, at a phone's window size.
+// hash. Its window is 412 px wide, as a phone's, where headless Chromium
+// allows it (it keeps at least 500): tests that look at a phone's width
+// emulate its viewport.
 func newChromium(t *testing.T, spki string) context.Context {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
