@@ -153,11 +153,13 @@ const (
 	// DefaultCacheSize covers every token in active use on a busy
 	// instance (the cache fills only if that many distinct tokens arrive
 	// within one TTL). An entry is about 0.6 KB with an ed25519 key and
-	// no ctx, and up to about 7 KB with the largest ctx a token can hold,
-	// so memory is bounded by bytes as well (DefaultCacheBytes).
+	// no ctx, and up to about 12 KB with the largest ctx a token can hold
+	// (held twice: P's bytes, and the header value Grant.Ctx made once per
+	// verification), so memory is bounded by bytes as well
+	// (DefaultCacheBytes).
 	DefaultCacheSize = 100_000
 	// DefaultCacheBytes bounds the cache's estimated memory: 64 MiB, a
-	// hundred thousand ordinary entries or nine thousand of the largest.
+	// hundred thousand ordinary entries or five thousand of the largest.
 	DefaultCacheBytes = 64 << 20
 	// DefaultCacheTTL bounds how long a key removed through another
 	// instance sharing the registry keeps working here: a removed key is
