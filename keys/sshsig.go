@@ -449,8 +449,35 @@ func (s *Signature) Verify(message []byte) error {
 	return nil
 }
 
+// verifyECDSA checks (r, s) over hash. ecdsa.Verify would take them as
+// big.Ints only to encode them as DER for VerifyASN1; r and s are already
+// canonical magnitudes, so the DER is written directly, on the stack.
 func (s *Signature) verifyECDSA(hash []byte) bool {
-	return ecdsa.Verify(s.ecKey, hash, new(big.Int).SetBytes(s.r), new(big.Int).SetBytes(s.s))
+	var buf [3 + 2*(2+67)]byte // SEQUENCE of two INTEGERs of P-521's size, with sign bytes
+	der := appendDERInts(buf[:0], s.r, s.s)
+	return ecdsa.VerifyASN1(s.ecKey, hash, der)
+}
+
+// appendDERInts appends the DER SEQUENCE { INTEGER r, INTEGER s } of two
+// positive magnitudes without leading zeros, each at most 66 bytes (so an
+// INTEGER's length fits in one byte, and the SEQUENCE's in two: P-521's
+// reach 138).
+func appendDERInts(dst, r, s []byte) []byte {
+	intLen := func(m []byte) int { return 2 + len(m) + int(m[0]>>7) }
+	n := intLen(r) + intLen(s)
+	dst = append(dst, 0x30)
+	if n >= 0x80 {
+		dst = append(dst, 0x81) // long form: one length byte follows
+	}
+	dst = append(dst, byte(n))
+	for _, m := range [2][]byte{r, s} {
+		dst = append(dst, 0x02, byte(len(m)+int(m[0]>>7)))
+		if m[0]&0x80 != 0 {
+			dst = append(dst, 0) // keep the INTEGER positive
+		}
+		dst = append(dst, m...)
+	}
+	return dst
 }
 
 // skSignedData is what a FIDO authenticator signs (PROTOCOL.u2f):

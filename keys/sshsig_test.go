@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/asn1"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -425,5 +426,25 @@ func TestParseSignatureFieldsCapped(t *testing.T) {
 	}
 	if cap(s.PublicKeyBlob) != len(s.PublicKeyBlob) {
 		t.Errorf("PublicKeyBlob cap %d > len %d", cap(s.PublicKeyBlob), len(s.PublicKeyBlob))
+	}
+}
+
+// TestAppendDERInts: the DER verifyECDSA writes is encoding/asn1's for the
+// same two positive integers, for every magnitude length up to P-521's
+// and with the high bit set or clear.
+func TestAppendDERInts(t *testing.T) {
+	for n := 1; n <= 66; n++ {
+		for _, top := range []byte{0x01, 0x7f, 0x80, 0xff} {
+			r := bytes.Repeat([]byte{0x5a}, n)
+			r[0] = top
+			s := bytes.Repeat([]byte{0xa5}, 67-n)
+			want, err := asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(r), new(big.Int).SetBytes(s)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := appendDERInts(nil, r, s); !bytes.Equal(got, want) {
+				t.Fatalf("r of %d bytes from %#x: got % x, want % x", n, top, got, want)
+			}
+		}
 	}
 }
