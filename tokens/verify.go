@@ -618,11 +618,10 @@ func (v *Verifier) openExe1(ctx context.Context, handle string, r *report) (*Exe
 // registry: on every verification, whether its result was cached or not.
 // On success it does not allocate.
 func checkUse(now time.Time, key *store.Key, p *Permissions, t Target, r *report) error {
-	sec := now.Unix()
-	if p.Exp != 0 && sec > p.Exp {
+	if p.Exp != 0 && !now.Before(p.End()) {
 		return r.fail(CheckValidity, ReasonExpired, "expired at "+unixUTC(p.Exp), nil)
 	}
-	if p.Nbf != 0 && sec < p.Nbf {
+	if p.Nbf != 0 && now.Unix() < p.Nbf {
 		return r.fail(CheckValidity, ReasonNotYetValid, "not valid before "+unixUTC(p.Nbf), nil)
 	}
 	if r != nil {
