@@ -172,6 +172,9 @@ func TestReservedPathSpellings(t *testing.T) {
 		"/%C0%20%AE/__exe.dev/login",
 		"/%c0%09%ae/__exe.dev/x",
 		"/__exe%c0%a0.dev/x",
+		// Nested so that each pass uncovers the next pair: past the passes
+		// checkPath spends, refused as ambiguous.
+		"/%C0" + strings.Repeat("%C0", 4) + "%20" + strings.Repeat("%A0", 4) + "%AE/__exe.dev/x",
 	}
 	for _, p := range refused {
 		req := w.request(http.MethodGet, "web.exe.xyz", "/", nil, auth)

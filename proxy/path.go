@@ -35,7 +35,11 @@ func checkPath(raw string) int {
 	if plainPath(raw) {
 		return pathOK // nothing else could make it reserved: the hot path
 	}
-	for _, p := range pathSpellings(raw) {
+	spellings, ok := pathSpellings(raw)
+	if !ok {
+		return pathAmbiguous
+	}
+	for _, p := range spellings {
 		if underReserved(p) {
 			return pathAmbiguous
 		}
@@ -86,8 +90,9 @@ func underReserved(p string) bool {
 // (backslash as slash, overlong UTF-8 and fullwidth forms as ASCII,
 // control bytes and spaces dropped, or the path cut at a NUL), each of
 // those with path parameters (";…" in a segment, Tomcat's "..;") and
-// trailing dots and spaces of segments dropped, in either order.
-func pathSpellings(raw string) []string {
+// trailing dots and spaces of segments dropped, in either order. ok is
+// false for a path whose byte-level rewrites do not settle (aggressive).
+func pathSpellings(raw string) (spellings []string, ok bool) {
 	decoded := []string{raw}
 	for d := raw; len(decoded) <= maxDecodes; {
 		next, ok := percentDecode(d)
@@ -100,7 +105,12 @@ func pathSpellings(raw string) []string {
 	var out []string
 	seen := make(map[string]bool, 4*len(decoded))
 	for _, d := range decoded {
-		for _, b := range []string{d, backslashes(d), aggressive(d, false), aggressive(d, true)} {
+		loose, ok1 := aggressive(d, false)
+		cut, ok2 := aggressive(d, true)
+		if !ok1 || !ok2 {
+			return nil, false
+		}
+		for _, b := range []string{d, backslashes(d), loose, cut} {
 			if seen[b] {
 				continue // the same byte-level spelling: the same segment rewrites
 			}
@@ -116,7 +126,7 @@ func pathSpellings(raw string) []string {
 				segments(segments(b, dropTrailing), dropParams))
 		}
 	}
-	return out
+	return out, true
 }
 
 // percentDecode decodes every %XX in s; ok is false for a malformed escape.
@@ -161,18 +171,25 @@ func backslashes(s string) string { return strings.ReplaceAll(s, `\`, "/") }
 // and spaces dropped — or, with cut, the path ending at its first NUL.
 // Servers chain such rewrites, and one can make another's input (a space
 // dropped between 0xC0 and 0xAE leaves an overlong '.'; an overlong
-// space is then dropped), so they are applied until nothing changes:
-// each pass that changes s shortens it or turns a '\' into a '/', so
-// this ends within len(s)+1 passes, and in practice within three.
-func aggressive(s string, cut bool) string {
-	for {
+// space is then dropped), so they are applied until nothing changes.
+// Three passes settle anything a real chain of servers makes; a path
+// built to need more (each pass can uncover one more nested pair, so a
+// long one could take thousands) is not worth the work: ok is false, and
+// the path is refused as ambiguous.
+func aggressive(s string, cut bool) (string, bool) {
+	for range maxRewritePasses {
 		next := rewriteBytes(s, cut)
 		if next == s {
-			return s
+			return s, true
 		}
 		s = next
 	}
+	return s, false
 }
+
+// maxRewritePasses bounds aggressive: the passes that may change a path,
+// plus the one that finds nothing left to change.
+const maxRewritePasses = 4
 
 // rewriteBytes is one pass of aggressive's rewrites.
 func rewriteBytes(s string, cut bool) string {
