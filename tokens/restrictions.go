@@ -51,10 +51,7 @@ func Effective(key store.Key, perms *Permissions) Restrictions {
 	if perms == nil {
 		return r
 	}
-	var tok Restrictions
-	if perms.Exp != 0 {
-		tok.ExpiresAt = perms.End()
-	}
+	tok := Restrictions{ExpiresAt: perms.End()}
 	if perms.HasCmds {
 		tok.Cmds = slices.Clone(perms.Cmds)
 		if tok.Cmds == nil {
