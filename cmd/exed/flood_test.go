@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,4 +177,61 @@ func mustRead(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestSlowAndOversizedRequestHeaders: the HTTP front cuts a client that
+// sends part of its request headers and stops (ReadHeaderTimeout, 10 s),
+// and answers 431 to headers past its 64 KiB bound, without reading on;
+// other clients are served meanwhile.
+func TestSlowAndOversizedRequestHeaders(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", srv.httpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	slow := dial()
+	if _, err := io.WriteString(slow, "GET / HTTP/1.1\r\nHost: exe.localhost\r\nX-Partial: "); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+
+	big := dial()
+	fmt.Fprintf(big, "GET / HTTP/1.1\r\nHost: exe.localhost\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", 70<<10))
+	resp, err := http.ReadResponse(bufio.NewReader(big), nil)
+	if err != nil {
+		t.Fatalf("headers past the bound: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("headers past the bound: %d, want 431", resp.StatusCode)
+	}
+
+	// Served while the slow one waits.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+srv.httpAddr+"/", nil)
+	req.Host = "exe.localhost"
+	ok, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("a normal request meanwhile: %v", err)
+	}
+	ok.Body.Close()
+	if ok.StatusCode != http.StatusOK {
+		t.Errorf("a normal request meanwhile: %d", ok.StatusCode)
+	}
+
+	// The slow client is cut: its read ends (EOF, or a 408 and then EOF)
+	// long before this deadline.
+	slow.SetReadDeadline(time.Now().Add(30 * time.Second))
+	rest, err := io.ReadAll(slow)
+	if err != nil {
+		t.Fatalf("the slow client was not cut within 30 s: %v", err)
+	}
+	if len(rest) > 0 && !strings.HasPrefix(string(rest), "HTTP/1.1 408") {
+		t.Errorf("the slow client got %.60q", rest)
+	}
+	t.Logf("the slow client was cut after %v", time.Since(start).Round(100*time.Millisecond))
 }
