@@ -2,6 +2,8 @@ package sshcmd
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -1127,4 +1129,36 @@ func TestCtxThatCannotTravelInHeaderMinted(t *testing.T) {
 	}
 	// A tab between values is a header's business too, and fine.
 	e.mustRun(callerOf(alice), "ssh-key generate-api-key --ctx '[1,\t2]'", "")
+}
+
+// TestSmallOrderKeyAddedOverSSH: an ed25519 public key of small order
+// (here the identity point, with which anyone can make a signature that
+// verifies) is refused by ssh-key add with one line, and nothing is
+// stored. keys.TestSmallOrderEd25519KeyForgesSignatures holds every such
+// encoding; this is the path a user's key arrives by.
+func TestSmallOrderKeyAddedOverSSH(t *testing.T) {
+	e := newTestEnv(t)
+	alice := e.AddUser("alice@example.com", 1)
+	c := callerOf(alice)
+	identity := make([]byte, 32)
+	identity[0] = 1
+	var blob []byte
+	for _, s := range [][]byte{[]byte("ssh-ed25519"), identity} {
+		blob = binary.BigEndian.AppendUint32(blob, uint32(len(s)))
+		blob = append(blob, s...)
+	}
+	line := "ssh-ed25519 " + base64.StdEncoding.EncodeToString(blob)
+	before := e.Dump()
+	for _, cmd := range []struct{ line, stdin string }{
+		{"ssh-key add --name weak " + line, ""},
+		{"ssh-key add --name weak", line + "\n"},
+	} {
+		_, err := e.run(c, cmd.line, cmd.stdin)
+		if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "small order") {
+			t.Errorf("%q: %v, want one line refusing a key of small order", cmd.line, err)
+		}
+	}
+	if e.Dump() != before {
+		t.Error("a refused key changed the store")
+	}
 }
