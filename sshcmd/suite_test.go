@@ -1154,6 +1154,7 @@ func TestSmallOrderKeyAddedOverSSH(t *testing.T) {
 		{"ssh-key add --name weak", line + "\n"},
 	} {
 		_, err := e.run(c, cmd.line, cmd.stdin)
+		t.Logf("%q: %v", cmd.line, err)
 		if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "small order") {
 			t.Errorf("%q: %v, want one line refusing a key of small order", cmd.line, err)
 		}
