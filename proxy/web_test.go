@@ -868,7 +868,7 @@ func TestWebPagesEscape(t *testing.T) {
 		Made:     &generatedJSON{Label: evil, Token: evil, Namespace: evil, Fingerprint: evil, VM: evil, Cmds: &cmds, ExpiresAt: evil},
 		CurlLine: evil, Sessions: []sessionJSON{{evil, evil, evil, evil, evil, evil}}, ThisOne: evil,
 		VMs: []vmJSON{{evil, evil, false}}, SharedVMs: []sharedVMJSON{{vmJSON{evil, evil, true}, evil}},
-		Share: sh, ShareWith: evil, NewLink: &addLinkJSON{evil, evil, evil}, Events: []eventJSON{{1, evil, evil, evil, evil, evil}},
+		Share: sh, ShareWith: evil, NewLink: &addLinkJSON{evil, evil, evil}, Events: []eventJSON{{1, evil, evil, evil, evil, evil, evil}},
 	}
 	for _, name := range webPageNames {
 		page := d

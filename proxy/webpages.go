@@ -123,6 +123,10 @@ type (
 		Via        string `json:"via"`
 		RemoteAddr string `json:"remote_addr"`
 		Subject    string `json:"subject"`
+		// KeyName is the current name of the key Subject's fingerprint
+		// names, if it is still one of the user's (the row keeps the
+		// fingerprint: a name can change, or be given to another key).
+		KeyName string `json:"-"`
 	}
 	logJSON struct {
 		Events []eventJSON `json:"events"`
@@ -420,6 +424,18 @@ func (h *Handler) logPage(x *web) {
 	if err := x.run(&l, "log"); err != nil {
 		x.failed("log", d, err)
 		return
+	}
+	// Name the keys still there; without ssh-key list (a session of a
+	// token that may not run it) the fingerprints stand alone.
+	var ks keysJSON
+	if x.run(&ks, "ssh-key", "list") == nil {
+		names := make(map[string]string, len(ks.SSHKeys))
+		for _, k := range ks.SSHKeys {
+			names[k.Fingerprint] = k.Name
+		}
+		for i := range l.Events {
+			l.Events[i].KeyName = names[l.Events[i].Subject]
+		}
 	}
 	d.Events = l.Events
 	x.show(http.StatusOK, "log", d)
