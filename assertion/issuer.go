@@ -415,15 +415,16 @@ func (c *cache) get(h uint64, id *Identity, aud Audience, now time.Time) (string
 	return e.jwt, true
 }
 
-// put stores e under h. At most once a minute it drops the entries due for
-// renewal. A full cache first drops what is due for renewal,
-// then, if that freed less than a quarter, arbitrary entries (map order is
+// put stores e under h. At most once a minute, and whenever the cache is
+// full, it first drops the entries due for renewal; a full cache that
+// freed less than a quarter so then drops arbitrary entries (map order is
 // random) down to three quarters: a flood of identities churns the cache
 // but never grows it, and the scans stay rare.
 func (c *cache) put(h uint64, e *entry, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now.Sub(c.swept) >= cacheSweepEvery {
+	full := len(c.m) >= c.max
+	if full || now.Sub(c.swept) >= cacheSweepEvery {
 		c.swept = now
 		for k, old := range c.m {
 			if !now.Before(old.renew) {
@@ -431,12 +432,7 @@ func (c *cache) put(h uint64, e *entry, now time.Time) {
 			}
 		}
 	}
-	if len(c.m) >= c.max {
-		for k, old := range c.m {
-			if !now.Before(old.renew) {
-				delete(c.m, k)
-			}
-		}
+	if full {
 		for k := range c.m {
 			if len(c.m) <= c.max*3/4 {
 				break
